@@ -1,0 +1,55 @@
+# ocpp-router — every target sets up what it needs on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed
+EXT_SOURCES := $(shell find ext -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' -o -name '*.h')
+BUILT  := $(VENV)/.built
+
+.PHONY: all venv build test test-only lint run compliance fuzz bench clean
+
+all: build
+
+$(STAMP): pyproject.toml setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel "cython>=3.0.10"
+	$(PIP) install -q --no-build-isolation -e '.[test,bench,dev]'
+	touch $@
+
+venv: $(STAMP)
+
+$(BUILT): $(STAMP) $(EXT_SOURCES) setup.py
+	$(PY) setup.py -q build_ext --inplace -j 2
+	touch $@
+
+build: $(BUILT)
+
+lint: $(BUILT)
+	$(VENV)/bin/ruff check router tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/cython-lint ext
+
+test: $(BUILT) lint
+	$(PY) -m pytest -n 2 -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# Run the test suite without the lint step (quicker while iterating).
+test-only: $(BUILT)
+	$(PY) -m pytest -n 2 -q -p no:cacheprovider $(PYTEST_ARGS)
+
+run: $(BUILT)
+	$(VENV)/bin/ocpp-router dev
+
+compliance: $(BUILT)
+	$(PY) -m tests.compliance --groups all --report bench/results/autobahn
+
+fuzz: $(BUILT)
+	$(PY) -m tests.fuzz --seconds $${FUZZ_SECONDS:-600}
+
+bench: $(BUILT)
+	$(PY) -m bench.run --standard
+
+clean:
+	rm -rf build $(VENV) *.egg-info
+	find router ext -name '*.so' -delete
+	find ext -name '*.c' -delete
