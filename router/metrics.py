@@ -1,0 +1,138 @@
+"""Prometheus metrics, counted as plain integers on the hot path.
+
+The router counts into dicts and small fixed-bucket histograms (a dict update
+or a ``bisect`` per event, no locks, no label lookups) and turns them into
+Prometheus metric families only when ``/metrics`` is scraped, through a custom
+collector (the same idea as uvloop's ``readonly uint64_t`` debug counters).
+No metric has a per-charger label: cardinality stays bounded by the OCPP
+action list.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+NS = "ocpp_router"
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                   5.0, 10.0, 30.0)
+SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+
+
+class Histogram:
+    """Fixed buckets, cumulative on export."""
+
+    __slots__ = ("bounds", "counts", "total", "n")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+        self.n = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.n += 1
+
+    def family(self, name: str, doc: str) -> HistogramMetricFamily:
+        buckets: list[tuple[str, float]] = []
+        acc = 0
+        for bound, count in zip(self.bounds, self.counts, strict=False):
+            acc += count
+            buckets.append((repr(float(bound)), acc))
+        buckets.append(("+Inf", self.n))
+        return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=self.total)
+
+
+class RouterMetrics:
+    """Every counter of one router process."""
+
+    def __init__(self) -> None:
+        self.handshakes: dict[str, int] = {}
+        # (direction, kind, action) -> count; direction "in" (from chargers) / "out"
+        self.messages: dict[tuple[str, str, str], int] = {}
+        self.validation_errors: dict[str, int] = {}
+        self.backend_failed: dict[str, int] = {}
+        self.redis_errors: dict[str, int] = {}
+        self.edge_answers: dict[str, int] = {}
+        self.ignored: dict[str, int] = {}
+        self.publish_latency = Histogram(LATENCY_BUCKETS)
+        self.publish_batch = Histogram(SIZE_BUCKETS)
+        self.reply_latency = Histogram(LATENCY_BUCKETS)
+        # Read at scrape time: set by the node.
+        self.gauges: Callable[[], dict[str, Any]] = dict
+
+    @staticmethod
+    def inc(table: dict[Any, int], key: Any, n: int = 1) -> None:
+        table[key] = table.get(key, 0) + n
+
+    def collector(self) -> RouterCollector:
+        return RouterCollector(self)
+
+
+def _counter(name: str, doc: str, labels: list[str],
+             table: dict[Any, int]) -> CounterMetricFamily:
+    fam = CounterMetricFamily(f"{NS}_{name}", doc, labels=labels)
+    for key, value in sorted(table.items()):
+        values = list(key) if isinstance(key, tuple) else [key]
+        fam.add_metric([str(v) for v in values], value)
+    return fam
+
+
+class RouterCollector(Collector):
+    """Turns :class:`RouterMetrics` into metric families at scrape time."""
+
+    def __init__(self, metrics: RouterMetrics) -> None:
+        self.m = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.m
+        yield _counter("handshakes", "WebSocket handshakes by outcome", ["outcome"], m.handshakes)
+        yield _counter("messages", "OCPP-J messages by direction (in: from chargers), kind and "
+                       "action", ["direction", "kind", "action"], m.messages)
+        yield _counter("validation_errors", "charger messages answered with a CALLERROR by the "
+                       "router, by error code", ["code"], m.validation_errors)
+        yield _counter("backend_failed", "backend messages that ended as a failed entry, by code",
+                       ["code"], m.backend_failed)
+        yield _counter("redis_errors", "Redis errors by operation", ["op"], m.redis_errors)
+        yield _counter("edge_answers", "charger CALLs answered by the router itself, by action",
+                       ["action"], m.edge_answers)
+        yield _counter("ignored_messages", "charger messages ignored (unknown message type, "
+                       "answers to nothing)", ["reason"], m.ignored)
+        yield m.publish_latency.family(f"{NS}_publish_latency_seconds",
+                                       "time from XADD batch write to Redis reply")
+        yield m.publish_batch.family(f"{NS}_publish_batch_size", "XADDs per write to Redis")
+        yield m.reply_latency.family(f"{NS}_backend_reply_latency_seconds",
+                                     "time from a charger CALL to the backend's reply")
+        gauges = m.gauges()
+        conns = GaugeMetricFamily(f"{NS}_connections", "open charger connections by protocol",
+                                  labels=["protocol"])
+        for proto, n in sorted(gauges.get("connections", {}).items()):
+            conns.add_metric([proto], n)
+        yield conns
+        for name, doc in (
+            ("handshakes_in_progress", "handshakes not yet finished"),
+            ("backend_calls_queued", "backend CALLs queued or in flight to chargers"),
+            ("charger_calls_pending", "charger CALLs waiting for the backend's reply"),
+            ("publish_pending", "XADDs written but not yet acknowledged by Redis"),
+            ("draining", "1 while the process drains after SIGTERM"),
+            ("redis_connected", "1 while the publishing connection to Redis is up"),
+            ("reading_paused", "1 while reading from chargers is paused (publish backpressure)"),
+        ):
+            yield GaugeMetricFamily(f"{NS}_{name}", doc, value=float(gauges.get(name, 0)))
+        ws = gauges.get("ws", {})
+        for key, value in sorted(ws.items()):
+            if isinstance(value, int | float):
+                yield CounterMetricFamily(f"{NS}_ws_{key}", f"WebSocket codec counter {key}",
+                                          value=value)
