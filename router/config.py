@@ -379,8 +379,9 @@ def load(args: argparse.Namespace | Mapping[str, Any] | None = None,
         try:
             values[name] = opt.parse(value)
         except (TypeError, ValueError) as exc:
-            reason = str(exc) if str(exc) and "invalid literal" not in str(exc) else (
-                "is not a valid value")
+            text = str(exc)
+            generic = not text or text.startswith(("invalid literal", "could not convert"))
+            reason = "is not a valid value" if generic else text
             raise ConfigError(f"{source}: {reason} (got {value!r})") from exc
         sources[name] = source
     config = Config(**values, sources=sources)
