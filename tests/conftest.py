@@ -45,3 +45,112 @@ def key_prefix() -> str:
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+# ---------------------------------------------------------------- router nodes
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+
+
+@dataclass
+class RouterNode:
+    """A real ``ocpp-router serve`` process."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    admin_port: int
+    node_id: str
+    redis_url: str
+    key_prefix: str
+    args: list[str] = field(default_factory=list)
+
+    def url(self, identity: str, host: str = "127.0.0.1") -> str:
+        return f"ws://{host}:{self.port}/ocpp/{identity}"
+
+    def admin(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.admin_port}{path}", timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` whose labels include ``labels``."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        _, text = self.admin("/metrics")
+        total = 0.0
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                    total += s.value
+        return total
+
+    def stop(self, sig: int = signal.SIGTERM, wait: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(wait)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stderr:
+            self.proc.stderr.close()
+        return int(self.proc.returncode)
+
+
+def start_router(redis_url: str, key_prefix: str, *args: str, node_id: str | None = None,
+                 ready: bool = True, wait: float = 20) -> RouterNode:
+    port, admin_port = free_port(), free_port()
+    node_id = node_id or f"node-{uuid.uuid4().hex[:8]}"
+    argv = [sys.executable, "-m", "router.cli.main", "serve", "--host", "127.0.0.1",
+            "--port", str(port), "--admin-host", "127.0.0.1", "--admin-port", str(admin_port),
+            "--redis-url", redis_url, "--key-prefix", key_prefix, "--node-id", node_id,
+            "--drain-seconds", "1", *args]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCPP_ROUTER_")}
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env)
+    node = RouterNode(proc, port, admin_port, node_id, redis_url, key_prefix, list(args))
+    deadline = time.monotonic() + timeout(wait)
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            raise RuntimeError(f"router exited with {proc.returncode}: {err[-2000:]}")
+        try:
+            status, _ = node.admin("/readyz")
+            if status == 200 or (not ready and status == 503):
+                return node
+        except OSError:
+            pass
+        time.sleep(0.05)
+    node.stop(signal.SIGKILL)
+    raise RuntimeError("router did not become ready")
+
+
+@pytest.fixture
+def router_factory(redis_server: RedisServer,
+                   key_prefix: str) -> Iterator[Callable[..., RouterNode]]:
+    """Start router processes on this test's Redis; all stopped at teardown."""
+    nodes: list[RouterNode] = []
+
+    def make(*args: str, **kw: object) -> RouterNode:
+        node = start_router(redis_server.url, key_prefix, *args, **kw)  # type: ignore[arg-type]
+        nodes.append(node)
+        return node
+
+    yield make
+    for node in nodes:
+        node.stop()
+
+
+@pytest.fixture
+def router_node(router_factory: Callable[..., RouterNode]) -> RouterNode:
+    """One router process with default options (auth none) on a fresh Redis."""
+    return router_factory()
