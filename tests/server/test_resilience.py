@@ -1,0 +1,155 @@
+"""Failures: Redis stopped and restarted under load, SIGTERM drain under load,
+several workers behind one port."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import Callable
+
+import pytest
+import redis.asyncio as aioredis
+
+from router.embedded_redis import RedisServer
+from tests.conftest import RouterNode, start_router, timeout
+from tests.server.helpers import BOOT, BOOT_REPLY, Charger
+
+
+async def answering_backend(url: str, prefix: str, stop: asyncio.Event,
+                            answered: set[str]) -> None:
+    """Answers every call with a valid BootNotification reply; survives Redis restarts."""
+    last = b"$"
+    while not stop.is_set():
+        r = aioredis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+        try:
+            while not stop.is_set():
+                res = await r.xread({f"{prefix}:in:{{0}}": last}, count=100, block=200)
+                for _, entries in res or []:
+                    for entry_id, f in entries:
+                        last = entry_id
+                        if f[b"kind"] != b"call":
+                            continue
+                        await r.xadd(f"{prefix}:out:{f[b'node'].decode()}", {
+                            "kind": "result", "cs": f[b"cs"], "conn": f[b"conn"],
+                            "id": f[b"id"], "payload": json.dumps(BOOT_REPLY["ocpp1.6"])})
+                        answered.add(f[b"id"].decode())
+        except (OSError, aioredis.ConnectionError, aioredis.TimeoutError):
+            await asyncio.sleep(0.1)
+        finally:
+            await r.aclose()
+
+
+async def charger_loop(node: RouterNode, identity: str, stop: asyncio.Event,
+                       outcomes: dict[str, list[str]]) -> None:
+    cp = await Charger.connect(node, identity)
+    n = 0
+    try:
+        while not stop.is_set():
+            n += 1
+            msg_id = f"{identity}-{n}"
+            await cp.call("BootNotification", BOOT["ocpp1.6"], msg_id)
+            answer = await cp.recv(wait=30)
+            assert answer[1] == msg_id
+            outcomes["ok" if answer[0] == 3 else answer[2]].append(msg_id)
+            if answer[0] != 3:
+                await asyncio.sleep(0.05)
+    finally:
+        await cp.close()
+
+
+async def test_redis_restart_under_load(key_prefix: str) -> None:
+    server = RedisServer().start()
+    node = start_router(server.url, key_prefix, "--publish-timeout", "1",
+                        "--reply-timeout", "5")
+    stop = asyncio.Event()
+    answered: set[str] = set()
+    outcomes: dict[str, list[str]] = {"ok": [], "InternalError": []}
+    try:
+        backend = asyncio.create_task(answering_backend(server.url, key_prefix, stop, answered))
+        chargers = [asyncio.create_task(charger_loop(node, f"CP-{i}", stop, outcomes))
+                    for i in range(5)]
+        await asyncio.sleep(timeout(1.0))
+        ok_before = len(outcomes["ok"])
+        assert ok_before > 0
+        server.stop()                                  # Redis goes away
+        await asyncio.sleep(timeout(1.5))
+        assert node.admin("/readyz")[0] == 503
+        assert outcomes["InternalError"], "chargers must be told promptly"
+        server = RedisServer(port=server.port).start()  # and comes back, empty
+        deadline = time.monotonic() + timeout(20)
+        while len(outcomes["ok"]) < ok_before + 20 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert len(outcomes["ok"]) >= ok_before + 20, "router recovers without a restart"
+        assert node.admin("/readyz")[0] == 200
+        stop.set()
+        await asyncio.gather(*chargers)
+        backend.cancel()
+        await asyncio.gather(backend, return_exceptions=True)
+        # Never a success the backend did not give.
+        assert set(outcomes["ok"]) <= answered
+        assert node.proc.poll() is None
+    finally:
+        stop.set()
+        node.stop()
+        server.stop()
+
+
+async def test_sigterm_drains_under_load(router_factory: Callable[..., RouterNode]) -> None:
+    node = router_factory("--drain-seconds", "2")
+    stop = asyncio.Event()
+    answered: set[str] = set()
+    backend = asyncio.create_task(answering_backend(node.redis_url, node.key_prefix, stop,
+                                                    answered))
+    closes: list[int | None] = []
+
+    async def one(i: int) -> None:
+        cp = await Charger.connect(node, f"CP-d{i}")
+        try:
+            while True:
+                await cp.call("BootNotification", BOOT["ocpp1.6"])
+                await cp.recv(wait=10)
+        except Exception:
+            closes.append(cp.ws.close_code)
+
+    chargers = [asyncio.create_task(one(i)) for i in range(10)]
+    await asyncio.sleep(timeout(0.5))
+    started = time.monotonic()
+    node.proc.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.3)
+    assert node.admin("/readyz")[0] == 503
+    await asyncio.wait_for(asyncio.gather(*chargers), timeout(15))
+    code = await asyncio.to_thread(node.proc.wait, timeout(15))
+    elapsed = time.monotonic() - started
+    stop.set()
+    backend.cancel()
+    await asyncio.gather(backend, return_exceptions=True)
+    assert code == 0
+    assert closes.count(1001) == 10, closes
+    assert elapsed >= 1.5, "closes are spread over --drain-seconds"
+
+
+@pytest.mark.slow
+async def test_workers_share_the_port_and_aggregate_metrics(
+        redis_server: RedisServer, key_prefix: str) -> None:
+    node = start_router(redis_server.url, key_prefix, "--workers", "2", node_id="multi")
+    try:
+        chargers = [await Charger.connect(node, f"CP-w{i}") for i in range(8)]
+        deadline = time.monotonic() + timeout(10)
+        while time.monotonic() < deadline:
+            if node.metric("ocpp_router_connections") == 8:
+                break
+            await asyncio.sleep(0.1)
+        assert node.metric("ocpp_router_connections") == 8
+        r = aioredis.from_url(redis_server.url)
+        nodes = set()
+        for i in range(8):
+            nodes.add((await r.hget(f"{key_prefix}:cs:CP-w{i}", "node") or b"").decode())
+        await r.aclose()
+        assert nodes <= {"multi-0", "multi-1"} and nodes
+        for cp in chargers:
+            await cp.close()
+        assert node.stop() == 0
+    finally:
+        node.stop()
