@@ -141,7 +141,7 @@ class ChargerConnection(WebSocketProtocol):
     conn_id: str
     addr: str
     since_ms: int
-    shard_key: bytes
+    shard: int
     opened: bool
     # The charger's CALL waiting for the backend (OCPP-J: at most one).
     call_id: str | None
@@ -229,7 +229,7 @@ class ChargerConnection(WebSocketProtocol):
         self.conn_id = new_conn_id()
         self.since_ms = int(time.time() * 1000)
         assert self.identity is not None
-        self.shard_key = self.node.keys.inbound_for(self.identity)
+        self.shard = self.node.keys.shard_of(self.identity)
         self.node.connection_opened(self)
 
     def on_rejected(self) -> None:

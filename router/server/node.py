@@ -43,6 +43,7 @@ from router.streams.registry import Registry
 log = logging.getLogger("router.node")
 
 SWEEP_INTERVAL = 0.25      # seconds between deadline checks (reply/call timeouts)
+REPLY_TO_MAXLEN = 10_000   # docs/streams.md: reply_to copies are capped like this
 _json_object = msgspec.json.Decoder(dict[str, Any])
 
 
@@ -95,7 +96,8 @@ class Node:
         self.publisher = Publisher(
             config.redis_url, keys=self.keys, maxlen=config.stream_maxlen,
             timeout=config.publish_timeout, max_pending=config.max_pending_publishes,
-            on_pause=self._pause_reading, on_resume=self._resume_reading)
+            on_pause=self._pause_reading, on_resume=self._resume_reading,
+            on_batch=self._observe_batch, client_name=f"ocpp-router:{node_id}")
         self.reader = OutboundReader(config.redis_url, self.keys.out(node_id), self.on_out_entries)
         self.registry = Registry(self.redis, self.keys, ttl=config.registry_ttl)
         self.stopped = asyncio.Event()
@@ -105,8 +107,8 @@ class Node:
         """Connect to Redis, listen for chargers and (optionally) the admin port."""
         loop = asyncio.get_running_loop()
         start_timers(loop)
-        await self.publisher.start()
-        await self.reader.start()
+        await self.publisher.start(wait=False)   # not ready until Redis answers
+        self._tasks.append(asyncio.create_task(self._start_reader(), name="out-reader"))
         factory: Callable[[], ChargerConnection] = lambda: ChargerConnection(self)  # noqa: E731
         if sock is not None:
             self.server = await loop.create_server(factory, sock=sock, ssl=self.ssl_context,
@@ -121,6 +123,19 @@ class Node:
         self._tasks.append(asyncio.create_task(self._sweep(), name="sweep"))
         self._tasks.append(asyncio.create_task(self._keep_registry(), name="registry"))
         log.info("node %s listening on %s:%s", self.node_id, self.config.host, self.config.port)
+
+    async def _start_reader(self) -> None:
+        """Start following the out stream; retried until Redis answers (the
+        node starts, unready, while Redis is down)."""
+        delay = 0.05
+        while True:
+            try:
+                await self.reader.start()
+                return
+            except Exception:
+                self.metrics.inc(self.metrics.redis_errors, "out_reader")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     @property
     def port(self) -> int:
@@ -146,7 +161,7 @@ class Node:
     def ready(self) -> tuple[bool, str]:
         if self.draining:
             return False, "draining"
-        if not self.publisher.connected:
+        if not self.publisher.connected or not self.reader.connected:
             return False, "redis unreachable"
         return True, "ready"
 
@@ -374,27 +389,41 @@ class Node:
                 on_error: Callable[[BaseException], None] | None = None,
                 reply_to: bytes | None = None) -> None:
         """Add one inbound entry for ``conn`` (contract v1, docs/streams.md)."""
-        fields = [b"v", b"1", b"kind", kind, b"cs", (conn.identity or "").encode(),
-                  b"proto", conn.proto.encode(), b"node", self.node_b,
-                  b"conn", conn.conn_id.encode(), b"ts", str(now_ms()).encode()]
+        if code is not None:
+            extra += (b"code", code.encode())
+        if description is not None:
+            extra += (b"description", description.encode())
+        if details is not None:
+            extra += (b"details", details)
+        identity = conn.identity or ""
+        ts = now_ms()
+        self.publisher.publish_inbound(
+            identity, kind, conn.proto, self.node_b, conn.conn_id, ts, msg_id, action,
+            payload, extra, shard=conn.shard, on_error=on_error or self._count_publish_error)
+        if reply_to is not None:
+            self._copy_to(reply_to, kind, identity, conn.proto, conn.conn_id, ts, msg_id,
+                          action, payload, extra)
+
+    def _copy_to(self, reply_to: bytes, kind: bytes, identity: str, proto: str, conn_id: str,
+                 ts: int, msg_id: str | None, action: str | None, payload: bytes | None,
+                 extra: tuple[bytes, ...]) -> None:
+        """The ``reply_to`` copy of an outcome entry (how ``client.call`` waits)."""
+        fields: list[bytes | str] = [b"v", b"1", b"kind", kind, b"cs", identity,
+                                     b"proto", proto, b"node", self.node_b, b"conn", conn_id,
+                                     b"ts", str(ts)]
         if msg_id is not None:
-            fields += (b"id", msg_id.encode())
+            fields += (b"id", msg_id)
         if action is not None:
-            fields += (b"action", action.encode())
+            fields += (b"action", action)
         if payload is not None:
             fields += (b"payload", payload)
-        if code is not None:
-            fields += (b"code", code.encode())
-        if description is not None:
-            fields += (b"description", description.encode())
-        if details is not None:
-            fields += (b"details", details)
-        fields += extra
-        self.publisher.xadd(conn.shard_key, fields, maxlen=self.config.stream_maxlen,
-                            on_error=on_error or self._count_publish_error)
-        if reply_to is not None:
-            self.publisher.xadd(reply_to, fields, maxlen=10_000,
-                                on_error=self._count_publish_error)
+        fields.extend(extra)
+        self.publisher.xadd(reply_to, fields, maxlen=REPLY_TO_MAXLEN,
+                            on_error=self._count_publish_error)
+
+    def _observe_batch(self, entries: int, seconds: float) -> None:
+        self.metrics.publish_batch.observe(entries)
+        self.metrics.publish_latency.observe(seconds)
 
     def _count_publish_error(self, exc: BaseException) -> None:
         self.metrics.inc(self.metrics.redis_errors, "publish")
@@ -404,23 +433,20 @@ class Node:
              ref: bytes | None = None, reply_to: bytes | None = None) -> None:
         """Publish a ``failed`` entry: a backend message that could not be delivered."""
         self.metrics.inc(self.metrics.backend_failed, code)
-        fields = [b"v", b"1", b"kind", b"failed", b"cs", identity.encode(),
-                  b"proto", (conn.proto if conn else "").encode(), b"node", self.node_b,
-                  b"conn", (conn.conn_id if conn else "").encode(),
-                  b"ts", str(now_ms()).encode(), b"code", code.encode(),
-                  b"description", description[:255].encode()]
-        if msg_id is not None:
-            fields += (b"id", msg_id.encode())
-        if action is not None:
-            fields += (b"action", action.encode())
+        extra: tuple[bytes, ...] = (b"code", code.encode(),
+                                    b"description", description[:255].encode())
         if ref is not None:
-            fields += (b"ref", ref)
-        key = conn.shard_key if conn is not None else self.keys.inbound_for(identity)
-        self.publisher.xadd(key, fields, maxlen=self.config.stream_maxlen,
-                            on_error=self._count_publish_error)
+            extra += (b"ref", ref)
+        proto = conn.proto if conn is not None else ""
+        conn_id = conn.conn_id if conn is not None else ""
+        ts = now_ms()
+        self.publisher.publish_inbound(
+            identity, b"failed", proto, self.node_b, conn_id, ts, msg_id, action, None, extra,
+            shard=conn.shard if conn is not None else None,
+            on_error=self._count_publish_error)
         if reply_to is not None:
-            self.publisher.xadd(reply_to, fields, maxlen=10_000,
-                                on_error=self._count_publish_error)
+            self._copy_to(reply_to, b"failed", identity, proto, conn_id, ts, msg_id, action,
+                          None, extra)
 
     # ------------------------------------------------------------ out stream
     def on_out_entries(self, entries: Iterable[tuple[bytes, dict[bytes, bytes]]]) -> None:
