@@ -1,1 +1,43 @@
-"""streams"""
+"""The Redis side of the router: the Redis Streams contract v1 in code.
+
+``KeySpace`` names the keys, ``Publisher`` writes inbound entries (one write
+per event-loop iteration, RESP encoded by the compiled ``_resp`` module),
+``OutboundReader`` follows a node's out stream, ``Registry`` keeps the
+``<prefix>:cs:<identity>`` hashes. See docs/streams.md for the contract.
+"""
+
+from router.streams._resp import CommandBuffer
+from router.streams.connection import RedisAddress, RedisConnection, open_connection
+from router.streams.errors import (
+    ConnectionLostError,
+    NotConnectedError,
+    PublishOverloadError,
+    RedisConnectionError,
+    RedisProtocolError,
+    RedisReplyError,
+    RedisTimeoutError,
+    StreamsError,
+)
+from router.streams.keys import KeySpace
+from router.streams.publisher import Publisher, PublisherStats
+from router.streams.reader import OutboundReader, ReaderStats
+
+__all__ = [
+    "CommandBuffer",
+    "ConnectionLostError",
+    "KeySpace",
+    "NotConnectedError",
+    "OutboundReader",
+    "PublishOverloadError",
+    "Publisher",
+    "PublisherStats",
+    "ReaderStats",
+    "RedisAddress",
+    "RedisConnection",
+    "RedisConnectionError",
+    "RedisProtocolError",
+    "RedisReplyError",
+    "RedisTimeoutError",
+    "StreamsError",
+    "open_connection",
+]

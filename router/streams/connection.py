@@ -1,0 +1,414 @@
+"""One asyncio Redis connection for the hot path: raw RESP out, hiredis in.
+
+Requests are written as pre-encoded RESP (``router.streams._resp``) and their
+replies matched first-in first-out: Redis answers the commands of one
+connection in the order it received them
+(https://redis.io/docs/latest/develop/reference/protocol-spec/#request-response-model),
+so a queue of ``(replies expected, callback)`` is all the bookkeeping there is.
+
+One object is one TCP connection: once it is lost it stays closed, and the
+owner (publisher, reader) opens a new one. A request that waits longer than
+its timeout drops the whole connection: with FIFO matching there is no way to
+skip one late reply and stay in step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import hiredis
+
+from router.streams._resp import CommandBuffer
+from router.streams.errors import (
+    ConnectionLostError,
+    NotConnectedError,
+    RedisConnectionError,
+    RedisProtocolError,
+    RedisReplyError,
+    RedisTimeoutError,
+    StreamsError,
+)
+
+#: What a ``send_raw`` callback receives: the replies of its commands, in
+#: order (an error reply is a ``hiredis.ReplyError`` instance in that list), or
+#: the exception that ended the connection before all of them arrived.
+Replies = list[Any] | StreamsError
+ReplyCallback = Callable[[Replies], None]
+
+_ReplyError = hiredis.ReplyError
+
+
+class RedisAddress:
+    """A parsed Redis URL: ``redis://[[user]:password@]host[:port][/db]``,
+    ``rediss://…`` (TLS) or ``unix:///path/to.sock[?db=N]``.
+
+    Raises:
+        ValueError: another scheme or a malformed URL.
+    """
+
+    __slots__ = ("db", "host", "password", "path", "port", "tls", "username")
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.tls = parts.scheme == "rediss"
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+        self.host: str | None = None
+        self.port = 6379
+        self.path: str | None = None
+        query = parse_qs(parts.query)
+        db = query.get("db", ["0"])[0]
+        if parts.scheme in ("redis", "rediss"):
+            self.host = parts.hostname or "localhost"
+            self.port = parts.port or 6379
+            if parts.path.strip("/"):
+                db = parts.path.strip("/")
+        elif parts.scheme == "unix":
+            if not parts.path:
+                raise ValueError(f"no socket path in {url!r}")
+            self.path = parts.path
+        else:
+            raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r}")
+        try:
+            self.db = int(db)
+        except ValueError:
+            raise ValueError(f"bad database number {db!r} in the Redis URL") from None
+
+    def __repr__(self) -> str:
+        # Never the password.
+        where = self.path if self.path else f"{self.host}:{self.port}"
+        return f"RedisAddress({'rediss' if self.tls else 'redis'}://{where}/{self.db})"
+
+
+class _Request:
+    __slots__ = ("callback", "deadline", "expected", "replies")
+
+    def __init__(self, expected: int, callback: ReplyCallback, deadline: float | None) -> None:
+        self.expected = expected
+        self.callback = callback
+        self.deadline = deadline
+        self.replies: list[Any] = []
+
+
+class RedisConnection(asyncio.Protocol):
+    """A single Redis connection with FIFO reply matching.
+
+    Args:
+        on_lost: called once, with the reason, when the connection ends for any
+            reason other than :meth:`close` (the owner starts reconnecting).
+    """
+
+    def __init__(self, *, on_lost: Callable[[StreamsError], None] | None = None) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._transport: asyncio.Transport | None = None
+        self._reader = hiredis.Reader()
+        self._queue: collections.deque[_Request] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._on_lost = on_lost
+        self._closed: asyncio.Future[None] | None = None
+        self._closing = False
+        self._lost_reason: StreamsError | None = None
+        self._used = False
+        self.address: RedisAddress | None = None
+        self.bytes_written = 0
+
+    # -- connecting -----------------------------------------------------------
+
+    async def connect(self, url: str, *, timeout: float = 5.0, name: str | None = None) -> None:
+        """Open the connection, then AUTH, SELECT and CLIENT SETNAME as needed.
+
+        Args:
+            url: ``redis://``, ``rediss://`` or ``unix://`` URL.
+            timeout: seconds for connecting and the handshake together.
+            name: client name shown by ``CLIENT LIST`` (operators, tests).
+
+        Raises:
+            ValueError: a malformed URL.
+            RedisConnectionError: refused, unreachable, timed out, or the
+                server rejected AUTH/SELECT.
+            RuntimeError: this object was already connected once.
+        """
+        if self._used:
+            raise RuntimeError("a RedisConnection connects once; make a new one")
+        self._used = True
+        address = self.address = RedisAddress(url)
+        loop = self._loop = asyncio.get_running_loop()
+        self._closed = loop.create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                if address.path is not None:
+                    await loop.create_unix_connection(lambda: self, address.path)
+                else:
+                    assert address.host is not None
+                    await loop.create_connection(
+                        lambda: self, address.host, address.port,
+                        ssl=ssl.create_default_context() if address.tls else None,
+                    )
+                if address.password is not None:
+                    auth: tuple[str, ...] = (address.password,)
+                    if address.username is not None:
+                        auth = (address.username, address.password)
+                    await self.command("AUTH", *auth)
+                if address.db:
+                    await self.command("SELECT", address.db)
+                if name:
+                    await self.command("CLIENT", "SETNAME", name)
+        except TimeoutError:
+            self.abort()
+            raise RedisConnectionError(f"no connection to {address!r} within {timeout}s") from None
+        except OSError as exc:
+            self.abort()
+            raise RedisConnectionError(f"cannot connect to {address!r}: {exc.strerror or exc}") from None
+        except StreamsError as exc:
+            self.abort()
+            raise RedisConnectionError(f"handshake with {address!r} failed: {exc}") from None
+
+    # -- asyncio.Protocol -----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        queue = self._queue
+        reader.feed(data)
+        while True:
+            try:
+                reply = reader.gets()
+            except hiredis.ProtocolError as exc:
+                self._lose(RedisProtocolError(f"bad RESP from Redis: {exc}"))
+                return
+            if reply is False:  # hiredis: no complete reply buffered yet
+                return
+            if not queue:
+                self._lose(RedisProtocolError("reply without a request"))
+                return
+            req = queue[0]
+            req.replies.append(reply)
+            if len(req.replies) == req.expected:
+                queue.popleft()
+                self._deliver(req.callback, req.replies)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        reason = self._lost_reason
+        if reason is None:
+            if self._closing:
+                reason = ConnectionLostError("connection closed")
+            else:
+                detail = f": {exc}" if exc else ""
+                reason = ConnectionLostError(f"Redis closed the connection{detail}")
+        self._lost_reason = reason
+        self._fail_all(reason)
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+        if not self._closing and self._on_lost is not None:
+            on_lost, self._on_lost = self._on_lost, None
+            on_lost(reason)
+
+    # -- sending --------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while the socket is open and usable."""
+        return self._transport is not None and self._lost_reason is None and not self._closing
+
+    @property
+    def in_flight(self) -> int:
+        """Requests written whose replies have not all arrived."""
+        return len(self._queue)
+
+    def send_raw(self, data: bytes, n_replies: int, callback: ReplyCallback,
+                 timeout: float | None = None) -> None:
+        """Write pre-encoded commands; ``callback`` gets their ``n_replies`` replies.
+
+        The callback runs exactly once, from the event loop, never from inside
+        this call: with the list of replies (error replies as
+        ``hiredis.ReplyError`` items), or with a :class:`StreamsError` when the
+        connection ended first (:class:`ConnectionLostError`,
+        :class:`RedisTimeoutError`, …).
+
+        Args:
+            data: RESP bytes of ``n_replies`` commands (``CommandBuffer.take()``).
+            n_replies: how many replies to wait for (at least 1).
+            callback: receives the replies or the error.
+            timeout: seconds to wait for all replies; past it the connection is
+                dropped and every request on it fails. None waits forever.
+
+        Raises:
+            NotConnectedError: the connection is not open (nothing was written).
+        """
+        transport = self._transport
+        if transport is None or not self.connected:
+            raise NotConnectedError("not connected to Redis")
+        deadline = None
+        if timeout is not None:
+            assert self._loop is not None
+            deadline = self._loop.time() + timeout
+        self._queue.append(_Request(n_replies, callback, deadline))
+        transport.write(data)
+        self.bytes_written += len(data)
+        if deadline is not None and self._timer is None:
+            self._arm_timer()
+
+    def command_async(self, *args: bytes | str | int, timeout: float | None = None
+                      ) -> asyncio.Future[Any]:
+        """Send one command; the future gets its reply or a :class:`StreamsError`.
+
+        Raises:
+            NotConnectedError: the connection is not open.
+        """
+        buf = CommandBuffer(256)
+        buf.append_command(*args)
+        assert self._loop is not None
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self.send_raw(buf.take(), 1, lambda r: _settle_one(fut, r), timeout)
+        return fut
+
+    async def command(self, *args: bytes | str | int, timeout: float | None = None) -> Any:
+        """Run one command and return its reply (``EVALSHA``, ``HSET``, …).
+
+        Raises:
+            NotConnectedError: the connection is not open.
+            RedisReplyError: Redis answered with an error.
+            ConnectionLostError, RedisTimeoutError: no reply.
+        """
+        return await self.command_async(*args, timeout=timeout)
+
+    async def pipeline(self, commands: Sequence[Sequence[bytes | str | int]],
+                       timeout: float | None = None) -> list[Any]:
+        """Run several commands in one write; error replies come back as
+        :class:`RedisReplyError` items of the list instead of being raised.
+
+        Raises:
+            NotConnectedError: the connection is not open.
+            ConnectionLostError, RedisTimeoutError: the replies did not all arrive.
+        """
+        if not commands:
+            return []
+        buf = CommandBuffer()
+        for cmd in commands:
+            buf.append_command(*cmd)
+        assert self._loop is not None
+        fut: asyncio.Future[list[Any]] = self._loop.create_future()
+        self.send_raw(buf.take(), len(commands), lambda r: _settle_many(fut, r), timeout)
+        return await fut
+
+    # -- closing --------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the socket; requests still waiting fail with ConnectionLostError."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._transport is not None:
+            self._transport.close()
+        elif self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+
+    def abort(self) -> None:
+        """Drop the socket at once (no flush of buffered writes)."""
+        self._closing = True
+        if self._transport is not None:
+            self._transport.abort()
+        elif self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+
+    async def wait_closed(self) -> None:
+        """Return when the socket is closed (by either side)."""
+        if self._closed is not None:
+            await asyncio.shield(self._closed)
+
+    # -- internals ------------------------------------------------------------
+
+    def _deliver(self, callback: ReplyCallback, result: Replies) -> None:
+        try:
+            callback(result)
+        except Exception as exc:  # a bug in the owner must not break the connection
+            assert self._loop is not None
+            self._loop.call_exception_handler({
+                "message": "exception in a Redis reply callback",
+                "exception": exc,
+                "protocol": self,
+            })
+
+    def _fail_all(self, reason: StreamsError) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        queue = self._queue
+        while queue:
+            self._deliver(queue.popleft().callback, reason)
+
+    def _lose(self, reason: StreamsError) -> None:
+        # Record why before aborting: connection_lost reports this reason.
+        if self._lost_reason is None:
+            self._lost_reason = reason
+        self._fail_all(reason)
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _arm_timer(self) -> None:
+        # One timer for the oldest request: replies come in order, so the
+        # head is always the one that has waited longest.
+        self._timer = None
+        if not self._queue:
+            return
+        deadline = self._queue[0].deadline
+        if deadline is None:
+            return
+        assert self._loop is not None
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self._queue:
+            return
+        head = self._queue[0]
+        assert self._loop is not None
+        if head.deadline is not None and head.deadline <= self._loop.time():
+            self._lose(RedisTimeoutError("Redis did not answer in time"))
+        else:
+            self._arm_timer()
+
+
+def _settle_one(fut: asyncio.Future[Any], result: Replies) -> None:
+    if fut.done():
+        return
+    if isinstance(result, StreamsError):
+        fut.set_exception(result)
+        return
+    reply = result[0]
+    if isinstance(reply, _ReplyError):
+        fut.set_exception(RedisReplyError(str(reply)))
+    else:
+        fut.set_result(reply)
+
+
+def _settle_many(fut: asyncio.Future[list[Any]], result: Replies) -> None:
+    if fut.done():
+        return
+    if isinstance(result, StreamsError):
+        fut.set_exception(result)
+        return
+    fut.set_result([RedisReplyError(str(r)) if isinstance(r, _ReplyError) else r for r in result])
+
+
+async def open_connection(url: str, *, timeout: float = 5.0, name: str | None = None,
+                          on_lost: Callable[[StreamsError], None] | None = None
+                          ) -> RedisConnection:
+    """Connect a new :class:`RedisConnection`.
+
+    Raises:
+        ValueError: a malformed URL.
+        RedisConnectionError: the connection or handshake failed.
+    """
+    conn = RedisConnection(on_lost=on_lost)
+    await conn.connect(url, timeout=timeout, name=name)
+    return conn

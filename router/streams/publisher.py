@@ -1,0 +1,419 @@
+"""The router's publisher: every XADD of one event-loop iteration in one write.
+
+``publish_inbound`` / ``xadd`` only append pre-encoded RESP to a buffer
+(``router.streams._resp``); the first append of an iteration schedules one
+flush with ``loop.call_soon``, which runs after every callback already queued
+for this iteration (the reads of all ready sockets), so one ``transport.write``
+carries the whole batch. Replies are parsed by hiredis and matched to entries
+in order.
+
+Failure semantics (what the router relies on to never tell a charger
+"accepted" for a message the backend will not see):
+
+* every entry ends in exactly one of ``on_done(entry_id)`` or
+  ``on_error(exc)``, always called from the event loop, never from inside
+  ``publish_inbound``/``xadd`` themselves;
+* ``on_error`` gets a :class:`~router.streams.errors.StreamsError`: an error
+  reply for that entry only (:class:`RedisReplyError`), the connection lost or
+  timed out before the reply (:class:`ConnectionLostError`,
+  :class:`RedisTimeoutError`: the entry may still have been written; at least
+  once), no connection at flush time (:class:`NotConnectedError`, immediately:
+  nothing is queued while Redis is down), or the buffer at its hard limit
+  (:class:`PublishOverloadError`);
+* a lost connection is reopened in the background with capped exponential
+  backoff and jitter; the same Publisher carries on.
+
+Memory is bounded: ``pending`` counts entries buffered or awaiting their reply.
+At ``max_pending`` entries (or ``max_pending_bytes``) ``on_pause`` is called so
+the router stops reading sockets; at half of both, ``on_resume``. At twice the
+limits entries are refused with :class:`PublishOverloadError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import random
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import hiredis
+
+from router.streams._resp import CommandBuffer
+from router.streams.connection import RedisAddress, RedisConnection, Replies
+from router.streams.errors import (
+    NotConnectedError,
+    PublishOverloadError,
+    RedisConnectionError,
+    RedisReplyError,
+    StreamsError,
+)
+from router.streams.keys import KeySpace
+
+ErrorCallback = Callable[[StreamsError], None]
+DoneCallback = Callable[[bytes], None]
+Arg = bytes | str | int | bytearray | memoryview
+
+_ReplyError = hiredis.ReplyError
+
+#: How many recent batches ``PublisherStats`` keeps (latency, size).
+RECENT_BATCHES = 1024
+
+
+class PublisherStats:
+    """Plain counters, read by the metrics exporter at scrape time.
+
+    Counters only grow. ``recent`` holds ``(entries, seconds)`` of the last
+    :data:`RECENT_BATCHES` answered batches (write to last reply); a
+    histogram can also be fed live through ``Publisher(on_batch=...)``.
+    """
+
+    __slots__ = ("batches", "connect_failures", "connects", "entries", "failed",
+                 "recent", "reply_errors", "timeouts", "writes_bytes")
+
+    def __init__(self) -> None:
+        self.batches = 0            # batches written
+        self.entries = 0            # entries written and acknowledged with an id
+        self.failed = 0             # entries that ended in on_error (any reason)
+        self.reply_errors = 0       # of those: Redis error replies
+        self.timeouts = 0           # batches that timed out
+        self.connects = 0           # successful (re)connections
+        self.connect_failures = 0   # failed connection attempts
+        self.writes_bytes = 0       # bytes written to Redis
+        self.recent: collections.deque[tuple[int, float]] = collections.deque(
+            maxlen=RECENT_BATCHES)
+
+
+class _Batch:
+    __slots__ = ("dones", "errors", "n", "nbytes", "started")
+
+    def __init__(self, n: int, nbytes: int, errors: list[ErrorCallback | None],
+                 dones: list[DoneCallback | None], started: float) -> None:
+        self.n = n
+        self.nbytes = nbytes
+        self.errors = errors
+        self.dones = dones
+        self.started = started
+
+
+class Publisher:
+    """Publishes inbound entries (and any other XADD) to Redis in batches.
+
+    Args:
+        url: Redis URL (``redis://``, ``rediss://``, ``unix://``).
+        keys: the deployment's key space (inbound shard keys).
+        maxlen: ``MAXLEN ~`` of the inbound streams (``--stream-maxlen``).
+        timeout: seconds a batch may wait for its replies before the
+            connection is dropped and its entries fail.
+        max_pending: entries buffered or in flight at which to pause.
+        max_pending_bytes: encoded bytes buffered or in flight at which to pause.
+        on_pause: called when a limit is reached (stop reading sockets).
+        on_resume: called when back under half of both limits.
+        on_batch: called with ``(entries, seconds)`` for every answered batch.
+        connect_timeout: seconds for one connection attempt.
+        backoff_min, backoff_max: reconnect delay bounds in seconds.
+        client_name: ``CLIENT SETNAME`` of the connection.
+
+    Raises:
+        ValueError: a non-positive limit or timeout, or a malformed URL.
+    """
+
+    def __init__(self, url: str, *, keys: KeySpace, maxlen: int | None = 1_000_000,
+                 timeout: float = 2.0, max_pending: int = 50_000,
+                 max_pending_bytes: int = 64 * 1024 * 1024,
+                 on_pause: Callable[[], None] | None = None,
+                 on_resume: Callable[[], None] | None = None,
+                 on_batch: Callable[[int, float], None] | None = None,
+                 connect_timeout: float = 5.0,
+                 backoff_min: float = 0.05, backoff_max: float = 2.0,
+                 client_name: str = "ocpp-router:publisher") -> None:
+        if max_pending < 1 or max_pending_bytes < 1:
+            raise ValueError("publish limits must be positive")
+        if timeout <= 0 or connect_timeout <= 0:
+            raise ValueError("timeouts must be positive")
+        RedisAddress(url)  # a malformed URL fails here, not in the reconnect loop
+        self.url = url
+        self.keys = keys
+        self.maxlen = maxlen
+        self.timeout = timeout
+        self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
+        self.connect_timeout = connect_timeout
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self.client_name = client_name
+        self.on_pause = on_pause
+        self.on_resume = on_resume
+        self.on_batch = on_batch
+        self.stats = PublisherStats()
+        self.paused = False
+        self.pending = 0              # entries buffered or awaiting their reply
+        self._inflight_bytes = 0
+        self._inbound = keys.all_inbound()
+        self._buf = CommandBuffer(64 * 1024)
+        self._errors: list[ErrorCallback | None] = []
+        self._dones: list[DoneCallback | None] = []
+        self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._conn: RedisConnection | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._lost: asyncio.Event | None = None
+        self._closed = False
+        self._flushed_waiters: list[asyncio.Future[None]] = []
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def start(self, *, wait: bool = True) -> None:
+        """Connect and keep connected.
+
+        Args:
+            wait: connect before returning and raise if that fails; with False,
+                return at once and connect in the background (publishes fail
+                with NotConnectedError until then).
+
+        Raises:
+            RedisConnectionError: ``wait`` and the first connection failed.
+            RuntimeError: started twice.
+        """
+        if self._loop is not None:
+            raise RuntimeError("Publisher already started")
+        self._loop = asyncio.get_running_loop()
+        self._lost = asyncio.Event()
+        if wait:
+            try:
+                await self._connect_once()
+            except BaseException:
+                self._loop = None  # not started: the caller may try again
+                raise
+        self._supervisor = self._loop.create_task(self._supervise(), name="redis-publisher")
+
+    async def close(self, flush: bool = True, timeout: float = 5.0) -> None:
+        """Stop publishing: optionally wait for pending entries, then disconnect.
+
+        Entries still pending after ``timeout`` fail with ConnectionLostError;
+        later publishes fail with NotConnectedError.
+
+        Args:
+            flush: write what is buffered and wait for its replies first.
+            timeout: the most seconds to wait for that.
+        """
+        if self._closed:
+            return
+        if flush and self._loop is not None:
+            self._flush()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self.wait_flushed()
+        self._closed = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.close()
+            await conn.wait_closed()
+        # Anything appended since: fail it now rather than leave it hanging.
+        self._flush()
+
+    @property
+    def connected(self) -> bool:
+        """True while a Redis connection is open (readiness)."""
+        return self._conn is not None and self._conn.connected
+
+    async def wait_flushed(self) -> None:
+        """Return once no entry is buffered or awaiting its reply (drain)."""
+        if self.pending == 0:
+            return
+        assert self._loop is not None
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._flushed_waiters.append(fut)
+        await fut
+
+    # -- publishing (hot path) --------------------------------------------------
+
+    def publish_inbound(self, cs: str, kind: Arg, proto: Arg, node: Arg, conn: Arg,
+                        ts_ms: int, id: Arg | None = None, action: Arg | None = None,
+                        payload: Arg | None = None, extra: Sequence[Arg] = (), *,
+                        shard: int | None = None,
+                        on_error: ErrorCallback | None = None,
+                        on_done: DoneCallback | None = None) -> None:
+        """Queue the XADD of one inbound entry (docs/streams.md) for this iteration's write.
+
+        Args:
+            cs: the charger identity (its shard is ``keys.shard_of(cs)``).
+            kind, proto, node, conn, ts_ms, id, action, payload: contract fields;
+                id/action/payload are left out when None.
+            extra: more name/value pairs (``code``, ``description``, ``addr`` …).
+            shard: the charger's shard when the caller has it cached.
+            on_error: called with the error if this entry was not written.
+            on_done: called with the new entry id once Redis acknowledged it.
+
+        Raises:
+            RuntimeError: the publisher was not started.
+            TypeError, ValueError: a malformed field (nothing is queued).
+        """
+        if self._loop is None:
+            raise RuntimeError("Publisher not started")
+        key = self._inbound[shard] if shard is not None else self.keys.inbound_for(cs)
+        if self.pending >= 2 * self.max_pending:
+            self._refuse(on_error)
+            return
+        self._buf.append_inbound(key, self.maxlen, kind, cs, proto, node, conn, ts_ms,
+                                 id, action, payload, extra)
+        self._queued(on_error, on_done)
+
+    def xadd(self, key: bytes, fields: Sequence[Arg], maxlen: int | None,
+             on_error: ErrorCallback | None = None,
+             on_done: DoneCallback | None = None) -> None:
+        """Queue any XADD (``failed`` entries, ``reply_to`` copies) for this iteration's write.
+
+        Args:
+            key: the stream key.
+            fields: alternating field names and values.
+            maxlen: ``MAXLEN ~`` cap, or None.
+            on_error, on_done: as for :meth:`publish_inbound`.
+
+        Raises:
+            RuntimeError: the publisher was not started.
+            TypeError, ValueError: malformed fields (nothing is queued).
+        """
+        if self._loop is None:
+            raise RuntimeError("Publisher not started")
+        if self.pending >= 2 * self.max_pending:
+            self._refuse(on_error)
+            return
+        self._buf.append_xadd(key, maxlen, fields)
+        self._queued(on_error, on_done)
+
+    def _queued(self, on_error: ErrorCallback | None, on_done: DoneCallback | None) -> None:
+        self._errors.append(on_error)
+        self._dones.append(on_done)
+        self.pending += 1
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+        if not self.paused and (
+                self.pending >= self.max_pending
+                or self._inflight_bytes + self._buf.nbytes >= self.max_pending_bytes):
+            self.paused = True
+            if self.on_pause is not None:
+                self.on_pause()
+
+    def _refuse(self, on_error: ErrorCallback | None) -> None:
+        self.stats.failed += 1
+        if on_error is not None:
+            self._loop.call_soon(  # type: ignore[union-attr]
+                on_error, PublishOverloadError("publish buffer full"))
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        n = len(self._buf)
+        if n == 0:
+            return
+        data = self._buf.take()
+        errors, dones = self._errors, self._dones
+        self._errors, self._dones = [], []
+        assert self._loop is not None
+        batch = _Batch(n, len(data), errors, dones, self._loop.time())
+        conn = self._conn
+        self._inflight_bytes += batch.nbytes
+        if conn is None or not conn.connected or self._closed:
+            self._finish(batch, NotConnectedError("not connected to Redis"))
+            return
+        conn.send_raw(data, n, partial(self._finish, batch), self.timeout)
+        self.stats.batches += 1
+        self.stats.writes_bytes += batch.nbytes
+
+    def _finish(self, batch: _Batch, result: Replies) -> None:
+        stats = self.stats
+        self.pending -= batch.n
+        self._inflight_bytes -= batch.nbytes
+        if isinstance(result, StreamsError):
+            stats.failed += batch.n
+            if result.code == "timeout":
+                stats.timeouts += 1
+            for cb in batch.errors:
+                if cb is not None:
+                    self._call(cb, result)
+        else:
+            assert self._loop is not None
+            elapsed = self._loop.time() - batch.started
+            stats.recent.append((batch.n, elapsed))
+            errors = batch.errors
+            dones = batch.dones
+            for i, reply in enumerate(result):
+                if isinstance(reply, _ReplyError):
+                    stats.failed += 1
+                    stats.reply_errors += 1
+                    ecb = errors[i]
+                    if ecb is not None:
+                        self._call(ecb, RedisReplyError(str(reply)))
+                else:
+                    stats.entries += 1
+                    dcb = dones[i]
+                    if dcb is not None:
+                        self._call(dcb, reply)
+            if self.on_batch is not None:
+                self._call(self.on_batch, batch.n, elapsed)
+        if self.paused and self.pending <= self.max_pending // 2 and (
+                self._inflight_bytes + self._buf.nbytes <= self.max_pending_bytes // 2):
+            self.paused = False
+            if self.on_resume is not None:
+                self._call(self.on_resume)
+        if self.pending == 0 and self._flushed_waiters:
+            waiters, self._flushed_waiters = self._flushed_waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    def _call(self, cb: Callable[..., Any], *args: Any) -> None:
+        # A failing callback is a bug in the caller; it must not cost other
+        # entries their callbacks.
+        try:
+            cb(*args)
+        except Exception as exc:
+            assert self._loop is not None
+            self._loop.call_exception_handler({
+                "message": "exception in a publish callback",
+                "exception": exc,
+            })
+
+    # -- connection supervision -------------------------------------------------
+
+    async def _connect_once(self) -> None:
+        assert self._lost is not None
+        conn = RedisConnection(on_lost=lambda _reason: self._on_lost(conn))
+        try:
+            await conn.connect(self.url, timeout=self.connect_timeout, name=self.client_name)
+        except RedisConnectionError:
+            self.stats.connect_failures += 1
+            raise
+        self._conn = conn
+        self._lost.clear()
+        self.stats.connects += 1
+
+    def _on_lost(self, conn: RedisConnection) -> None:
+        if self._conn is conn:
+            self._conn = None
+        if self._lost is not None:
+            self._lost.set()
+
+    async def _supervise(self) -> None:
+        assert self._lost is not None
+        delay = self.backoff_min
+        while not self._closed:
+            if self._conn is not None:
+                await self._lost.wait()
+                delay = self.backoff_min
+                continue
+            try:
+                await self._connect_once()
+            except (RedisConnectionError, ValueError):
+                # Capped exponential backoff with jitter, so a fleet of routers
+                # does not reconnect in lockstep after a Redis restart.
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self.backoff_max)

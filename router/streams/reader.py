@@ -1,0 +1,209 @@
+"""The reader of a node's out stream (``<prefix>:out:<node>``, docs/streams.md).
+
+One dedicated connection runs ``XREAD COUNT n BLOCK ms STREAMS key <last id>``
+in a loop. The contract says a node reads its out stream "from the moment it
+starts" and "deletes what it has read": at start the reader takes the id of
+the newest entry already there (so what a backend adds after ``start()``
+returns is never missed, unlike a bare ``$``), hands each batch to
+``on_entries`` and then trims everything up to the last id it delivered
+(``XTRIM MINID``, https://redis.io/commands/xtrim/), sent in the same write as
+the next XREAD. Across its own reconnects it continues from the last id it
+delivered, so it neither loses nor repeats entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+from typing import Any
+
+from router.streams._resp import xread_entries
+from router.streams.connection import RedisAddress, RedisConnection
+from router.streams.errors import RedisConnectionError, RedisReplyError, StreamsError
+
+Entries = list[tuple[bytes, dict[bytes, bytes]]]
+
+
+def next_id(entry_id: bytes) -> bytes:
+    """The smallest stream id greater than ``entry_id`` (``ms-seq`` → ``ms-(seq+1)``).
+
+    Raises:
+        ValueError: not a stream id.
+    """
+    ms, _, seq = entry_id.partition(b"-")
+    ms_i, seq_i = int(ms), int(seq or b"0")
+    if seq_i >= 2**64 - 1:
+        return b"%d-0" % (ms_i + 1)
+    return b"%d-%d" % (ms_i, seq_i + 1)
+
+
+class ReaderStats:
+    """Plain counters for the metrics exporter."""
+
+    __slots__ = ("callback_errors", "connects", "entries", "errors", "reads")
+
+    def __init__(self) -> None:
+        self.reads = 0              # XREAD replies received (including empty ones)
+        self.entries = 0            # entries handed to on_entries
+        self.errors = 0             # lost connections, timeouts and error replies
+        self.connects = 0           # successful (re)connections
+        self.callback_errors = 0    # exceptions raised by on_entries
+
+
+class OutboundReader:
+    """Follows one stream and hands its entries, in order, to ``on_entries``.
+
+    Args:
+        url: Redis URL.
+        key: the stream (``KeySpace.out(node)``).
+        on_entries: called from the event loop with ``[(id, {field: value})]``
+            in stream order; the entries are deleted from the stream once it
+            returns (also when it raises: they were delivered).
+        block_ms: XREAD BLOCK time; also how long ``stop()`` may wait at most.
+        count: XREAD COUNT, the largest batch.
+        trim: delete delivered entries (the contract's behaviour).
+        connect_timeout: seconds for one connection attempt.
+        backoff_min, backoff_max: reconnect delay bounds in seconds.
+        client_name: ``CLIENT SETNAME`` of the connection.
+
+    Raises:
+        ValueError: a malformed URL or non-positive block_ms/count.
+    """
+
+    def __init__(self, url: str, key: bytes, on_entries: Callable[[Entries], None], *,
+                 block_ms: int = 1000, count: int = 1000, trim: bool = True,
+                 connect_timeout: float = 5.0, backoff_min: float = 0.05,
+                 backoff_max: float = 2.0, client_name: str = "ocpp-router:out-reader") -> None:
+        if block_ms < 1 or count < 1:
+            raise ValueError("block_ms and count must be positive")
+        RedisAddress(url)
+        self.url = url
+        self.key = key
+        self.on_entries = on_entries
+        self.block_ms = block_ms
+        self.count = count
+        self.trim = trim
+        self.connect_timeout = connect_timeout
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self.client_name = client_name
+        self.stats = ReaderStats()
+        self.last_id = b"0-0"
+        self._conn: RedisConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._trim_to: bytes | None = None
+
+    @property
+    def connected(self) -> bool:
+        """True while the reader's connection is open."""
+        return self._conn is not None and self._conn.connected
+
+    async def start(self) -> None:
+        """Connect, note where the stream ends now, and start following it.
+
+        Raises:
+            RedisConnectionError: the first connection failed.
+            ConnectionLostError, RedisTimeoutError: it broke during the start.
+            RedisReplyError: the key holds something other than a stream.
+            RuntimeError: started twice.
+        """
+        if self._task is not None:
+            raise RuntimeError("OutboundReader already started")
+        await self._connect()
+        assert self._conn is not None
+        try:
+            newest = await self._conn.command(b"XREVRANGE", self.key, b"+", b"-", b"COUNT", 1,
+                                              timeout=self.connect_timeout)
+        except StreamsError:
+            conn, self._conn = self._conn, None
+            conn.close()
+            await conn.wait_closed()
+            raise
+        if newest:
+            self.last_id = newest[0][0]
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="redis-out-reader")
+
+    async def stop(self) -> None:
+        """Stop reading and close the connection."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.close()
+            await conn.wait_closed()
+
+    async def _connect(self) -> None:
+        conn = RedisConnection()
+        try:
+            await conn.connect(self.url, timeout=self.connect_timeout, name=self.client_name)
+        except RedisConnectionError:
+            self.stats.errors += 1
+            raise
+        self._conn = conn
+        self.stats.connects += 1
+
+    async def _run(self) -> None:
+        delay = self.backoff_min
+        # A blocked XREAD answers within block_ms; past this the connection
+        # is considered dead (e.g. a Redis frozen by SIGSTOP or a lost route).
+        read_timeout = self.block_ms / 1000 + max(2.0, self.connect_timeout)
+        while True:
+            conn = self._conn
+            if conn is None or not conn.connected:
+                self._conn = None
+                try:
+                    await self._connect()
+                except RedisConnectionError:
+                    await self._backoff(delay)
+                    delay = min(delay * 2, self.backoff_max)
+                    continue
+                conn = self._conn
+                assert conn is not None
+            commands: list[tuple[Any, ...]] = []
+            trim_to = self._trim_to
+            if trim_to is not None:
+                commands.append((b"XTRIM", self.key, b"MINID", next_id(trim_to)))
+            commands.append((b"XREAD", b"COUNT", self.count, b"BLOCK", self.block_ms,
+                             b"STREAMS", self.key, self.last_id))
+            try:
+                replies = await conn.pipeline(commands, timeout=read_timeout)
+            except StreamsError:
+                self.stats.errors += 1
+                conn.abort()
+                self._conn = None
+                continue  # reconnect at once; backoff only if that fails
+            if trim_to is not None and not isinstance(replies[0], RedisReplyError):
+                self._trim_to = None
+            reply = replies[-1]
+            if isinstance(reply, RedisReplyError):
+                # WRONGTYPE, LOADING after a restart, …: retry later.
+                self.stats.errors += 1
+                await self._backoff(delay)
+                delay = min(delay * 2, self.backoff_max)
+                continue
+            delay = self.backoff_min
+            self.stats.reads += 1
+            entries = xread_entries(reply)
+            if not entries:
+                continue
+            self.last_id = entries[-1][0]
+            self.stats.entries += len(entries)
+            if self.trim:
+                self._trim_to = self.last_id
+            try:
+                self.on_entries(entries)
+            except Exception as exc:
+                self.stats.callback_errors += 1
+                asyncio.get_running_loop().call_exception_handler({
+                    "message": "exception in OutboundReader.on_entries",
+                    "exception": exc,
+                })
+
+    async def _backoff(self, delay: float) -> None:
+        # Jitter so that many nodes do not retry in lockstep.
+        await asyncio.sleep(delay * random.uniform(0.5, 1.0))

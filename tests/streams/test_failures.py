@@ -1,0 +1,154 @@
+"""Redis stopped, restarted, frozen: no false success, prompt failure, recovery
+without recreating the Publisher / OutboundReader."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from router.embedded_redis import RedisServer
+from router.streams import (
+    ConnectionLostError,
+    KeySpace,
+    NotConnectedError,
+    OutboundReader,
+    Publisher,
+    RedisTimeoutError,
+    StreamsError,
+)
+from router.streams.reader import Entries
+from tests.conftest import timeout
+from tests.streams.helpers import client, until
+from tests.streams.test_publisher import Outcomes
+
+
+def publish(pub: Publisher, out: Outcomes, tag: int) -> None:
+    pub.publish_inbound("CP-1", "call", "ocpp1.6", "n", "c", 1, str(tag), "Heartbeat", b"{}",
+                        on_done=out.ok(tag), on_error=out.err(tag))
+
+
+async def test_publisher_survives_redis_restart(redis_server: RedisServer) -> None:
+    ks = KeySpace("ocpp")
+    pub = Publisher(redis_server.url, keys=ks, timeout=timeout(2), backoff_max=0.2)
+    await pub.start()
+    try:
+        out = Outcomes()
+        publish(pub, out, 0)
+        await pub.wait_flushed()
+        assert set(out.done) == {0}
+
+        # Entries queued when Redis goes away: they fail, none reports success.
+        for tag in range(1, 21):
+            publish(pub, out, tag)
+        redis_server.stop()  # blocks until redis-server exited; the flush runs after
+        await until(lambda: out.finished(21), what="in-flight entries to fail")
+        assert set(out.errors) == set(range(1, 21))
+        assert all(isinstance(e, ConnectionLostError | NotConnectedError)
+                   for e in out.errors.values())
+        await until(lambda: not pub.connected, what="publisher to notice")
+
+        # While Redis is down, publishes fail at once (next iteration), not queued.
+        publish(pub, out, 21)
+        await until(lambda: 21 in out.errors, seconds=1, what="fast failure")
+        assert isinstance(out.errors[21], NotConnectedError)
+        assert pub.pending == 0
+
+        redis_server.start()
+        await until(lambda: pub.connected, what="reconnect")
+        publish(pub, out, 22)
+        await pub.wait_flushed()
+        assert 22 in out.done
+        async with client(redis_server.url) as r:
+            entries = await r.xrange(ks.inbound(0))
+        # Only what Redis acknowledged exists (the restart lost the rest, as it
+        # had no persistence), and everything acknowledged is there.
+        assert [f[b"id"] for _, f in entries] == [b"22"]
+        assert pub.stats.connects == 2
+    finally:
+        await pub.close()
+
+
+async def test_frozen_redis_times_out_and_recovers(redis_server: RedisServer) -> None:
+    assert redis_server.proc is not None
+    pid = redis_server.proc.pid
+    pub = Publisher(redis_server.url, keys=KeySpace("ocpp"), timeout=0.3 * timeout(1),
+                    connect_timeout=0.3 * timeout(1), backoff_max=0.1)
+    await pub.start()
+    out = Outcomes()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for tag in range(5):
+            publish(pub, out, tag)
+        await until(lambda: out.finished(5), what="timeouts")
+        assert all(isinstance(e, RedisTimeoutError) for e in out.errors.values())
+        assert pub.stats.timeouts == 1
+        # Still frozen: reconnects time out, publishes keep failing fast.
+        publish(pub, out, 5)
+        await until(lambda: out.finished(6))
+        assert isinstance(out.errors[5], StreamsError)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    try:
+        await until(lambda: pub.connected, what="reconnect after SIGCONT")
+        publish(pub, out, 6)
+        await pub.wait_flushed()
+        assert 6 in out.done
+    finally:
+        await pub.close()
+
+
+async def test_reader_continues_after_redis_restart(redis_server: RedisServer) -> None:
+    key = KeySpace("ocpp").out("node-1")
+    got: list[bytes] = []
+
+    def sink(entries: Entries) -> None:
+        got.extend(f[b"n"] for _, f in entries)
+
+    reader = OutboundReader(redis_server.url, key, sink, block_ms=100, backoff_max=0.2)
+    await reader.start()
+    try:
+        async with client(redis_server.url) as r:
+            await r.xadd(key, {b"n": b"1"})
+            await until(lambda: got == [b"1"])
+        redis_server.stop()
+        await until(lambda: not reader.connected, what="reader to notice")
+        redis_server.start()
+        await until(lambda: reader.connected, what="reader reconnect")
+        async with client(redis_server.url) as r:
+            await r.xadd(key, {b"n": b"2"})
+            await r.xadd(key, {b"n": b"3"})
+            await until(lambda: got == [b"1", b"2", b"3"], what="entries after restart")
+        assert reader.stats.connects == 2
+    finally:
+        await reader.stop()
+
+
+async def test_reader_loses_nothing_across_its_own_reconnect(redis_session: RedisServer,
+                                                             key_prefix: str) -> None:
+    key = KeySpace(key_prefix).out("node-1")
+    name = f"{key_prefix}-reader"
+    got: list[bytes] = []
+
+    def sink(entries: Entries) -> None:
+        got.extend(f[b"n"] for _, f in entries)
+
+    reader = OutboundReader(redis_session.url, key, sink, block_ms=5000, backoff_max=0.2,
+                            client_name=name)
+    await reader.start()
+    try:
+        async with client(redis_session.url) as r:
+            await r.xadd(key, {b"n": b"0"})
+            await until(lambda: got == [b"0"])
+            for rnd in range(3):
+                clients = await r.client_list()
+                (victim,) = [c for c in clients if c["name"] == name]
+                await r.client_kill_filter(_id=victim["id"])
+                # Written while the reader's connection is gone or being re-made.
+                for i in range(10):
+                    await r.xadd(key, {b"n": b"%d-%d" % (rnd, i)})
+            want = [b"0"] + [b"%d-%d" % (rnd, i) for rnd in range(3) for i in range(10)]
+            await until(lambda: len(got) >= len(want), what="all entries")
+            assert got == want
+            assert reader.stats.connects == 4
+    finally:
+        await reader.stop()
