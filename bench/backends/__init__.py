@@ -1,0 +1,1 @@
+"""Backends for the end-to-end benchmark (consumers of the Redis streams)."""
