@@ -1,0 +1,67 @@
+"""Pure functions of the server layer (no sockets)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from router.server.connection import basic_credentials, cn_from_header, parse_identity
+from router.server.supervisor import merge_metrics
+
+
+@pytest.mark.parametrize(("path", "expected"), [
+    ("/ocpp/CP-1", (0, "CP-1")),
+    ("/ocpp/CP-1?x=1", (0, "CP-1")),
+    ("/ocpp/a*b_c=d+e|f@g.h", (0, "a*b_c=d+e|f@g.h")),
+    ("/ocpp/CP%2A1", (0, "CP*1")),
+    ("/ocpp/CP%zz", (400, None)),
+    ("/ocpp/CP%2", (400, None)),
+    ("/ocpp/CP:1", (404, None)),
+    ("/ocpp/CP%3A1", (404, None)),
+    ("/ocpp/" + "x" * 49, (404, None)),
+    ("/ocpp/", (404, None)),
+    ("/ocp/CP", (404, None)),
+    ("/ocpp/%C3%A9", (404, None)),
+])
+def test_parse_identity(path: str, expected: tuple[int, str | None]) -> None:
+    assert parse_identity(path, "/ocpp/") == expected
+
+
+def b64(text: bytes) -> str:
+    return base64.b64encode(text).decode()
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    (f"Basic {b64(b'CP-1:secret')}", ("CP-1", b"secret")),
+    (f"basic {b64(b'CP-1:pa:ss')}", ("CP-1", b"pa:ss")),
+    (f"Basic {b64(b'CP-1')}", None),
+    ("Basic !!!", None),
+    ("Bearer abc", None),
+    (None, None),
+    (f"Basic {b64(bytes([0xff, 0x3a, 0x61]))}", None),
+])
+def test_basic_credentials(header: str | None, expected: object) -> None:
+    assert basic_credentials(header) == expected
+
+
+@pytest.mark.parametrize(("value", "cn"), [
+    ("CN=CP-1,O=ACME", "CP-1"),
+    ("O=ACME, CN=CP-1", "CP-1"),
+    ("/C=DE/O=ACME/CN=CP-1", "CP-1"),
+    ("CN%3DCP-1%2CO%3DACME", "CP-1"),
+    ("O=ACME", None),
+])
+def test_cn_from_header(value: str, cn: str | None) -> None:
+    assert cn_from_header(value) == cn
+
+
+def test_merge_metrics_sums_workers() -> None:
+    a = ("# HELP x_total things\n# TYPE x_total counter\nx_total{k=\"a\"} 2.0\n"
+         "# HELP g a gauge\n# TYPE g gauge\ng 1.0\n")
+    b = ("# HELP x_total things\n# TYPE x_total counter\nx_total{k=\"a\"} 3.0\n"
+         "x_total{k=\"b\"} 1.0\n# HELP g a gauge\n# TYPE g gauge\ng 4.0\n")
+    merged = merge_metrics([a, b])
+    assert 'x_total{k="a"} 5' in merged
+    assert 'x_total{k="b"} 1' in merged
+    assert "\ng 5\n" in merged
