@@ -21,10 +21,12 @@ from router.streams.errors import (
 from router.streams.keys import KeySpace
 from router.streams.publisher import Publisher, PublisherStats
 from router.streams.reader import OutboundReader, ReaderStats
+from router.streams.registry import Holder, Registry
 
 __all__ = [
     "CommandBuffer",
     "ConnectionLostError",
+    "Holder",
     "KeySpace",
     "NotConnectedError",
     "OutboundReader",
@@ -38,6 +40,7 @@ __all__ = [
     "RedisProtocolError",
     "RedisReplyError",
     "RedisTimeoutError",
+    "Registry",
     "StreamsError",
     "open_connection",
 ]
