@@ -1,0 +1,1 @@
+"""Generated msgspec types, one module per OCPP version (see codegen.py)."""
