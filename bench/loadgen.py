@@ -163,7 +163,8 @@ class Charger(WSListener):
         self.transport = transport
         w = self.w
         w.connected += 1
-        if w.echo:
+        if self.proto == "none":
+            # Echo servers speak no OCPP: connected counts as booted.
             self.booted = True
             w.on_booted(self)
             return

@@ -1,0 +1,457 @@
+"""The benchmark scenarios: ocpp-router side by side with its anchors.
+
+    python -m bench.run --standard              # what `make bench` runs (<= 10 min)
+    python -m bench.run --scenario e2e --chargers 200 --duration 10
+    python -m bench.run --scenario idle --chargers 50000
+    python -m bench.run --scenario storm --chargers 20000
+    python -m bench.run --scenario echo
+    python -m bench.run --scenario validation
+
+Every scenario measures our system and the anchors with the same generator in
+the same run, because absolute figures on a shared 2-core machine drift from
+run to run; the ratios and the CPU time per message (from /proc) are what
+count. A system that does not exist yet (or fails to start) is reported as
+"not available" with the reason, and the other systems still run.
+
+Results: ``bench/results/<scenario>.json``; ``--standard`` also draws the plots
+(``bench.plots``) and rewrites the generated part of ``bench/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvloop
+
+from bench.loadgen import LoadConfig, LoadgenError, run_load
+from bench.services import REPO, Service, ServiceError, python_module
+from router.embedded_redis import RedisServer, RedisServerError, free_port
+
+RESULTS = REPO / "bench" / "results"
+SCENARIOS = ("e2e", "idle", "storm", "echo", "validation")
+
+# System names as they appear in the results, tables and plots.
+OCPP_LIB = "ocpp-lib (websockets + ocpp)"
+PICOWS = "picows responder"
+ROUTER_FAST = "ocpp-router + fast backend"
+ROUTER_CSMS = "ocpp-router + reference CSMS"
+OURS_ECHO = "ocpp-router codec echo"
+PICOWS_ECHO = "picows echo"
+WEBSOCKETS_ECHO = "websockets echo"
+
+
+class NotAvailable(Exception):
+    """A system of the scenario cannot run in this build (reported, not fatal)."""
+
+
+def log(msg: str) -> None:
+    print(f"[bench {datetime.now(UTC):%H:%M:%S}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- #
+# Systems under test                                                          #
+# --------------------------------------------------------------------------- #
+
+class System:
+    """A running system: its URL and the processes to watch (name -> pid)."""
+
+    def __init__(self, url: str, watch: dict[str, int], server_part: str) -> None:
+        self.url = url
+        self.watch = watch
+        self.server_part = server_part   # which watched process is "the server"
+
+
+@contextlib.asynccontextmanager
+async def anchor(module: str, *extra: str) -> AsyncIterator[System]:
+    port = free_port()
+    svc = Service(module.rsplit(".", 1)[-1], python_module(module, "--port", str(port), *extra),
+                  port)
+    try:
+        await asyncio.to_thread(svc.start)
+    except ServiceError as exc:
+        svc.cleanup()
+        raise NotAvailable(str(exc)) from exc
+    try:
+        yield System(f"ws://127.0.0.1:{port}/ocpp", {"server": svc.pid}, "server")
+    finally:
+        svc.stop()
+        svc.cleanup()
+
+
+def _wait_http_ok(url: str, proc: Service, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise ServiceError(f"exited early; stderr: {proc.log_tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise ServiceError(f"{url} not ready after {timeout:.0f}s; stderr: {proc.log_tail()}")
+
+
+def router_available() -> str | None:
+    """None if ``ocpp-router serve`` exists in this build, else the reason."""
+    for mod in ("router.cli.serve", "router.server.supervisor"):
+        if importlib.util.find_spec(mod) is None:
+            return f"{mod} is not in this build"
+    return None
+
+
+@contextlib.asynccontextmanager
+async def router_stack(backend: str, workers: int, extra: tuple[str, ...] = ()
+                       ) -> AsyncIterator[System]:
+    """Redis + ``ocpp-router serve`` + a backend (``fast`` or ``csms``)."""
+    reason = router_available()
+    if reason:
+        raise NotAvailable(reason)
+    if backend == "csms" and importlib.util.find_spec("router.cli.reference_csms") is None:
+        raise NotAvailable("the reference CSMS (ocpp-router reference-csms) is not in this build")
+    try:
+        redis = await asyncio.to_thread(RedisServer().start)
+    except RedisServerError as exc:
+        raise NotAvailable(f"redis: {exc}") from exc
+    services: list[Service] = []
+    try:
+        assert redis.proc is not None
+        if backend == "fast":
+            argv = python_module("bench.backends.fast_responder", "--redis-url", redis.url)
+        else:
+            argv = python_module("router.cli.main", "reference-csms", "--redis-url", redis.url)
+        # The backend first, so its consumer group exists before any boot.
+        back = Service(f"backend-{backend}", argv, None)
+        services.append(back)
+        back.start()
+        port, admin = free_port(), free_port()
+        router = Service("router", python_module(
+            "router.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--admin-host", "127.0.0.1", "--admin-port", str(admin), "--redis-url", redis.url,
+            "--workers", str(workers), "--node-id", "bench", "--auth", "none",
+            "--log-level", "warning", "--drain-seconds", "1",
+            # Every CALL goes through Redis and the backend (the default
+            # answers Heartbeat at the edge, which would flatter the figures).
+            "--heartbeat", "forward",
+            # 50,000 chargers over a few workers, storms of 20,000 handshakes.
+            "--max-connections", "19000", "--max-handshakes", "5000", *extra), port,
+            env={k: v for k, v in os.environ.items() if not k.startswith("OCPP_ROUTER_")})
+        services.append(router)
+        router.start()
+        await asyncio.to_thread(_wait_http_ok, f"http://127.0.0.1:{admin}/readyz", router, 30)
+        await asyncio.sleep(1.0 if backend == "csms" else 0.3)
+        if not back.alive():
+            raise ServiceError(f"backend exited: {back.log_tail()}")
+        yield System(f"ws://127.0.0.1:{port}/ocpp",
+                     {"router": router.pid, "redis": redis.proc.pid, "backend": back.pid},
+                     "router")
+    except ServiceError as exc:
+        raise NotAvailable(str(exc)) from exc
+    finally:
+        for svc in reversed(services):
+            svc.stop()
+            svc.cleanup()
+        await asyncio.to_thread(redis.stop)
+
+
+def echo_server_available() -> str | None:
+    if not (REPO / "bench" / "echo_server.py").exists():
+        return "bench/echo_server.py is not in this build"
+    return None
+
+
+@contextlib.asynccontextmanager
+async def our_echo() -> AsyncIterator[System]:
+    reason = echo_server_available()
+    if reason:
+        raise NotAvailable(reason)
+    port = free_port()
+    svc = Service("echo_server", [sys.executable, str(REPO / "bench" / "echo_server.py"),
+                                  "--host", "127.0.0.1", "--port", str(port)], port)
+    try:
+        await asyncio.to_thread(svc.start)
+    except ServiceError as exc:
+        svc.cleanup()
+        raise NotAvailable(str(exc)) from exc
+    try:
+        yield System(f"ws://127.0.0.1:{port}/ocpp", {"server": svc.pid}, "server")
+    finally:
+        svc.stop()
+        svc.cleanup()
+
+
+# --------------------------------------------------------------------------- #
+# One measurement                                                             #
+# --------------------------------------------------------------------------- #
+
+async def measure(name: str, system_cm: Callable[[], Any], cfg: LoadConfig) -> dict[str, Any]:
+    """Start a system, run one load against it, stop it. Never raises for a
+    missing or failing system: the error becomes part of the result."""
+    log(f"{name}: {cfg.mode}, {cfg.chargers} chargers"
+        + (f", rate {cfg.rate:.0f}/s" if cfg.mode == "open" else "")
+        + (", storm" if cfg.storm else ""))
+    try:
+        async with system_cm() as system:
+            cfg.url = system.url
+            cfg.watch = dict(system.watch)
+            result = await run_load(cfg)
+            result["server_part"] = system.server_part
+    except NotAvailable as exc:
+        log(f"{name}: not available: {exc}")
+        return {"available": False, "reason": str(exc)}
+    except LoadgenError as exc:
+        log(f"{name}: load generator failed: {exc}")
+        return {"available": False, "reason": f"load generator: {exc}"}
+    result["available"] = True
+    summary = _one_line(result)
+    log(f"{name}: {summary}")
+    return result
+
+
+def _one_line(r: dict[str, Any]) -> str:
+    parts = []
+    if "msgs_per_s" in r:
+        part = r["server_part"]
+        cpu = r["cpu"].get(part, {}).get("us_per_msg")
+        parts.append(f"{r['msgs_per_s']:,.0f} msg/s, p99 {r['latency_ms'].get('p99')} ms, "
+                     f"{part} {cpu} us/msg")
+    if "memory" in r:
+        m = r["memory"].get(r["server_part"], {})
+        parts.append(f"{m.get('connections')} conns, {m.get('rss_per_conn_kib')} KiB/conn RSS")
+    if "storm" in r:
+        s = r["storm"]
+        parts.append(f"storm: {s.get('rebooted')} rebooted in {s.get('seconds_to_all_booted')} s,"
+                     f" {s.get('handshake_failures')} failed handshakes")
+    c = r["counters"]
+    parts.append(f"booted {c['booted']}/{r['chargers']}, hs-fail {c['handshake_failures']}, "
+                 f"disc {c['disconnects']}, callerrors {c['call_errors']}")
+    return "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- #
+# Scenarios                                                                   #
+# --------------------------------------------------------------------------- #
+
+async def scenario_e2e(a: argparse.Namespace) -> dict[str, Any]:
+    """Chargers -> system -> (Redis -> backend ->) system -> chargers, closed
+    loop; then our system in open loop at half its closed-loop maximum."""
+    n, d, w = a.chargers or 200, a.duration or 10.0, a.warmup
+
+    def closed(proto: str = "ocpp1.6") -> LoadConfig:
+        return LoadConfig(url="", chargers=n, mode="closed", proto=proto, duration=d, warmup=w,
+                          procs=1, progress=a.progress)
+
+    systems: dict[str, Any] = {}
+    systems[OCPP_LIB] = await measure(OCPP_LIB, lambda: anchor("bench.anchors.ocpp_csms"),
+                                      closed())
+    systems[PICOWS] = await measure(PICOWS, lambda: anchor("bench.anchors.picows_responder"),
+                                    closed())
+    rw = a.router_workers or 1
+    systems[ROUTER_FAST] = await measure(ROUTER_FAST, lambda: router_stack("fast", rw), closed())
+    top = systems[ROUTER_FAST]
+    if top.get("available") and top.get("msgs_per_s"):
+        half = LoadConfig(url="", chargers=n, mode="open", rate=top["msgs_per_s"] / 2,
+                          duration=d, warmup=w, procs=1, progress=a.progress)
+        systems[ROUTER_FAST + " @ 50% load"] = await measure(
+            ROUTER_FAST + " @ 50% load", lambda: router_stack("fast", rw), half)
+    systems[ROUTER_FAST + " (mixed versions)"] = await measure(
+        ROUTER_FAST + " (mixed versions)", lambda: router_stack("fast", rw), closed("mix"))
+    systems[ROUTER_CSMS] = await measure(ROUTER_CSMS, lambda: router_stack("csms", rw), closed())
+    return {"systems": systems, "chargers": n, "duration_s": d, "router_workers": rw}
+
+
+async def scenario_idle(a: argparse.Namespace) -> dict[str, Any]:
+    """Booted, idle chargers held open: user-space RSS growth per connection."""
+    n = a.chargers or 50000
+    anchors_n = min(n, a.anchor_chargers or 15000)
+    rw = a.router_workers or max(1, -(-n // 15000))
+
+    def idle(count: int) -> LoadConfig:
+        return LoadConfig(url="", chargers=count, mode="idle", hold=a.hold, progress=a.progress,
+                          connect_concurrency=256)
+
+    systems: dict[str, Any] = {}
+    systems[ROUTER_FAST] = await measure(ROUTER_FAST, lambda: router_stack("fast", rw), idle(n))
+    systems[OCPP_LIB] = await measure(OCPP_LIB, lambda: anchor("bench.anchors.ocpp_csms"),
+                                      idle(anchors_n))
+    systems[PICOWS] = await measure(PICOWS, lambda: anchor("bench.anchors.picows_responder"),
+                                    idle(anchors_n))
+    return {"systems": systems, "chargers": n, "anchor_chargers": anchors_n,
+            "router_workers": rw}
+
+
+async def scenario_storm(a: argparse.Namespace) -> dict[str, Any]:
+    """All booted chargers drop at once (TCP reset) and reconnect at once."""
+    n = a.chargers or 20000
+    anchors_n = min(n, a.anchor_chargers or 15000)
+    rw = a.router_workers or 2
+
+    def storm(count: int) -> LoadConfig:
+        return LoadConfig(url="", chargers=count, mode="idle", hold=1.0, storm=True,
+                          storm_timeout=60.0, progress=a.progress, connect_concurrency=1000)
+
+    systems: dict[str, Any] = {}
+    systems[ROUTER_FAST] = await measure(ROUTER_FAST, lambda: router_stack("fast", rw), storm(n))
+    systems[OCPP_LIB] = await measure(OCPP_LIB, lambda: anchor("bench.anchors.ocpp_csms"),
+                                      storm(anchors_n))
+    systems[PICOWS] = await measure(PICOWS, lambda: anchor("bench.anchors.picows_responder"),
+                                    storm(anchors_n))
+    return {"systems": systems, "chargers": n, "anchor_chargers": anchors_n,
+            "router_workers": rw}
+
+
+async def scenario_echo(a: argparse.Namespace) -> dict[str, Any]:
+    """The WebSocket codec alone: echo throughput with 200 connections (one
+    message in flight each), then RSS growth per idle connection."""
+    n, d, w = a.chargers or 200, a.duration or 10.0, a.warmup
+    idle_n = a.anchor_chargers or 15000
+    servers: dict[str, Callable[[], Any]] = {
+        OURS_ECHO: our_echo,
+        PICOWS_ECHO: lambda: anchor("bench.anchors.picows_echo"),
+        WEBSOCKETS_ECHO: lambda: anchor("bench.anchors.websockets_echo"),
+    }
+    systems: dict[str, Any] = {}
+    for name, cm in servers.items():
+        systems[name] = await measure(name, cm, LoadConfig(
+            url="", chargers=n, mode="echo", duration=d, warmup=w, procs=1,
+            progress=a.progress))
+    for name, cm in servers.items():
+        systems[name + " (idle)"] = await measure(name + " (idle)", cm, LoadConfig(
+            url="", chargers=idle_n, mode="idle", proto="none", hold=a.hold,
+            progress=a.progress))
+    return {"systems": systems, "chargers": n, "idle_connections": idle_n}
+
+
+async def scenario_validation(a: argparse.Namespace) -> dict[str, Any]:
+    """Validation alone: runs the OCPP-J engineer's ``bench/bench_validation.py``."""
+    script = REPO / "bench" / "bench_validation.py"
+    if not script.exists():
+        return {"available": False, "reason": "bench/bench_validation.py is not in this build"}
+    out = RESULTS / "validation.raw.json"
+    argv = [sys.executable, str(script), "--json", str(out)]
+    log("validation: " + shlex.join(argv))
+    proc = await asyncio.create_subprocess_exec(
+        *argv, cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=dict(os.environ, PYTHONPATH=str(REPO)))
+    stdout, stderr = await proc.communicate()
+    result: dict[str, Any] = {"command": shlex.join(argv), "status": proc.returncode,
+                              "stdout": stdout.decode(errors="replace")[-4000:]}
+    if proc.returncode != 0:
+        result.update(available=False, reason=stderr.decode(errors="replace")[-600:])
+        return result
+    result["available"] = True
+    if out.exists():
+        result["data"] = orjson.loads(out.read_bytes())
+    return result
+
+
+RUNNERS = {"e2e": scenario_e2e, "idle": scenario_idle, "storm": scenario_storm,
+           "echo": scenario_echo, "validation": scenario_validation}
+
+
+# --------------------------------------------------------------------------- #
+# Machine, files                                                              #
+# --------------------------------------------------------------------------- #
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_kib = 0
+    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+        mem_kib = int(f.readline().split()[1])
+    commit = ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                                capture_output=True, text=True, timeout=5).stdout.strip()
+    return {
+        "cpus": os.cpu_count(), "cpu_model": model, "memory_gib": round(mem_kib / 2**20, 1),
+        "kernel": platform.release(), "python": platform.python_version(),
+        "nofile_limit": __import__("resource").getrlimit(__import__("resource").RLIMIT_NOFILE),
+        "load_avg_at_start": os.getloadavg(), "git_commit": commit,
+    }
+
+
+def save(scenario: str, data: dict[str, Any], argv: list[str]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{scenario}.json"
+    data = {"scenario": scenario, "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": "python -m bench.run " + shlex.join(argv), "machine": machine(), **data}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+    tmp.replace(path)
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--standard", action="store_true",
+                   help="every scenario with the standard sizes, plots, RESULTS.md")
+    g.add_argument("--scenario", choices=SCENARIOS, action="append",
+                   help="run this scenario (repeat for several)")
+    p.add_argument("--chargers", type=int, default=0,
+                   help="chargers (e2e 200, idle 50000, storm 20000, echo 200)")
+    p.add_argument("--anchor-chargers", type=int, default=0,
+                   help="idle/storm/echo-idle size for the single-process anchors (15000)")
+    p.add_argument("--duration", type=float, default=0.0, help="measurement window, s (10)")
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--hold", type=float, default=3.0, help="idle: hold before measuring, s")
+    p.add_argument("--router-workers", type=int, default=0,
+                   help="router worker processes (e2e 1, idle chargers/15000, storm 2)")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--quiet", dest="progress", action="store_false",
+                   help="no per-second progress of the generator")
+    return p
+
+
+async def _main(args: argparse.Namespace, argv: list[str]) -> int:
+    scenarios = list(SCENARIOS) if args.standard else args.scenario
+    t0 = time.monotonic()
+    for scenario in scenarios:
+        log(f"=== scenario {scenario}")
+        data = await RUNNERS[scenario](args)
+        path = save(scenario, data, argv)
+        log(f"=== {scenario} done, {path.relative_to(REPO)} ({time.monotonic() - t0:.0f} s so far)")
+    if not args.no_plots:
+        from bench import plots, report
+
+        for png in plots.draw_all(RESULTS):
+            log(f"plot {png.relative_to(REPO)}")
+        if args.standard:
+            report.update_results_md(RESULTS, REPO / "bench" / "RESULTS.md")
+            log("bench/RESULTS.md updated")
+    log(f"all done in {time.monotonic() - t0:.0f} s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    return uvloop.run(_main(args, argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
