@@ -39,6 +39,8 @@ def _extensions() -> list[Extension]:
                 include_dirs=[str(EXT_ROOT)],
                 define_macros=macros,
                 extra_compile_args=["-O2"] + ([] if DEBUG else ["-DNDEBUG"]),
+                # zlib for permessage-deflate (RFC 7692) in the WebSocket codec.
+                libraries=["z"] if name == "router.ws._codec" else [],
             )
         )
     return exts

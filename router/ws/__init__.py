@@ -1,1 +1,84 @@
-"""ws"""
+"""The WebSocket codec (RFC 6455, RFC 7692 permessage-deflate), sans-I/O.
+
+The compiled core is ``router.ws._codec``; this module re-exports what users
+may touch. ``router.server.wsconn`` drives it for asyncio connections.
+"""
+
+from router.ws._codec import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    Connection,
+    DeflateParams,
+    HandshakeParser,
+    UpgradeRequest,
+    accept_key,
+    accept_response,
+    close_frame,
+    encode,
+    error_response,
+    mask,
+    negotiate_deflate,
+    validate_utf8,
+)
+from router.ws.errors import (
+    BadRequest,
+    CloseCode,
+    HandshakeError,
+    HeadersTooLarge,
+    InternalError,
+    InvalidPayload,
+    InvalidState,
+    MessageTooBig,
+    MethodNotAllowed,
+    PolicyViolation,
+    ProtocolError,
+    UnsupportedVersion,
+    WebSocketError,
+    close_code_for,
+    public_reason_for,
+)
+from router.ws.settings import WSSettings
+from router.ws.types import ConnectionState, Opcode
+
+__all__ = [
+    "OP_BINARY",
+    "OP_CLOSE",
+    "OP_CONT",
+    "OP_PING",
+    "OP_PONG",
+    "OP_TEXT",
+    "BadRequest",
+    "CloseCode",
+    "Connection",
+    "ConnectionState",
+    "DeflateParams",
+    "HandshakeError",
+    "HandshakeParser",
+    "HeadersTooLarge",
+    "InternalError",
+    "InvalidPayload",
+    "InvalidState",
+    "MessageTooBig",
+    "MethodNotAllowed",
+    "Opcode",
+    "PolicyViolation",
+    "ProtocolError",
+    "UnsupportedVersion",
+    "UpgradeRequest",
+    "WSSettings",
+    "WebSocketError",
+    "accept_key",
+    "accept_response",
+    "close_code_for",
+    "close_frame",
+    "encode",
+    "error_response",
+    "mask",
+    "negotiate_deflate",
+    "public_reason_for",
+    "validate_utf8",
+]
