@@ -395,9 +395,18 @@ class Worker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
+            if not isinstance(listener, Charger):
+                # picows returns no listener when the server closed the TCP
+                # connection before answering the upgrade.
+                self.handshake_failures += 1
+                self.failure_kinds["ClosedDuringHandshake"] += 1
+                if time.monotonic() + delay > deadline:
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
             self.handshakes += 1
             self.hs_lat.append((_perf_ns() - t0) // 1000)
-            assert isinstance(listener, Charger)
             self.chargers[idx] = listener
             if proto != "none":
                 got = transport.response.headers.get("Sec-WebSocket-Protocol")
