@@ -1,0 +1,103 @@
+"""The fast Redis responder against a real redis-server, and the report and
+plots built from a real (tiny) benchmark run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from bench import messages, plots, report
+from bench.loadgen import LoadConfig, run_load
+from bench.run import OCPP_LIB, PICOWS, PICOWS_ECHO, ROUTER_FAST, machine
+from bench.services import Service, python_module
+from router.embedded_redis import RedisServer, free_port
+from tests.conftest import timeout
+
+
+@pytest.fixture
+def fast_responder(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    r = redis.Redis.from_url(redis_server.url)
+    with Service("fast", python_module("bench.backends.fast_responder", "--redis-url",
+                                       redis_server.url, "--shards", "2"), None):
+        deadline = time.monotonic() + timeout(20)
+        # Ready when its consumer group exists on both shards.
+        while time.monotonic() < deadline:
+            try:
+                if all(r.xinfo_groups(f"ocpp:in:{{{n}}}") for n in range(2)):
+                    break
+            except redis.ResponseError:
+                pass
+            time.sleep(0.05)
+        yield r
+    r.close()
+
+
+def test_fast_responder_answers_calls_per_contract(fast_responder: redis.Redis) -> None:
+    r = fast_responder
+    base = {"v": "1", "node": "node-a", "conn": "c0ffee", "ts": "1"}
+    r.xadd("ocpp:in:{1}", {**base, "kind": "connected", "cs": "CP-0", "proto": "ocpp1.6",
+                           "addr": "127.0.0.1"})
+    r.xadd("ocpp:in:{1}", {**base, "kind": "call", "cs": "CP-1", "proto": "ocpp1.6", "id": "19",
+                           "action": "BootNotification", "payload": "{}"})
+    r.xadd("ocpp:in:{0}", {**base, "kind": "call", "cs": "CP-2", "proto": "ocpp2.0.1",
+                           "id": "20", "action": "TransactionEvent", "payload": "{}"})
+    deadline = time.monotonic() + timeout(10)
+    while r.xlen("ocpp:out:node-a") < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    out = {f[b"cs"]: f for _, f in r.xrange("ocpp:out:node-a")}
+    assert set(out) == {b"CP-1", b"CP-2"}  # the `connected` entry is not answered
+    assert out[b"CP-1"] == {b"kind": b"result", b"cs": b"CP-1", b"conn": b"c0ffee",
+                            b"id": b"19",
+                            b"payload": messages.CSMS_RESPONSES["ocpp1.6"]["BootNotification"]}
+    assert out[b"CP-2"][b"payload"] == b"{}"
+    # Everything read was acknowledged.
+    while time.monotonic() < deadline:
+        if all(r.xpending(f"ocpp:in:{{{n}}}", "bench")["pending"] == 0 for n in range(2)):
+            break
+        time.sleep(0.02)
+    assert all(r.xpending(f"ocpp:in:{{{n}}}", "bench")["pending"] == 0 for n in range(2))
+
+
+async def test_report_and_plots_from_a_real_run(tmp_path: Path) -> None:
+    port = free_port()
+    with Service("responder", python_module("bench.anchors.picows_responder", "--port",
+                                            str(port)), port) as svc:
+        closed = await run_load(LoadConfig(url=f"ws://127.0.0.1:{port}/ocpp", chargers=10,
+                                           duration=1, warmup=0.2, progress=False,
+                                           watch={"server": svc.pid}))
+        idle = await run_load(LoadConfig(url=f"ws://127.0.0.1:{port}/ocpp", chargers=10,
+                                         mode="idle", hold=0.2, progress=False,
+                                         watch={"server": svc.pid}))
+    closed["available"] = idle["available"] = True
+    closed["server_part"] = idle["server_part"] = "server"
+    common = {"machine": machine(), "command": "python -m bench.run --test",
+              "finished": "now"}
+    (tmp_path / "e2e.json").write_bytes(orjson.dumps({
+        "scenario": "e2e", **common, "systems": {
+            PICOWS: closed, OCPP_LIB: closed,
+            ROUTER_FAST: {"available": False, "reason": "router: not in this build"}}}))
+    (tmp_path / "idle.json").write_bytes(orjson.dumps({
+        "scenario": "idle", **common, "systems": {PICOWS: idle}}))
+    (tmp_path / "echo.json").write_bytes(orjson.dumps({
+        "scenario": "echo", **common, "systems": {PICOWS_ECHO: closed}}))
+    written = plots.draw_all(tmp_path)
+    assert {p.name for p in written} == {"e2e_throughput_cpu.png", "e2e_latency_cdf.png",
+                                         "echo_throughput_cpu.png", "memory_per_connection.png"}
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# Results\n\nintro\n\n## Validation\n\nkept by its owner\n")
+    report.update_results_md(tmp_path, md)
+    report.update_results_md(tmp_path, md)  # idempotent: one generated block
+    text = md.read_text()
+    assert text.count(report.BEGIN) == 1 and text.count(report.END) == 1
+    assert "## Validation\n\nkept by its owner" in text
+    assert "not available (router: not in this build)" in text
+    assert f"{closed['msgs_per_s']:,.0f}" in text
+    rows = {row[0]: row for row in report.goals(tmp_path)}
+    assert rows["Reconnect storm of 20,000 chargers"][-1] == "not measured"
