@@ -56,6 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--window-bits", type=int, default=12,
                         help="server/client max window bits limit")
     parser.add_argument("--ping-interval", type=float, default=0.0)
+    parser.add_argument("--compression-threshold", type=int, default=0,
+                        help="send shorter messages uncompressed (the router uses 128); "
+                        "0 compresses every message when permessage-deflate is on, "
+                        "which the Autobahn 12/13 cases expect")
     return parser.parse_args(argv)
 
 
@@ -68,6 +72,7 @@ async def serve(args: argparse.Namespace) -> None:
         server_max_window_bits=max(9, args.window_bits),
         client_max_window_bits=args.window_bits,
         ping_interval=args.ping_interval,
+        compression_threshold=args.compression_threshold,
         # Autobahn sends multi-MiB messages to a peer that echoes them.
         write_high_water=64 * 1024 * 1024,
         write_low_water=16 * 1024 * 1024,

@@ -452,8 +452,6 @@ cdef class WebSocketProtocol(FrameCodec):
             return
         if self._state != S_OPEN:
             return
-        self.close_code = code
-        self.close_reason = reason
         self._send_close(code, reason)
         self._state = S_CLOSING
         self.deadline = _coarse_now + self.close_timeout

@@ -548,6 +548,9 @@ cdef class Connection(FrameCodec):
     def receive_data(self, data):
         """Feed bytes from the peer; return the events they complete.
 
+        If it raises, the events completed before the error are returned by
+        :meth:`events_received`.
+
         Args:
             data: bytes-like; copied (the codec unmasks in place).
 
@@ -559,13 +562,19 @@ cdef class Connection(FrameCodec):
         cdef bytearray buf = bytearray(data)
         cdef list events
         if len(buf):
-            try:
-                self.receive(<uint8_t*><char*>buf, len(buf))
-            finally:
-                events = self.events
-                self.events = []
-            return events
-        return []
+            # On an error the events completed before it stay queued for
+            # events_received().
+            self.receive(<uint8_t*><char*>buf, len(buf))
+        events = self.events
+        self.events = []
+        return events
+
+    def events_received(self):
+        """Return and clear queued events: after receive_data() raised, the
+        events completed before the error."""
+        cdef list events = self.events
+        self.events = []
+        return events
 
     @property
     def closed(self):
