@@ -1,0 +1,1 @@
+"""Tests of router.ocppj: schemas, generated validators, envelope, dialects."""
