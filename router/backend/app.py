@@ -1,0 +1,460 @@
+"""The consumer side of the Redis Streams contract (docs/streams.md).
+
+A :class:`BackendApp` joins a consumer group on every inbound shard stream,
+dispatches entries to handlers by kind and action, writes the answers to
+charger CALLs into ``<prefix>:out:<node>`` and acknowledges an entry only after
+its handler finished and its answer was written (at-least-once delivery).
+
+Ordering and concurrency: entries are queued per charger identity and each
+queue is drained by one task, so the messages of one charger are handled in
+stream order while different chargers are handled concurrently. Many processes
+(consumers) in one group share the shards' entries (XREADGROUP).
+
+Crash safety: an entry whose handler raised (anything but an
+:class:`~router.backend.errors.OCPPError`) stays pending; so do the entries of
+a consumer that died. Every consumer periodically claims entries idle for
+longer than ``claim_idle`` (XAUTOCLAIM) and handles them again; an entry
+delivered more than ``max_deliveries`` times is moved to the dead-letter
+stream ``<prefix>:dead:<group>`` with the last error instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from router.backend.client import Client
+from router.backend.errors import ActionNotImplemented, OCPPError
+from router.backend.message import KINDS, MalformedEntry, Message, StreamReply, encode_payload
+from router.streams.keys import KeySpace
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Message], Awaitable[Any]]
+H = TypeVar("H", bound=Handler)
+
+# docs/streams.md: "Backends should add to out streams with MAXLEN ~ 100000".
+OUT_MAXLEN = 100_000
+DEAD_MAXLEN = 100_000
+
+
+def default_consumer_name() -> str:
+    """A consumer name unique to this process: ``<host>-<pid>-<random>``."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class BackendApp:
+    """A backend service: a consumer in a consumer group on the inbound streams.
+
+    Example::
+
+        app = BackendApp(redis.asyncio.Redis.from_url(url), group="csms")
+
+        @app.on_call("Heartbeat")
+        async def heartbeat(msg: Message) -> dict[str, Any]:
+            return {"currentTime": utc_now()}
+
+        await app.run()          # until app.stop()
+
+    Args:
+        redis: the Redis client (``decode_responses`` must be off: payloads are bytes).
+        group: the consumer group; every service that must see all charger
+            traffic (CSMS, analytics …) uses its own group.
+        prefix: the key prefix (``--key-prefix``).
+        shards: the number of inbound shard streams (``--shards``).
+        consumer: this consumer's name in the group (default: host, pid, random).
+        claim_idle: seconds an entry may stay pending unacknowledged before any
+            consumer of the group claims it. Must exceed the longest handler run.
+        claim_interval: seconds between claim sweeps (default ``claim_idle / 2``).
+        max_deliveries: an entry delivered more often than this goes to the
+            dead-letter stream instead of to its handler.
+        batch: entries read per XREADGROUP.
+        block: seconds one XREADGROUP blocks; also the longest delay of
+            :meth:`stop`. Keep it below the Redis client's socket timeout
+            (redis-py ≥ 8 defaults to 5 s).
+        max_in_flight: entries read but not finished; reading pauses above it.
+        answer_calls: this group answers charger CALLs: a ``call`` handler's
+            return value is the CALLRESULT payload, and CALLs without a handler
+            get a ``NotImplemented`` CALLERROR. Exactly one group of a
+            deployment should; in the others (analytics, audit …) ``call``
+            handlers only observe and their return value is ignored.
+        start_id: where a newly created group starts: ``$`` (new entries only)
+            or ``0`` (everything still in the streams).
+        shutdown_timeout: seconds :meth:`run` waits for in-flight handlers on stop.
+    """
+
+    def __init__(self, redis: aioredis.Redis, *, group: str, prefix: str = "ocpp",
+                 shards: int = 1, consumer: str | None = None, claim_idle: float = 30.0,
+                 claim_interval: float | None = None, max_deliveries: int = 5,
+                 batch: int = 100, block: float = 2.0, max_in_flight: int = 1000,
+                 answer_calls: bool = True, start_id: str = "$",
+                 shutdown_timeout: float = 30.0) -> None:
+        if shards < 1:
+            raise ValueError("shards must be at least 1")
+        if max_deliveries < 1:
+            raise ValueError("max_deliveries must be at least 1")
+        self.redis = redis
+        self.group = group
+        self.prefix = prefix
+        self.keys = KeySpace(prefix=prefix, shards=shards)
+        self.consumer = consumer or default_consumer_name()
+        self.claim_idle = claim_idle
+        self.claim_interval = claim_interval if claim_interval is not None else claim_idle / 2
+        self.max_deliveries = max_deliveries
+        self.batch = batch
+        self.block = block
+        self.max_in_flight = max_in_flight
+        self.answer_calls = answer_calls
+        self.start_id = start_id
+        self.shutdown_timeout = shutdown_timeout
+        self.streams = [_s(k) for k in self.keys.all_inbound()]
+        self.dead_stream = f"{prefix}:dead:{group}"
+        # Last handler error per pending entry, so whichever consumer finally
+        # dead-letters the entry can record why (the failing one may be dead).
+        self.errors_key = f"{prefix}:errors:{group}"
+        self.client = Client(redis, prefix=prefix, shards=shards)
+        self.stats: collections.Counter[str] = collections.Counter()
+        self._handlers: dict[tuple[str, str | None], Handler] = {}
+        self._queues: dict[str, collections.deque[Message]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._in_flight: set[tuple[str, str]] = set()
+        self._capacity = asyncio.Condition()
+        self._stopping = asyncio.Event()
+        self._ready = asyncio.Event()
+
+    # ------------------------------------------------------------------ handlers
+
+    def on(self, kind: str, action: str | None = None) -> Callable[[H], H]:
+        """Register a handler for entries of ``kind`` (and ``action``, if given).
+
+        A handler for a specific action wins over one for the whole kind. For
+        ``call`` the handler returns the response payload (a dict, a
+        ``msgspec.Struct`` or JSON bytes) or raises an
+        :class:`~router.backend.errors.OCPPError`; other handlers return nothing.
+
+        Args:
+            kind: one of ``call``, ``result``, ``error``, ``send``, ``connected``,
+                ``disconnected``, ``failed``.
+            action: the OCPP action, or ``None`` for every action of the kind.
+
+        Raises:
+            ValueError: unknown kind, or a handler for this kind and action exists.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
+
+        def register(handler: H) -> H:
+            key = (kind, action)
+            if key in self._handlers:
+                raise ValueError(f"a handler for {kind} {action or '*'} is already registered")
+            self._handlers[key] = handler
+            return handler
+
+        return register
+
+    def on_call(self, action: str) -> Callable[[H], H]:
+        """Register the handler answering charger CALLs of ``action``."""
+        return self.on("call", action)
+
+    def on_send(self, action: str | None = None) -> Callable[[H], H]:
+        """Register a handler for OCPP 2.1 SEND messages (nothing answers them)."""
+        return self.on("send", action)
+
+    def on_result(self, action: str | None = None) -> Callable[[H], H]:
+        """Register a handler for chargers' CALLRESULTs to backend CALLs."""
+        return self.on("result", action)
+
+    def on_error(self, action: str | None = None) -> Callable[[H], H]:
+        """Register a handler for chargers' CALLERRORs to backend CALLs."""
+        return self.on("error", action)
+
+    def on_failed(self, action: str | None = None) -> Callable[[H], H]:
+        """Register a handler for backend messages the router could not deliver."""
+        return self.on("failed", action)
+
+    def on_connected(self) -> Callable[[H], H]:
+        """Register a handler for new charger connections."""
+        return self.on("connected")
+
+    def on_disconnected(self) -> Callable[[H], H]:
+        """Register a handler for ended charger connections."""
+        return self.on("disconnected")
+
+    def handler_for(self, msg: Message) -> Handler | None:
+        """The handler registered for this message, if any."""
+        return self._handlers.get((msg.kind, msg.action)) or self._handlers.get((msg.kind, None))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def wait_ready(self) -> None:
+        """Return once the groups exist and the consumer reads (after :meth:`run` started)."""
+        await self._ready.wait()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to stop: no new reads; in-flight handlers finish."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop`; then finish in-flight handlers and return.
+
+        Raises:
+            redis.exceptions.RedisError: the consumer groups could not be created.
+        """
+        await self.ensure_groups()
+        self._ready.set()
+        log.info("consumer %s of group %s reading %s", self.consumer, self.group,
+                 " ".join(self.streams))
+        claimer = asyncio.create_task(self._claim_loop(), name="backend-claimer")
+        try:
+            await self._read_loop()
+        finally:
+            self._stopping.set()
+            await asyncio.gather(claimer, return_exceptions=True)
+            await self._drain_workers()
+            await self.client.close()
+
+    async def ensure_groups(self) -> None:
+        """Create the consumer group on every inbound stream (idempotent).
+
+        Raises:
+            redis.exceptions.RedisError: Redis refused.
+        """
+        for stream in self.streams:
+            try:
+                await self.redis.xgroup_create(stream, self.group, id=self.start_id, mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def _drain_workers(self) -> None:
+        workers = list(self._workers.values())
+        if not workers:
+            return
+        _done, pending = await asyncio.wait(workers, timeout=self.shutdown_timeout)
+        for task in pending:
+            # Unfinished entries stay pending in Redis; another consumer claims them.
+            task.cancel()
+        if pending:
+            log.warning("shutdown: %d charger queues did not finish in %.0fs",
+                        len(pending), self.shutdown_timeout)
+            # Bounded: a handler stuck in a blocking call may ignore the cancel.
+            await asyncio.wait(pending, timeout=5)
+
+    # ------------------------------------------------------------------ reading
+
+    async def _read_loop(self) -> None:
+        streams: dict[Any, Any] = dict.fromkeys(self.streams, ">")
+        block_ms = max(1, int(self.block * 1000))
+        backoff = 0.1
+        while not self._stopping.is_set():
+            async with self._capacity:
+                await self._capacity.wait_for(
+                    lambda: len(self._in_flight) < self.max_in_flight or self._stopping.is_set())
+            if self._stopping.is_set():
+                break
+            try:
+                response = cast(StreamReply, await self.redis.xreadgroup(
+                    self.group, self.consumer, streams, count=self.batch, block=block_ms))
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    # The stream or group was deleted under us (FLUSHDB, DEL): recreate.
+                    log.warning("consumer group missing, recreating: %s", exc)
+                    await self.ensure_groups()
+                    continue
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("XREADGROUP failed (%s); retrying in %.1fs", exc, backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            for stream, entries in response or ():
+                for entry_id, fields in entries:
+                    self._dispatch(_s(stream), _s(entry_id), fields)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    def _dispatch(self, stream: str, entry_id: str, fields: dict[bytes, bytes] | None) -> None:
+        if (stream, entry_id) in self._in_flight:
+            return  # claimed back while this consumer still works on it
+        try:
+            msg = Message(stream, entry_id, fields or {})
+        except MalformedEntry as exc:
+            self._in_flight.add((stream, entry_id))
+            task = asyncio.create_task(self._dead_letter(stream, entry_id, fields or {}, 1, str(exc)))
+            task.add_done_callback(lambda _t: self._finished(stream, entry_id))
+            return
+        self._in_flight.add((stream, entry_id))
+        queue = self._queues.get(msg.cs)
+        if queue is None:
+            queue = self._queues[msg.cs] = collections.deque()
+        queue.append(msg)
+        if msg.cs not in self._workers:
+            self._workers[msg.cs] = asyncio.create_task(self._drain(msg.cs), name=f"cs:{msg.cs}")
+
+    def _finished(self, stream: str, entry_id: str) -> None:
+        self._in_flight.discard((stream, entry_id))
+        if len(self._in_flight) < self.max_in_flight:
+            asyncio.get_running_loop().create_task(self._notify_capacity())
+
+    async def _notify_capacity(self) -> None:
+        async with self._capacity:
+            self._capacity.notify_all()
+
+    async def _drain(self, cs: str) -> None:
+        """Handle the queued messages of one charger, one after the other."""
+        queue = self._queues[cs]
+        try:
+            while queue:
+                msg = queue.popleft()
+                try:
+                    await self._process(msg)
+                finally:
+                    self._finished(msg.stream, msg.entry_id)
+        finally:
+            del self._queues[cs]
+            del self._workers[cs]
+
+    # ------------------------------------------------------------------ handling
+
+    async def _process(self, msg: Message) -> None:
+        handler = self.handler_for(msg)
+        try:
+            if msg.kind == "call" and self.answer_calls:
+                await self._answer_call(msg, handler)
+            elif handler is not None:
+                await handler(msg)
+            # Acknowledge only now: the handler finished and its answer is in
+            # the out stream. A crash before this line means redelivery.
+            await self.redis.xack(msg.stream, self.group, msg.entry_id)
+            self.stats["handled"] += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a handler bug or Redis trouble: retry later
+            self.stats["failed"] += 1
+            log.exception("handling %r failed; it stays pending and is retried after %.0fs",
+                          msg, self.claim_idle)
+            await self._record_error(msg.stream, msg.entry_id, exc)
+
+    async def _answer_call(self, msg: Message, handler: Handler | None) -> None:
+        if not msg.node or not msg.conn or not msg.id:
+            raise MalformedEntry(f"call entry {msg.entry_id} lacks node, conn or id")
+        fields: dict[Any, Any]
+        try:
+            if handler is None:
+                raise ActionNotImplemented(f"{msg.action} is not implemented")
+            payload = encode_payload(await handler(msg))
+            fields = {"kind": "result", "cs": msg.cs, "conn": msg.conn, "id": msg.id,
+                      "payload": payload}
+        except OCPPError as err:
+            # The one place a handler's exception becomes a CALLERROR; only the
+            # code, description and details the handler chose reach the charger.
+            fields = {"kind": "error", "cs": msg.cs, "conn": msg.conn, "id": msg.id,
+                      "code": err.wire_code(msg.proto), "description": err.description,
+                      "details": encode_payload(err.details)}
+        await self.redis.xadd(self.keys.out(msg.node), fields, maxlen=OUT_MAXLEN,
+                              approximate=True)
+
+    async def _record_error(self, stream: str, entry_id: str, exc: BaseException) -> None:
+        try:
+            await self.redis.hset(self.errors_key, f"{stream} {entry_id}",
+                                  f"{type(exc).__name__}: {exc}"[:1000])
+            # Old errors of entries that were acknowledged later vanish with the hash.
+            await self.redis.expire(self.errors_key, 7 * 86400)
+        except RedisError:
+            log.warning("could not record the error of %s %s", stream, entry_id)
+
+    # ------------------------------------------------------------------ claiming
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping.is_set():
+            await self._sleep(self.claim_interval)
+            if self._stopping.is_set():
+                break
+            try:
+                await self.claim_once()
+            except (RedisError, OSError) as exc:
+                log.warning("claim sweep failed: %s", exc)
+
+    async def claim_once(self) -> int:
+        """Claim entries idle longer than ``claim_idle`` from any consumer of the group.
+
+        Claimed entries are dispatched like new ones, or dead-lettered when
+        delivered more than ``max_deliveries`` times. Returns how many entries
+        were claimed.
+
+        Raises:
+            redis.exceptions.RedisError: Redis failed.
+        """
+        idle_ms = int(self.claim_idle * 1000)
+        claimed = 0
+        for stream in self.streams:
+            start = "0-0"
+            while True:
+                reply = await self.redis.xautoclaim(
+                    stream, self.group, self.consumer, idle_ms, start_id=start, count=self.batch)
+                start = _s(reply[0])
+                entries = [(_s(eid), fields) for eid, fields in reply[1] if eid is not None]
+                claimed += len(entries)
+                if entries:
+                    await self._handle_claimed(stream, entries)
+                if start == "0-0":
+                    break
+        return claimed
+
+    async def _handle_claimed(self, stream: str,
+                              entries: list[tuple[str, dict[bytes, bytes]]]) -> None:
+        # XAUTOCLAIM counted this delivery; XPENDING tells the total per entry.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id, _fields in entries:
+                pipe.xpending_range(stream, self.group, entry_id, entry_id, 1)
+            pending = await pipe.execute()
+        for (entry_id, fields), info in zip(entries, pending, strict=True):
+            deliveries = int(info[0]["times_delivered"]) if info else 1
+            self.stats["claimed"] += 1
+            if deliveries > self.max_deliveries and (stream, entry_id) not in self._in_flight:
+                error = await self.redis.hget(self.errors_key, f"{stream} {entry_id}")
+                self._in_flight.add((stream, entry_id))
+                try:
+                    await self._dead_letter(stream, entry_id, fields, deliveries,
+                                            _s(error) if error else "not acknowledged in time")
+                finally:
+                    self._finished(stream, entry_id)
+            else:
+                self._dispatch(stream, entry_id, fields)
+
+    async def _dead_letter(self, stream: str, entry_id: str, fields: dict[bytes, bytes],
+                           deliveries: int, error: str) -> None:
+        """Move one entry to the dead-letter stream, then acknowledge it."""
+        dead: dict[Any, Any] = dict(fields)
+        dead.update({"dead_stream": stream, "dead_entry": entry_id, "dead_group": self.group,
+                     "dead_deliveries": deliveries, "dead_error": error,
+                     "dead_ts": int(time.time() * 1000)})
+        try:
+            await self.redis.xadd(self.dead_stream, dead, maxlen=DEAD_MAXLEN, approximate=True)
+            await self.redis.xack(stream, self.group, entry_id)
+            await self.redis.hdel(self.errors_key, f"{stream} {entry_id}")
+        except RedisError as exc:
+            log.warning("dead-lettering %s %s failed: %s", stream, entry_id, exc)
+            return
+        self.stats["dead"] += 1
+        log.error("entry %s of %s moved to %s after %d deliveries: %s",
+                  entry_id, stream, self.dead_stream, deliveries, error)

@@ -1,0 +1,360 @@
+"""Backend → charger: CALLs, SENDs and registry look-ups (docs/streams.md).
+
+:meth:`Client.call` finds the node holding the charger in the registry
+(``<prefix>:cs:<identity>``), validates the payload, adds a ``call`` entry to
+``<prefix>:out:<node>`` with ``reply_to`` set to this client's own reply stream
+and waits for the one ``result`` / ``error`` / ``failed`` entry the router
+adds there. The caller and the charger's router may be on different machines:
+only Redis is shared.
+
+One background task per client reads the reply stream (``XREAD BLOCK``) and
+hands each answer to the waiting call by message id, so any number of calls can
+wait concurrently on one Redis connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import math
+import uuid
+from types import TracebackType
+from typing import Any, TypeVar, cast, overload
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from router.backend.errors import (
+    CallFailed,
+    CallTimeout,
+    ChargerError,
+    DeliveryFailed,
+    InvalidPayload,
+    NotConnected,
+)
+from router.backend.message import MalformedEntry, Message, StreamReply, encode_payload
+from router.streams.keys import KeySpace
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+OUT_MAXLEN = 100_000
+# How long after the CALL's own timeout the client still waits for the router's
+# `failed Timeout` entry before giving up on its own (router busy or gone).
+TIMEOUT_GRACE = 2.0
+# XREAD BLOCK time of the reply reader. Must stay below the client's socket
+# timeout (redis-py ≥ 8 defaults to 5 s) or the blocked read is cut off.
+REPLY_BLOCK_MS = 2000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Registration:
+    """A charger's registry entry (docs/streams.md, "Registry")."""
+
+    identity: str
+    node: str
+    conn: str
+    proto: str
+    since: int
+    addr: str
+
+    @classmethod
+    def from_hash(cls, identity: str, fields: dict[bytes, bytes]) -> Registration:
+        """Build from the registry hash's fields."""
+        def text(name: bytes) -> str:
+            return fields.get(name, b"").decode("utf-8", "replace")
+
+        try:
+            since = int(fields.get(b"since") or 0)
+        except ValueError:
+            since = 0
+        return cls(identity, text(b"node"), text(b"conn"), text(b"proto"), since, text(b"addr"))
+
+
+def validate_request(proto: str, action: str, payload: bytes) -> None:
+    """Validate a backend CALL payload for the charger's OCPP version.
+
+    Args:
+        proto: ``ocpp1.6``, ``ocpp2.0.1`` or ``ocpp2.1``.
+        action: the OCPP action.
+        payload: the JSON payload.
+
+    Raises:
+        InvalidPayload: unknown action for the version, or a payload its schema rejects.
+    """
+    from router.ocppj import dialect
+    from router.ocppj.errors import OCPPJError
+
+    try:
+        dialect(proto).validate_request(action, payload, from_charger=False)
+    except OCPPJError as exc:
+        raise InvalidPayload(exc.description, code=exc.code) from None
+    except (KeyError, ValueError, LookupError) as exc:
+        raise InvalidPayload(f"cannot validate for {proto!r}: {exc}") from None
+
+
+class Client:
+    """Send CALLs and SENDs to chargers wherever they are connected.
+
+    Use ``async with Client(redis) as client:`` or call :meth:`close` when done:
+    it stops the reply reader and deletes the reply stream.
+
+    Args:
+        redis: the Redis client (``decode_responses`` off).
+        prefix: the key prefix (``--key-prefix``).
+        shards: the number of inbound shards (``--shards``).
+        name: unique name of this client; its reply stream is
+            ``<prefix>:reply:<name>`` (default: random).
+        validate: validate CALL payloads before sending them.
+        reply_ttl: seconds the reply stream lives after its last use, so a
+            client that dies without :meth:`close` leaves nothing behind.
+    """
+
+    def __init__(self, redis: aioredis.Redis, *, prefix: str = "ocpp", shards: int = 1,
+                 name: str | None = None, validate: bool = True,
+                 reply_ttl: float = 600.0) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.keys = KeySpace(prefix=prefix, shards=shards)
+        self.name = name or uuid.uuid4().hex
+        self.reply_key = f"{prefix}:reply:{self.name}"
+        self.validate = validate
+        self.reply_ttl = reply_ttl
+        self.timeout_grace = TIMEOUT_GRACE
+        self._waiting: dict[str, asyncio.Future[Message]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop the reply reader and delete the reply stream."""
+        self._closing = True
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            # Wake the blocked XREAD with a marker entry rather than cancelling
+            # it: a cancelled blocking command can leave redis-py's connection
+            # in a state that never returns to the pool.
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.xadd(self.reply_key, {"wake": "1"})
+            try:
+                await asyncio.wait_for(asyncio.shield(reader), REPLY_BLOCK_MS / 1000 + 1)
+            except TimeoutError:
+                reader.cancel()
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.delete(self.reply_key)
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.set_exception(DeliveryFailed("client closed", code="Closed"))
+        self._waiting.clear()
+        self._closing = False
+
+    # ------------------------------------------------------------------ registry
+
+    async def where(self, identity: str) -> Registration | None:
+        """The registry entry of a connected charger, or ``None``.
+
+        Raises:
+            redis.exceptions.RedisError: Redis failed.
+        """
+        fields = cast(dict[bytes, bytes], await self.redis.hgetall(self.keys.registry(identity)))
+        if not fields or not fields.get(b"node"):
+            return None
+        return Registration.from_hash(identity, fields)
+
+    async def chargers(self) -> list[Registration]:
+        """Every connected charger in the registry (SCAN, so safe on big databases).
+
+        Raises:
+            redis.exceptions.RedisError: Redis failed.
+        """
+        head = f"{self.prefix}:cs:"
+        keys = [key async for key in self.redis.scan_iter(match=f"{head}*", count=1000)]
+        found: list[Registration] = []
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in chunk:
+                    pipe.hgetall(key)
+                hashes = await pipe.execute()
+            for key, fields in zip(chunk, hashes, strict=True):
+                if fields and fields.get(b"node"):  # expired between SCAN and HGETALL
+                    identity = key.decode("utf-8", "replace")[len(head):]
+                    found.append(Registration.from_hash(identity, fields))
+        found.sort(key=lambda r: r.identity)
+        return found
+
+    # ------------------------------------------------------------------ calls
+
+    @overload
+    async def call(self, identity: str, action: str, payload: Any, *,
+                   timeout: float = ..., response_type: None = ...) -> Any: ...
+
+    @overload
+    async def call(self, identity: str, action: str, payload: Any, *,
+                   timeout: float = ..., response_type: type[T]) -> T: ...
+
+    async def call(self, identity: str, action: str, payload: Any, *, timeout: float = 30.0,
+                   response_type: type[T] | None = None) -> Any:
+        """Send a CALL to a charger and return its CALLRESULT payload.
+
+        Args:
+            identity: the charger identity.
+            action: the OCPP action, e.g. ``RemoteStartTransaction``.
+            payload: a dict, a ``msgspec.Struct`` or JSON bytes.
+            timeout: seconds the charger has to answer (sent to the router as
+                the CALL's ``timeout``).
+            response_type: decode the answer into this type (typed access);
+                default a plain dict.
+
+        Raises:
+            NotConnected: the charger is not connected.
+            InvalidPayload: the payload or action is not valid for the charger's version.
+            ChargerError: the charger answered with a CALLERROR.
+            CallTimeout: no answer in time.
+            DeliveryFailed: the router could not deliver it (``QueueFull``, ``Closed`` …).
+            redis.exceptions.RedisError: Redis failed.
+        """
+        data = encode_payload(payload)
+        where = await self.where(identity)
+        if where is None:
+            raise NotConnected(f"{identity} is not connected")
+        if self.validate:
+            validate_request(where.proto, action, data)
+        msg_id = uuid.uuid4().hex
+        answer = await self._send_and_wait(where, msg_id, {
+            "kind": "call", "cs": identity, "id": msg_id, "action": action,
+            "payload": data, "conn": where.conn, "timeout": max(1, math.ceil(timeout)),
+            "reply_to": self.reply_key,
+        }, timeout)
+        if answer.kind == "result":
+            if response_type is not None:
+                return answer.decode(response_type)
+            return orjson.loads(answer.payload) if answer.payload else {}
+        raise self._failure(identity, answer)
+
+    async def send(self, identity: str, action: str, payload: Any) -> None:
+        """Send an OCPP 2.1 SEND (``[6, id, action, payload]``) to a charger.
+
+        Nothing answers a SEND; the router reports only failures, which this
+        method does not wait for.
+
+        Raises:
+            NotConnected: the charger is not connected.
+            InvalidPayload: the payload is not valid for the action.
+            redis.exceptions.RedisError: Redis failed.
+        """
+        data = encode_payload(payload)
+        where = await self.where(identity)
+        if where is None:
+            raise NotConnected(f"{identity} is not connected")
+        if self.validate:
+            validate_request(where.proto, action, data)
+        await self.redis.xadd(self.keys.out(where.node), {
+            "kind": "send", "cs": identity, "id": uuid.uuid4().hex, "action": action,
+            "payload": data, "conn": where.conn,
+        }, maxlen=OUT_MAXLEN, approximate=True)
+
+    async def disconnect(self, identity: str) -> bool:
+        """Ask the router to close the charger's connection (code 1000).
+
+        Returns ``False`` when the charger is not connected.
+
+        Raises:
+            redis.exceptions.RedisError: Redis failed.
+        """
+        where = await self.where(identity)
+        if where is None:
+            return False
+        await self.redis.xadd(self.keys.out(where.node),
+                              {"kind": "close", "cs": identity, "conn": where.conn},
+                              maxlen=OUT_MAXLEN, approximate=True)
+        return True
+
+    @staticmethod
+    def _failure(identity: str, answer: Message) -> CallFailed:
+        """Map a non-result answer to the exception :meth:`call` raises (one place)."""
+        if answer.kind == "error":
+            return ChargerError(answer.code or "GenericError", answer.description,
+                                answer.error_details())
+        code, text = answer.code, answer.description
+        if code == "NotConnected":
+            return NotConnected(text or f"{identity} is not connected")
+        if code in ("InvalidPayload", "UnknownAction"):
+            return InvalidPayload(text, code=code)
+        if code == "Timeout":
+            return CallTimeout(text or f"{identity} did not answer in time")
+        return DeliveryFailed(text, code=code or "Failed")
+
+    async def _send_and_wait(self, where: Registration, msg_id: str, fields: dict[Any, Any],
+                             timeout: float) -> Message:
+        self._ensure_reader()
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._waiting[msg_id] = fut
+        try:
+            await self.redis.xadd(self.keys.out(where.node), fields, maxlen=OUT_MAXLEN,
+                                  approximate=True)
+            # Wait a little longer than the charger may take, so that the
+            # router's own `failed Timeout` entry normally arrives first.
+            async with asyncio.timeout(timeout + self.timeout_grace):
+                return await fut
+        except TimeoutError:
+            raise CallTimeout(f"{where.identity} did not answer within {timeout:g}s") from None
+        finally:
+            self._waiting.pop(msg_id, None)
+
+    def _ensure_reader(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_replies(), name="backend-replies")
+
+    async def _read_replies(self) -> None:
+        # The stream is this client's alone and new, so reading from 0 cannot
+        # miss an answer that arrives before the first XREAD.
+        last: bytes | str = "0-0"
+        backoff = 0.1
+        while not self._closing:
+            try:
+                response = cast(StreamReply, await self.redis.xread(
+                    {self.reply_key: last}, count=100, block=REPLY_BLOCK_MS))
+                backoff = 0.1
+                ids = []
+                for _stream, entries in response or ():
+                    for entry_id, fields in entries:
+                        last = entry_id
+                        ids.append(entry_id)
+                        self._deliver(entry_id, fields)
+                if ids:
+                    # Read answers are not needed again; the TTL covers a client
+                    # that dies without close().
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        pipe.xdel(self.reply_key, *ids)
+                        pipe.pexpire(self.reply_key, int(self.reply_ttl * 1000))
+                        await pipe.execute()
+            except (RedisError, OSError) as exc:
+                log.warning("reading %s failed (%s); retrying in %.1fs",
+                            self.reply_key, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _deliver(self, entry_id: bytes | str, fields: dict[bytes, bytes]) -> None:
+        if b"wake" in fields:
+            return  # close()'s marker
+        try:
+            msg = Message(self.reply_key, entry_id.decode() if isinstance(entry_id, bytes)
+                          else entry_id, fields)
+        except MalformedEntry as exc:
+            log.warning("ignoring a malformed answer in %s: %s", self.reply_key, exc)
+            return
+        fut = self._waiting.get(msg.id)
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+

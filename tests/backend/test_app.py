@@ -1,0 +1,334 @@
+"""BackendApp against a real redis-server, the test playing the router (docs/streams.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from router.backend import (
+    BackendApp,
+    FormatViolation,
+    Message,
+    OccurrenceConstraintViolation,
+    SecurityError,
+)
+from router.streams.keys import KeySpace
+from tests.backend.helpers import pending_count, publish, read_out, read_stream, wait_acked
+from tests.conftest import timeout
+
+GROUP = "csms"
+
+
+@pytest.fixture
+def keys(key_prefix: str) -> KeySpace:
+    return KeySpace(prefix=key_prefix, shards=3)
+
+
+async def started(app: BackendApp) -> asyncio.Task[None]:
+    task = asyncio.create_task(app.run())
+    await asyncio.wait_for(app.wait_ready(), timeout(10))
+    return task
+
+
+async def stopped(app: BackendApp, task: asyncio.Task[None]) -> None:
+    app.stop()
+    await asyncio.wait_for(task, timeout(20))
+
+
+@pytest.fixture
+async def app(redis: aioredis.Redis, key_prefix: str) -> AsyncIterator[BackendApp]:
+    backend = BackendApp(redis, group=GROUP, prefix=key_prefix, shards=3, block=0.2)
+    yield backend
+    backend.stop()
+
+
+async def test_call_is_answered_into_the_nodes_out_stream_then_acked(
+        app: BackendApp, redis: aioredis.Redis, keys: KeySpace) -> None:
+    seen: list[Message] = []
+
+    @app.on_call("BootNotification")
+    async def boot(msg: Message) -> dict[str, Any]:
+        seen.append(msg)
+        return {"status": "Accepted", "currentTime": "2026-11-21T12:00:00Z", "interval": 300}
+
+    task = await started(app)
+    eid = await publish(redis, keys, "call", "CP-1", node="router-b-0", conn="c0ffee", id="19223201",
+                  action="BootNotification",
+                  payload={"chargePointVendor": "ACME", "chargePointModel": "X1"})
+    [out] = await read_out(redis, keys, node="router-b-0")
+    assert out[b"kind"] == b"result"
+    assert out[b"cs"] == b"CP-1"
+    assert out[b"conn"] == b"c0ffee"
+    assert out[b"id"] == b"19223201"
+    assert orjson.loads(out[b"payload"])["status"] == "Accepted"
+    await wait_acked(redis, keys.inbound_for("CP-1"), GROUP, eid)
+    assert seen[0].json == {"chargePointVendor": "ACME", "chargePointModel": "X1"}
+    assert seen[0].proto == "ocpp1.6"
+    await stopped(app, task)
+
+
+@pytest.mark.parametrize(("proto", "error", "wire"), [
+    ("ocpp1.6", FormatViolation, b"FormationViolation"),
+    ("ocpp2.0.1", FormatViolation, b"FormatViolation"),
+    ("ocpp1.6", OccurrenceConstraintViolation, b"OccurenceConstraintViolation"),
+    ("ocpp2.1", OccurrenceConstraintViolation, b"OccurrenceConstraintViolation"),
+    ("ocpp2.0.1", SecurityError, b"SecurityError"),
+])
+async def test_ocpp_error_becomes_a_callerror_spelled_for_the_version(
+        app: BackendApp, redis: aioredis.Redis, keys: KeySpace, proto: str,
+        error: type[Exception], wire: bytes) -> None:
+    @app.on_call("DataTransfer")
+    async def data_transfer(msg: Message) -> dict[str, Any]:
+        raise error("vendorId is not one we know", {"vendorId": msg.json["vendorId"]})
+
+    task = await started(app)
+    eid = await publish(redis, keys, "call", "CP-2", proto=proto, id="m1", action="DataTransfer",
+                  payload={"vendorId": "X"})
+    [out] = await read_out(redis, keys)
+    assert out[b"kind"] == b"error"
+    assert out[b"code"] == wire
+    assert out[b"description"] == b"vendorId is not one we know"
+    assert orjson.loads(out[b"details"]) == {"vendorId": "X"}
+    await wait_acked(redis, keys.inbound_for("CP-2"), GROUP, eid)
+    await stopped(app, task)
+
+
+async def test_unhandled_call_gets_not_implemented(
+        app: BackendApp, redis: aioredis.Redis, keys: KeySpace) -> None:
+    task = await started(app)
+    await publish(redis, keys, "call", "CP-3", id="m9", action="Heartbeat", payload={})
+    [out] = await read_out(redis, keys)
+    assert (out[b"kind"], out[b"code"], out[b"id"]) == (b"error", b"NotImplemented", b"m9")
+    await stopped(app, task)
+
+
+async def test_observer_group_sees_calls_without_answering(
+        redis: aioredis.Redis, key_prefix: str, keys: KeySpace) -> None:
+    observer = BackendApp(redis, group="analytics", prefix=key_prefix, shards=3, block=0.2,
+                          answer_calls=False)
+    seen: list[str] = []
+
+    @observer.on("call")
+    async def count(msg: Message) -> None:
+        seen.append(msg.action)
+
+    task = await started(observer)
+    await publish(redis, keys, "call", "CP-4", action="Heartbeat", payload={})
+    eid = await publish(redis, keys, "call", "CP-4", action="Authorize", payload={"idTag": "A"})
+    await wait_acked(redis, keys.inbound_for("CP-4"), "analytics", eid)
+    await stopped(observer, task)
+    assert seen == ["Heartbeat", "Authorize"]
+    assert await redis.exists(keys.out("node-a")) == 0
+
+
+async def test_one_chargers_messages_in_order_different_chargers_concurrently(
+        app: BackendApp, redis: aioredis.Redis, keys: KeySpace) -> None:
+    order: list[tuple[str, int]] = []
+    b_started = asyncio.Event()
+
+    @app.on_call("MeterValues")
+    async def meter(msg: Message) -> dict[str, Any]:
+        n = msg.json["connectorId"]
+        if msg.cs == "CP-A" and n == 0:
+            # CP-A's first message can only finish once CP-B's handler runs:
+            # this deadlocks unless chargers are handled concurrently.
+            await b_started.wait()
+        if msg.cs == "CP-B":
+            b_started.set()
+        order.append((msg.cs, n))
+        return {}
+
+    task = await started(app)
+    for n in range(5):
+        await publish(redis, keys, "call", "CP-A", action="MeterValues",
+                      payload={"connectorId": n, "meterValue": []})
+    await publish(redis, keys, "call", "CP-B", action="MeterValues",
+                  payload={"connectorId": 0, "meterValue": []})
+    await read_out(redis, keys, count=6)
+    assert [n for cs, n in order if cs == "CP-A"] == [0, 1, 2, 3, 4]
+    assert order.index(("CP-B", 0)) < order.index(("CP-A", 0))
+    await stopped(app, task)
+
+
+async def test_failing_handler_leaves_the_entry_pending_and_unanswered(
+        redis: aioredis.Redis, key_prefix: str, keys: KeySpace) -> None:
+    app = BackendApp(redis, group=GROUP, prefix=key_prefix, shards=3, block=0.2,
+                     claim_idle=3600)
+    failed = asyncio.Event()
+
+    @app.on("connected")
+    async def connected(msg: Message) -> None:
+        failed.set()
+        raise RuntimeError("database down")
+
+    task = await started(app)
+    await publish(redis, keys, "connected", "CP-5", addr="10.0.0.1:4242")
+    await asyncio.wait_for(failed.wait(), timeout(10))
+    await stopped(app, task)
+    assert await pending_count(redis, keys.inbound_for("CP-5"), GROUP) == 1
+    assert app.stats["failed"] == 1
+
+
+async def test_poison_entry_reaches_the_dead_letter_stream(
+        redis: aioredis.Redis, key_prefix: str, keys: KeySpace) -> None:
+    app = BackendApp(redis, group=GROUP, prefix=key_prefix, shards=3, block=0.2,
+                     claim_idle=0.05, claim_interval=0.05, max_deliveries=3)
+    attempts = 0
+
+    @app.on_call("StatusNotification")
+    async def status(msg: Message) -> dict[str, Any]:
+        nonlocal attempts
+        attempts += 1
+        raise KeyError("connector 7 unknown")
+
+    task = await started(app)
+    eid = await publish(redis, keys, "call", "CP-6", action="StatusNotification", id="p1",
+                        payload={"connectorId": 7, "errorCode": "NoError",
+                                 "status": "Available"})
+    [dead] = await read_stream(redis, app.dead_stream, timeout=timeout(20))
+    assert dead[b"dead_entry"] == eid.encode()
+    assert dead[b"dead_stream"] == keys.inbound_for("CP-6")
+    assert dead[b"dead_group"] == GROUP.encode()
+    assert dead[b"dead_deliveries"] == b"4"
+    assert b"KeyError" in dead[b"dead_error"] and b"connector 7 unknown" in dead[b"dead_error"]
+    assert dead[b"action"] == b"StatusNotification" and dead[b"id"] == b"p1"
+    await wait_acked(redis, keys.inbound_for("CP-6"), GROUP, eid)
+    await stopped(app, task)
+    assert attempts == 3
+    assert await redis.exists(keys.out("node-a")) == 0
+
+
+async def test_malformed_entry_is_dead_lettered_at_once(
+        app: BackendApp, redis: aioredis.Redis, keys: KeySpace) -> None:
+    task = await started(app)
+    eid = await redis.xadd(keys.inbound(0), {"v": 1, "kind": "teleport", "cs": "CP-7"})
+    [dead] = await read_stream(redis, app.dead_stream)
+    assert dead[b"dead_entry"] == eid
+    assert b"unknown kind" in dead[b"dead_error"]
+    await wait_acked(redis, keys.inbound(0), GROUP, eid.decode())
+    await stopped(app, task)
+
+
+async def test_stop_finishes_in_flight_handlers(
+        app: BackendApp, redis: aioredis.Redis, keys: KeySpace) -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    @app.on_call("Heartbeat")
+    async def heartbeat(msg: Message) -> dict[str, Any]:
+        entered.set()
+        await release.wait()
+        return {"currentTime": "2026-11-21T12:00:00Z"}
+
+    task = await started(app)
+    eid = await publish(redis, keys, "call", "CP-8", action="Heartbeat", payload={})
+    await asyncio.wait_for(entered.wait(), timeout(10))
+    app.stop()
+    await asyncio.sleep(0)
+    assert not task.done()
+    release.set()
+    await asyncio.wait_for(task, timeout(20))
+    [out] = await read_out(redis, keys)
+    assert out[b"kind"] == b"result"
+    await wait_acked(redis, keys.inbound_for("CP-8"), GROUP, eid)
+
+
+async def test_typed_access_to_payloads(app: BackendApp, redis: aioredis.Redis,
+                                        keys: KeySpace) -> None:
+    import msgspec
+
+    class Boot(msgspec.Struct):
+        chargePointVendor: str
+        chargePointModel: str
+
+    class BootConf(msgspec.Struct, omit_defaults=True):
+        status: str
+        currentTime: str
+        interval: int
+        note: str | None = None
+
+    @app.on_call("BootNotification")
+    async def boot(msg: Message) -> BootConf:
+        req = msg.decode(Boot)
+        return BootConf(status="Accepted" if req.chargePointVendor == "ACME" else "Rejected",
+                        currentTime="2026-11-21T12:00:00Z", interval=60)
+
+    task = await started(app)
+    await publish(redis, keys, "call", "CP-9", action="BootNotification",
+                  payload={"chargePointVendor": "ACME", "chargePointModel": "X"})
+    [out] = await read_out(redis, keys)
+    assert orjson.loads(out[b"payload"]) == {
+        "status": "Accepted", "currentTime": "2026-11-21T12:00:00Z", "interval": 60}
+    await stopped(app, task)
+
+
+CRASHING_CONSUMER = textwrap.dedent("""
+    import asyncio, sys
+    import redis.asyncio as aioredis
+    from router.backend import BackendApp
+
+    async def main(url, prefix):
+        app = BackendApp(aioredis.Redis.from_url(url), group="csms", prefix=prefix,
+                         shards=3, consumer="doomed", block=0.2, claim_idle=3600)
+
+        @app.on_call("Authorize")
+        async def authorize(msg):
+            print("working", flush=True)
+            await asyncio.Event().wait()   # never answers: killed mid-work
+
+        task = asyncio.create_task(app.run())
+        await app.wait_ready()
+        print("ready", flush=True)
+        await task
+
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+""")
+
+
+async def test_killed_consumers_entries_are_claimed_by_another(
+        redis: aioredis.Redis, key_prefix: str, keys: KeySpace) -> None:
+    url = redis.connection_pool.connection_kwargs
+    redis_url = f"redis://{url['host']}:{url['port']}/0"
+    proc = subprocess.Popen([sys.executable, "-c", CRASHING_CONSUMER, redis_url, key_prefix],
+                            stdout=subprocess.PIPE, cwd=os.getcwd())
+    try:
+        assert proc.stdout is not None
+        loop = asyncio.get_running_loop()
+        line = await asyncio.wait_for(loop.run_in_executor(None, proc.stdout.readline), timeout(30))
+        assert line == b"ready\n"
+        eid = await publish(redis, keys, "call", "CP-10", action="Authorize", id="k1",
+                            payload={"idTag": "04A2B3"})
+        line = await asyncio.wait_for(loop.run_in_executor(None, proc.stdout.readline), timeout(30))
+        assert line == b"working\n"
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    pending = await redis.xpending_range(keys.inbound_for("CP-10"), GROUP, "-", "+", 10)
+    assert [(p["message_id"], p["consumer"]) for p in pending] == [(eid.encode(), b"doomed")]
+
+    survivor = BackendApp(redis, group=GROUP, prefix=key_prefix, shards=3, block=0.2,
+                          claim_idle=0.05, claim_interval=0.05)
+
+    @survivor.on_call("Authorize")
+    async def authorize(msg: Message) -> dict[str, Any]:
+        return {"idTagInfo": {"status": "Accepted"}}
+
+    task = await started(survivor)
+    [out] = await read_out(redis, keys)
+    assert (out[b"kind"], out[b"id"]) == (b"result", b"k1")
+    await wait_acked(redis, keys.inbound_for("CP-10"), GROUP, eid)
+    await stopped(survivor, task)
+    assert survivor.stats["claimed"] == 1
