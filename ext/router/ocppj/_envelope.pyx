@@ -65,7 +65,7 @@ cdef inline int _hex4(Cursor* c) except -2:
     cdef int value = 0, i
     cdef unsigned char ch
     if c.end - c.p < 4:
-        _fail(c, "truncated \\u escape")
+        _fail(c, "truncated unicode escape")
     for i in range(4):
         ch = c.p[i]
         value <<= 4
@@ -76,7 +76,7 @@ cdef inline int _hex4(Cursor* c) except -2:
         elif 0x61 <= ch <= 0x66:
             value |= ch - 0x57
         else:
-            _fail(c, "invalid \\u escape")
+            _fail(c, "invalid unicode escape")
     c.p += 4
     return value
 
