@@ -50,6 +50,7 @@ def start_echo_server(extra: list[str] | None = None) -> tuple[subprocess.Popen[
     if not line.startswith("listening on "):
         proc.kill()
         proc.wait()
+        proc.stdout.close()
         raise RuntimeError(f"echo server did not start: {line!r}")
     return proc, int(line.rsplit(":", 1)[1])
 
@@ -62,6 +63,8 @@ def stop(proc: subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def run(cases: list[str], report: Path, parallelism: int = 2,

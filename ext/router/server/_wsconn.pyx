@@ -699,9 +699,9 @@ cdef class WebSocketProtocol(FrameCodec):
             self.close_code = code
             self.close_reason = reason
         if self._state == S_OPEN:
-            # Peer-initiated: echo the code (§5.5.1), then close TCP; the
+            # Peer-initiated: echo code and reason (§5.5.1), then close TCP; the
             # server closes first (§7.1.1).
-            self._send_close(code, "")
+            self._send_close(code, reason)
         self._state = S_CLOSING
         self.deadline = _coarse_now + self.close_timeout
         self.transport.close()
