@@ -753,6 +753,15 @@ async def run_load(cfg: LoadConfig, log: Callable[[str], None] | None = None) ->
         result.update(connect_seconds=round(connect_s, 3), booted_at_ready=booted,
                       handshake_rate_per_s=round(booted / connect_s, 1) if connect_s else None)
         gen_pids = tuple(w.proc.pid for w in workers)
+        if booted:
+            # CPU per connection of the connect phase: TCP accept, HTTP upgrade
+            # and (OCPP) the BootNotification round trip. The generator's share
+            # includes its interpreter start-up.
+            result["connect_cpu_us_per_conn"] = {
+                name: round((cpu_of(s.pids) - s.cpu_s) * 1e6 / booted, 1)
+                for name, s in baseline.items()}
+            result["connect_cpu_us_per_conn"]["loadgen"] = round(
+                cpu_of(gen_pids) * 1e6 / booted, 1)
         if cfg.mode in ("closed", "open", "echo"):
             phase[0] = "warmup"
             for w in workers:
@@ -796,6 +805,7 @@ async def run_load(cfg: LoadConfig, log: Callable[[str], None] | None = None) ->
                 phase[0] = "storm"
                 storm_t0 = time.monotonic()
                 storm_cpu0 = {name: cpu_of(s.pids) for name, s in held.items()}
+                storm_cpu0["loadgen"] = cpu_of(gen_pids)
                 for w in workers:
                     w.send("storm")
                 try:
@@ -814,6 +824,8 @@ async def run_load(cfg: LoadConfig, log: Callable[[str], None] | None = None) ->
                                        "timeout_s": cfg.storm_timeout}
                 result["storm"]["cpu_s"] = {
                     name: round(cpu_of(held[name].pids) - storm_cpu0[name], 3) for name in held}
+                result["storm"]["cpu_s"]["loadgen"] = round(
+                    cpu_of(gen_pids) - storm_cpu0["loadgen"], 3)
                 result["storm"]["wall_s"] = round(time.monotonic() - storm_t0, 3)
         phase[0] = "report"
         for w in workers:

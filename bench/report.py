@@ -220,7 +220,7 @@ def memory_table(datasets: list[dict[str, Any]]) -> str:
                 continue
             if not r.get("available"):
                 if "idle" in name or data.get("scenario") == "idle":
-                    rows.append([name] + ["—"] * 5 + [_why(r)])
+                    rows.append([name] + ["—"] * 7 + [_why(r)])
                 continue
             part = r.get("server_part", "server")
             m = r["memory"][part]
@@ -228,16 +228,19 @@ def memory_table(datasets: list[dict[str, Any]]) -> str:
                          _num(m["baseline_rss_kib"] / 1024, "{:.1f}"),
                          _num(m["rss_kib"] / 1024, "{:.1f}"),
                          _num(m.get("rss_per_conn_kib"), "{:.2f}"),
-                         _num(m.get("anon_per_conn_kib"), "{:.2f}")])
+                         _num(m.get("anon_per_conn_kib"), "{:.2f}"),
+                         _num(_get(r, "connect_cpu_us_per_conn", part), "{:.0f}"),
+                         _num(r.get("handshake_rate_per_s"))])
     return _table(["system", "connections", "processes", "RSS before MiB", "RSS held MiB",
-                   "RSS KiB/conn", "anon KiB/conn"], rows)
+                   "RSS KiB/conn", "anon KiB/conn", "server CPU µs per connect+boot",
+                   "connects/s"], rows)
 
 
 def storm_table(data: dict[str, Any]) -> str:
     rows = []
     for name, r in data.get("systems", {}).items():
         if not r.get("available"):
-            rows.append([name] + ["—"] * 5 + [_why(r)])
+            rows.append([name] + ["—"] * 7 + [_why(r)])
             continue
         s = r.get("storm", {})
         cpu = s.get("cpu_s", {})
@@ -245,9 +248,12 @@ def storm_table(data: dict[str, Any]) -> str:
                      _num(s.get("seconds_to_all_booted"), "{:.2f}"),
                      _num(s.get("handshake_failures")),
                      _num(cpu.get(r.get("server_part", "server")), "{:.1f}"),
+                     _num(cpu.get("loadgen"), "{:.1f}"),
+                     _num(_get(r, "handshake_latency_ms", "p99"), "{:.0f}"),
                      _num(_get(r, "boot_latency_ms", "p99"), "{:.0f}")])
     return _table(["system", "dropped", "booted again", "seconds to all booted",
-                   "failed handshakes", "server CPU s", "boot p99 ms"], rows)
+                   "failed handshakes", "server CPU s", "generator CPU s",
+                   "handshake p99 ms", "boot p99 ms"], rows)
 
 
 def render(results: Path) -> str:
