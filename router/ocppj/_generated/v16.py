@@ -78,6 +78,7 @@ class CertificateSignedRequest(_Base, forbid_unknown_fields=True):
 
 CertificateSignedStatusEnumType = Literal["Accepted", "Rejected"]
 
+
 class CertificateSignedResponse(_Base, forbid_unknown_fields=True):
     "CertificateSignedResponse (generated)."
 
@@ -154,6 +155,7 @@ class DataTransferResponse(_Base, forbid_unknown_fields=True):
 
 HashAlgorithmEnumType = Literal["SHA256", "SHA384", "SHA512"]
 
+
 class CertificateHashDataType(_Base, forbid_unknown_fields=True):
     "CertificateHashDataType (generated)."
 
@@ -170,6 +172,7 @@ class DeleteCertificateRequest(_Base, forbid_unknown_fields=True):
 
 
 DeleteCertificateStatusEnumType = Literal["Accepted", "Failed", "NotFound"]
+
 
 class DeleteCertificateResponse(_Base, forbid_unknown_fields=True):
     "DeleteCertificateResponse (generated)."
@@ -191,6 +194,7 @@ class DiagnosticsStatusNotificationResponse(_Base, forbid_unknown_fields=True):
 
 MessageTriggerEnumType = Literal["BootNotification", "LogStatusNotification", "FirmwareStatusNotification", "Heartbeat", "MeterValues", "SignChargePointCertificate", "StatusNotification"]
 
+
 class ExtendedTriggerMessageRequest(_Base, forbid_unknown_fields=True):
     "ExtendedTriggerMessageRequest (generated)."
 
@@ -199,6 +203,7 @@ class ExtendedTriggerMessageRequest(_Base, forbid_unknown_fields=True):
 
 
 TriggerMessageStatusEnumType = Literal["Accepted", "Rejected", "NotImplemented"]
+
 
 class ExtendedTriggerMessageResponse(_Base, forbid_unknown_fields=True):
     "ExtendedTriggerMessageResponse (generated)."
@@ -298,6 +303,7 @@ class GetDiagnosticsResponse(_Base, forbid_unknown_fields=True):
 
 CertificateUseEnumType = Literal["CentralSystemRootCertificate", "ManufacturerRootCertificate"]
 
+
 class GetInstalledCertificateIdsRequest(_Base, forbid_unknown_fields=True):
     "GetInstalledCertificateIdsRequest (generated)."
 
@@ -305,6 +311,7 @@ class GetInstalledCertificateIdsRequest(_Base, forbid_unknown_fields=True):
 
 
 GetInstalledCertificateStatusEnumType = Literal["Accepted", "NotFound"]
+
 
 class GetInstalledCertificateIdsResponse(_Base, forbid_unknown_fields=True):
     "GetInstalledCertificateIdsResponse (generated)."
@@ -335,6 +342,7 @@ class LogParametersType(_Base, forbid_unknown_fields=True):
 
 LogEnumType = Literal["DiagnosticsLog", "SecurityLog"]
 
+
 class GetLogRequest(_Base, forbid_unknown_fields=True):
     "GetLogRequest (generated)."
 
@@ -346,6 +354,7 @@ class GetLogRequest(_Base, forbid_unknown_fields=True):
 
 
 LogStatusEnumType = Literal["Accepted", "Rejected", "AcceptedCanceled"]
+
 
 class GetLogResponse(_Base, forbid_unknown_fields=True):
     "GetLogResponse (generated)."
@@ -375,6 +384,7 @@ class InstallCertificateRequest(_Base, forbid_unknown_fields=True):
 
 InstallCertificateStatusEnumType = Literal["Accepted", "Failed", "Rejected"]
 
+
 class InstallCertificateResponse(_Base, forbid_unknown_fields=True):
     "InstallCertificateResponse (generated)."
 
@@ -382,6 +392,7 @@ class InstallCertificateResponse(_Base, forbid_unknown_fields=True):
 
 
 UploadLogStatusEnumType = Literal["BadMessage", "Idle", "NotSupportedOperation", "PermissionDenied", "Uploaded", "UploadFailure", "Uploading"]
+
 
 class LogStatusNotificationRequest(_Base, forbid_unknown_fields=True):
     "LogStatusNotificationRequest (generated)."
@@ -559,6 +570,7 @@ class SignCertificateResponse(_Base, forbid_unknown_fields=True):
 
 FirmwareStatusEnumType = Literal["Downloaded", "DownloadFailed", "Downloading", "DownloadScheduled", "DownloadPaused", "Idle", "InstallationFailed", "Installing", "Installed", "InstallRebooting", "InstallScheduled", "InstallVerificationFailed", "InvalidSignature", "SignatureVerified"]
 
+
 class SignedFirmwareStatusNotificationRequest(_Base, forbid_unknown_fields=True):
     "SignedFirmwareStatusNotificationRequest (generated)."
 
@@ -592,6 +604,7 @@ class SignedUpdateFirmwareRequest(_Base, forbid_unknown_fields=True):
 
 
 UpdateFirmwareStatusEnumType = Literal["Accepted", "Rejected", "AcceptedCanceled", "InvalidCertificate", "RevokedCertificate"]
+
 
 class SignedUpdateFirmwareResponse(_Base, forbid_unknown_fields=True):
     "SignedUpdateFirmwareResponse (generated)."

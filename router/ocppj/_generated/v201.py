@@ -16,6 +16,7 @@ class _Base(Struct, kw_only=True, omit_defaults=True):
 
 IdTokenEnumType = Literal["Central", "eMAID", "ISO14443", "ISO15693", "KeyCode", "Local", "MacAddress", "NoAuthorization"]
 
+
 class CustomDataType(_Base):
     "This class does not get 'AdditionalProperties = false' in the schema generation, so it can be extended with arbitrary JSON properties to allow adding custom data."
 
@@ -41,6 +42,7 @@ class IdTokenType(_Base, forbid_unknown_fields=True):
 
 HashAlgorithmEnumType = Literal["SHA256", "SHA384", "SHA512"]
 
+
 class OCSPRequestDataType(_Base, forbid_unknown_fields=True):
     "OCSPRequestDataType (generated)."
 
@@ -63,7 +65,9 @@ class AuthorizeRequest(_Base, forbid_unknown_fields=True):
 
 AuthorizationStatusEnumType = Literal["Accepted", "Blocked", "ConcurrentTx", "Expired", "Invalid", "NoCredit", "NotAllowedTypeEVSE", "NotAtThisLocation", "NotAtThisTime", "Unknown"]
 
+
 MessageFormatEnumType = Literal["ASCII", "HTML", "URI", "UTF8"]
+
 
 class MessageContentType(_Base, forbid_unknown_fields=True):
     "Message_ Content"
@@ -89,6 +93,7 @@ class IdTokenInfoType(_Base, forbid_unknown_fields=True):
 
 
 AuthorizeCertificateStatusEnumType = Literal["Accepted", "SignatureError", "CertificateExpired", "CertificateRevoked", "NoCertificateAvailable", "CertChainError", "ContractCancelled"]
+
 
 class AuthorizeResponse(_Base, forbid_unknown_fields=True):
     "AuthorizeResponse (generated)."
@@ -119,6 +124,7 @@ class ChargingStationType(_Base, forbid_unknown_fields=True):
 
 BootReasonEnumType = Literal["ApplicationReset", "FirmwareUpdate", "LocalReset", "PowerUp", "RemoteReset", "ScheduledReset", "Triggered", "Unknown", "Watchdog"]
 
+
 class BootNotificationRequest(_Base, forbid_unknown_fields=True):
     "BootNotificationRequest (generated)."
 
@@ -128,6 +134,7 @@ class BootNotificationRequest(_Base, forbid_unknown_fields=True):
 
 
 RegistrationStatusEnumType = Literal["Accepted", "Pending", "Rejected"]
+
 
 class StatusInfoType(_Base, forbid_unknown_fields=True):
     "Element providing more information about the status."
@@ -156,6 +163,7 @@ class CancelReservationRequest(_Base, forbid_unknown_fields=True):
 
 CancelReservationStatusEnumType = Literal["Accepted", "Rejected"]
 
+
 class CancelReservationResponse(_Base, forbid_unknown_fields=True):
     "CancelReservationResponse (generated)."
 
@@ -165,6 +173,7 @@ class CancelReservationResponse(_Base, forbid_unknown_fields=True):
 
 
 CertificateSigningUseEnumType = Literal["ChargingStationCertificate", "V2GCertificate"]
+
 
 class CertificateSignedRequest(_Base, forbid_unknown_fields=True):
     "CertificateSignedRequest (generated)."
@@ -184,6 +193,7 @@ class CertificateSignedResponse(_Base, forbid_unknown_fields=True):
 
 OperationalStatusEnumType = Literal["Inoperative", "Operative"]
 
+
 class EVSEType(_Base, forbid_unknown_fields=True):
     "EVSE"
 
@@ -201,6 +211,7 @@ class ChangeAvailabilityRequest(_Base, forbid_unknown_fields=True):
 
 
 ChangeAvailabilityStatusEnumType = Literal["Accepted", "Rejected", "Scheduled"]
+
 
 class ChangeAvailabilityResponse(_Base, forbid_unknown_fields=True):
     "ChangeAvailabilityResponse (generated)."
@@ -226,6 +237,7 @@ class ClearCacheResponse(_Base, forbid_unknown_fields=True):
 
 ChargingProfilePurposeEnumType = Literal["ChargingStationExternalConstraints", "ChargingStationMaxProfile", "TxDefaultProfile", "TxProfile"]
 
+
 class ClearChargingProfileType(_Base, forbid_unknown_fields=True):
     "Charging_ Profile"
 
@@ -244,6 +256,7 @@ class ClearChargingProfileRequest(_Base, forbid_unknown_fields=True):
 
 
 ClearChargingProfileStatusEnumType = Literal["Accepted", "Unknown"]
+
 
 class ClearChargingProfileResponse(_Base, forbid_unknown_fields=True):
     "ClearChargingProfileResponse (generated)."
@@ -277,6 +290,7 @@ class ClearVariableMonitoringRequest(_Base, forbid_unknown_fields=True):
 
 ClearMonitoringStatusEnumType = Literal["Accepted", "Rejected", "NotFound"]
 
+
 class ClearMonitoringResultType(_Base, forbid_unknown_fields=True):
     "ClearMonitoringResultType (generated)."
 
@@ -294,6 +308,7 @@ class ClearVariableMonitoringResponse(_Base, forbid_unknown_fields=True):
 
 
 ChargingLimitSourceEnumType = Literal["EMS", "Other", "SO", "CSO"]
+
 
 class ClearedChargingLimitRequest(_Base, forbid_unknown_fields=True):
     "ClearedChargingLimitRequest (generated)."
@@ -347,6 +362,7 @@ class CustomerInformationRequest(_Base, forbid_unknown_fields=True):
 
 CustomerInformationStatusEnumType = Literal["Accepted", "Rejected", "Invalid"]
 
+
 class CustomerInformationResponse(_Base, forbid_unknown_fields=True):
     "CustomerInformationResponse (generated)."
 
@@ -366,6 +382,7 @@ class DataTransferRequest(_Base, forbid_unknown_fields=True):
 
 DataTransferStatusEnumType = Literal["Accepted", "Rejected", "UnknownMessageId", "UnknownVendorId"]
 
+
 class DataTransferResponse(_Base, forbid_unknown_fields=True):
     "DataTransferResponse (generated)."
 
@@ -384,6 +401,7 @@ class DeleteCertificateRequest(_Base, forbid_unknown_fields=True):
 
 DeleteCertificateStatusEnumType = Literal["Accepted", "Failed", "NotFound"]
 
+
 class DeleteCertificateResponse(_Base, forbid_unknown_fields=True):
     "DeleteCertificateResponse (generated)."
 
@@ -393,6 +411,7 @@ class DeleteCertificateResponse(_Base, forbid_unknown_fields=True):
 
 
 FirmwareStatusEnumType = Literal["Downloaded", "DownloadFailed", "Downloading", "DownloadScheduled", "DownloadPaused", "Idle", "InstallationFailed", "Installing", "Installed", "InstallRebooting", "InstallScheduled", "InstallVerificationFailed", "InvalidSignature", "SignatureVerified"]
+
 
 class FirmwareStatusNotificationRequest(_Base, forbid_unknown_fields=True):
     "FirmwareStatusNotificationRequest (generated)."
@@ -410,6 +429,7 @@ class FirmwareStatusNotificationResponse(_Base, forbid_unknown_fields=True):
 
 CertificateActionEnumType = Literal["Install", "Update"]
 
+
 class Get15118EVCertificateRequest(_Base, forbid_unknown_fields=True):
     "Get15118EVCertificateRequest (generated)."
 
@@ -420,6 +440,7 @@ class Get15118EVCertificateRequest(_Base, forbid_unknown_fields=True):
 
 
 Iso15118EVCertificateStatusEnumType = Literal["Accepted", "Failed"]
+
 
 class Get15118EVCertificateResponse(_Base, forbid_unknown_fields=True):
     "Get15118EVCertificateResponse (generated)."
@@ -432,6 +453,7 @@ class Get15118EVCertificateResponse(_Base, forbid_unknown_fields=True):
 
 ReportBaseEnumType = Literal["ConfigurationInventory", "FullInventory", "SummaryInventory"]
 
+
 class GetBaseReportRequest(_Base, forbid_unknown_fields=True):
     "GetBaseReportRequest (generated)."
 
@@ -441,6 +463,7 @@ class GetBaseReportRequest(_Base, forbid_unknown_fields=True):
 
 
 GenericDeviceModelStatusEnumType = Literal["Accepted", "Rejected", "NotSupported", "EmptyResultSet"]
+
 
 class GetBaseReportResponse(_Base, forbid_unknown_fields=True):
     "GetBaseReportResponse (generated)."
@@ -487,6 +510,7 @@ class GetChargingProfilesRequest(_Base, forbid_unknown_fields=True):
 
 GetChargingProfileStatusEnumType = Literal["Accepted", "NoProfiles"]
 
+
 class GetChargingProfilesResponse(_Base, forbid_unknown_fields=True):
     "GetChargingProfilesResponse (generated)."
 
@@ -496,6 +520,7 @@ class GetChargingProfilesResponse(_Base, forbid_unknown_fields=True):
 
 
 ChargingRateUnitEnumType = Literal["W", "A"]
+
 
 class GetCompositeScheduleRequest(_Base, forbid_unknown_fields=True):
     "GetCompositeScheduleRequest (generated)."
@@ -538,7 +563,9 @@ class GetCompositeScheduleResponse(_Base, forbid_unknown_fields=True):
 
 MessagePriorityEnumType = Literal["AlwaysFront", "InFront", "NormalCycle"]
 
+
 MessageStateEnumType = Literal["Charging", "Faulted", "Idle", "Unavailable"]
+
 
 class GetDisplayMessagesRequest(_Base, forbid_unknown_fields=True):
     "GetDisplayMessagesRequest (generated)."
@@ -560,6 +587,7 @@ class GetDisplayMessagesResponse(_Base, forbid_unknown_fields=True):
 
 GetCertificateIdUseEnumType = Literal["V2GRootCertificate", "MORootCertificate", "CSMSRootCertificate", "V2GCertificateChain", "ManufacturerRootCertificate"]
 
+
 class GetInstalledCertificateIdsRequest(_Base, forbid_unknown_fields=True):
     "GetInstalledCertificateIdsRequest (generated)."
 
@@ -568,6 +596,7 @@ class GetInstalledCertificateIdsRequest(_Base, forbid_unknown_fields=True):
 
 
 GetInstalledCertificateStatusEnumType = Literal["Accepted", "NotFound"]
+
 
 class CertificateHashDataChainType(_Base, forbid_unknown_fields=True):
     "CertificateHashDataChainType (generated)."
@@ -611,6 +640,7 @@ class LogParametersType(_Base, forbid_unknown_fields=True):
 
 LogEnumType = Literal["DiagnosticsLog", "SecurityLog"]
 
+
 class GetLogRequest(_Base, forbid_unknown_fields=True):
     "GetLogRequest (generated)."
 
@@ -623,6 +653,7 @@ class GetLogRequest(_Base, forbid_unknown_fields=True):
 
 
 LogStatusEnumType = Literal["Accepted", "Rejected", "AcceptedCanceled"]
+
 
 class GetLogResponse(_Base, forbid_unknown_fields=True):
     "GetLogResponse (generated)."
@@ -660,6 +691,7 @@ class ComponentVariableType(_Base, forbid_unknown_fields=True):
 
 MonitoringCriterionEnumType = Literal["ThresholdMonitoring", "DeltaMonitoring", "PeriodicMonitoring"]
 
+
 class GetMonitoringReportRequest(_Base, forbid_unknown_fields=True):
     "GetMonitoringReportRequest (generated)."
 
@@ -678,6 +710,7 @@ class GetMonitoringReportResponse(_Base, forbid_unknown_fields=True):
 
 
 ComponentCriterionEnumType = Literal["Active", "Available", "Enabled", "Problem"]
+
 
 class GetReportRequest(_Base, forbid_unknown_fields=True):
     "GetReportRequest (generated)."
@@ -713,6 +746,7 @@ class GetTransactionStatusResponse(_Base, forbid_unknown_fields=True):
 
 AttributeEnumType = Literal["Actual", "Target", "MinSet", "MaxSet"]
 
+
 class GetVariableDataType(_Base, forbid_unknown_fields=True):
     "Class to hold parameters for GetVariables request."
 
@@ -730,6 +764,7 @@ class GetVariablesRequest(_Base, forbid_unknown_fields=True):
 
 
 GetVariableStatusEnumType = Literal["Accepted", "Rejected", "UnknownComponent", "UnknownVariable", "NotSupportedAttributeType"]
+
 
 class GetVariableResultType(_Base, forbid_unknown_fields=True):
     "Class to hold results of GetVariables request."
@@ -765,6 +800,7 @@ class HeartbeatResponse(_Base, forbid_unknown_fields=True):
 
 InstallCertificateUseEnumType = Literal["V2GRootCertificate", "MORootCertificate", "CSMSRootCertificate", "ManufacturerRootCertificate"]
 
+
 class InstallCertificateRequest(_Base, forbid_unknown_fields=True):
     "InstallCertificateRequest (generated)."
 
@@ -775,6 +811,7 @@ class InstallCertificateRequest(_Base, forbid_unknown_fields=True):
 
 InstallCertificateStatusEnumType = Literal["Accepted", "Rejected", "Failed"]
 
+
 class InstallCertificateResponse(_Base, forbid_unknown_fields=True):
     "InstallCertificateResponse (generated)."
 
@@ -784,6 +821,7 @@ class InstallCertificateResponse(_Base, forbid_unknown_fields=True):
 
 
 UploadLogStatusEnumType = Literal["BadMessage", "Idle", "NotSupportedOperation", "PermissionDenied", "Uploaded", "UploadFailure", "Uploading", "AcceptedCanceled"]
+
 
 class LogStatusNotificationRequest(_Base, forbid_unknown_fields=True):
     "LogStatusNotificationRequest (generated)."
@@ -801,11 +839,15 @@ class LogStatusNotificationResponse(_Base, forbid_unknown_fields=True):
 
 ReadingContextEnumType = Literal["Interruption.Begin", "Interruption.End", "Other", "Sample.Clock", "Sample.Periodic", "Transaction.Begin", "Transaction.End", "Trigger"]
 
+
 MeasurandEnumType = Literal["Current.Export", "Current.Import", "Current.Offered", "Energy.Active.Export.Register", "Energy.Active.Import.Register", "Energy.Reactive.Export.Register", "Energy.Reactive.Import.Register", "Energy.Active.Export.Interval", "Energy.Active.Import.Interval", "Energy.Active.Net", "Energy.Reactive.Export.Interval", "Energy.Reactive.Import.Interval", "Energy.Reactive.Net", "Energy.Apparent.Net", "Energy.Apparent.Import", "Energy.Apparent.Export", "Frequency", "Power.Active.Export", "Power.Active.Import", "Power.Factor", "Power.Offered", "Power.Reactive.Export", "Power.Reactive.Import", "SoC", "Voltage"]
+
 
 PhaseEnumType = Literal["L1", "L2", "L3", "N", "L1-N", "L2-N", "L3-N", "L1-L2", "L2-L3", "L3-L1"]
 
+
 LocationEnumType = Literal["Body", "Cable", "EV", "Inlet", "Outlet"]
+
 
 class SignedMeterValueType(_Base, forbid_unknown_fields=True):
     "Represent a signed version of the meter value."
@@ -877,6 +919,7 @@ class RelativeTimeIntervalType(_Base, forbid_unknown_fields=True):
 
 
 CostKindEnumType = Literal["CarbonDioxideEmission", "RelativePricePercentage", "RenewableGenerationPercentage"]
+
 
 class CostType(_Base, forbid_unknown_fields=True):
     "Cost"
@@ -990,6 +1033,7 @@ class NotifyDisplayMessagesResponse(_Base, forbid_unknown_fields=True):
 
 EnergyTransferModeEnumType = Literal["DC", "AC_single_phase", "AC_two_phase", "AC_three_phase"]
 
+
 class ACChargingParametersType(_Base, forbid_unknown_fields=True):
     "AC_ Charging_ Parameters"
 
@@ -1035,6 +1079,7 @@ class NotifyEVChargingNeedsRequest(_Base, forbid_unknown_fields=True):
 
 NotifyEVChargingNeedsStatusEnumType = Literal["Accepted", "Rejected", "Processing"]
 
+
 class NotifyEVChargingNeedsResponse(_Base, forbid_unknown_fields=True):
     "NotifyEVChargingNeedsResponse (generated)."
 
@@ -1062,7 +1107,9 @@ class NotifyEVChargingScheduleResponse(_Base, forbid_unknown_fields=True):
 
 EventTriggerEnumType = Literal["Alerting", "Delta", "Periodic"]
 
+
 EventNotificationEnumType = Literal["HardWiredNotification", "HardWiredMonitor", "PreconfiguredMonitor", "CustomMonitor"]
+
 
 class EventDataType(_Base, forbid_unknown_fields=True):
     "Class to report an event notification for a component-variable."
@@ -1100,6 +1147,7 @@ class NotifyEventResponse(_Base, forbid_unknown_fields=True):
 
 
 MonitorEnumType = Literal["UpperThreshold", "LowerThreshold", "Delta", "Periodic", "PeriodicClockAligned"]
+
 
 class VariableMonitoringType(_Base, forbid_unknown_fields=True):
     "A monitoring setting for a variable."
@@ -1140,6 +1188,7 @@ class NotifyMonitoringReportResponse(_Base, forbid_unknown_fields=True):
 
 MutabilityEnumType = Literal["ReadOnly", "WriteOnly", "ReadWrite"]
 
+
 class VariableAttributeType(_Base, forbid_unknown_fields=True):
     "Attribute data of a variable."
 
@@ -1152,6 +1201,7 @@ class VariableAttributeType(_Base, forbid_unknown_fields=True):
 
 
 DataEnumType = Literal["string", "decimal", "integer", "dateTime", "boolean", "OptionList", "SequenceList", "MemberList"]
+
 
 class VariableCharacteristicsType(_Base, forbid_unknown_fields=True):
     "Fixed read-only parameters of a variable."
@@ -1213,6 +1263,7 @@ class PublishFirmwareResponse(_Base, forbid_unknown_fields=True):
 
 PublishFirmwareStatusEnumType = Literal["Idle", "DownloadScheduled", "Downloading", "Downloaded", "Published", "DownloadFailed", "DownloadPaused", "InvalidChecksum", "ChecksumVerified", "PublishFailed"]
 
+
 class PublishFirmwareStatusNotificationRequest(_Base, forbid_unknown_fields=True):
     "PublishFirmwareStatusNotificationRequest (generated)."
 
@@ -1230,7 +1281,9 @@ class PublishFirmwareStatusNotificationResponse(_Base, forbid_unknown_fields=Tru
 
 ChargingProfileKindEnumType = Literal["Absolute", "Recurring", "Relative"]
 
+
 RecurrencyKindEnumType = Literal["Daily", "Weekly"]
+
 
 class ChargingProfileType(_Base, forbid_unknown_fields=True):
     "Charging_ Profile"
@@ -1301,6 +1354,7 @@ class RequestStopTransactionResponse(_Base, forbid_unknown_fields=True):
 
 ReservationUpdateStatusEnumType = Literal["Expired", "Removed"]
 
+
 class ReservationStatusUpdateRequest(_Base, forbid_unknown_fields=True):
     "ReservationStatusUpdateRequest (generated)."
 
@@ -1317,6 +1371,7 @@ class ReservationStatusUpdateResponse(_Base, forbid_unknown_fields=True):
 
 ConnectorEnumType = Literal["cCCS1", "cCCS2", "cG105", "cTesla", "cType1", "cType2", "s309-1P-16A", "s309-1P-32A", "s309-3P-16A", "s309-3P-32A", "sBS1361", "sCEE-7-7", "sType2", "sType3", "Other1PhMax16A", "Other1PhOver16A", "Other3Ph", "Pan", "wInductive", "wResonant", "Undetermined", "Unknown"]
 
+
 class ReserveNowRequest(_Base, forbid_unknown_fields=True):
     "ReserveNowRequest (generated)."
 
@@ -1331,6 +1386,7 @@ class ReserveNowRequest(_Base, forbid_unknown_fields=True):
 
 ReserveNowStatusEnumType = Literal["Accepted", "Faulted", "Occupied", "Rejected", "Unavailable"]
 
+
 class ReserveNowResponse(_Base, forbid_unknown_fields=True):
     "ReserveNowResponse (generated)."
 
@@ -1340,6 +1396,7 @@ class ReserveNowResponse(_Base, forbid_unknown_fields=True):
 
 
 ResetEnumType = Literal["Immediate", "OnIdle"]
+
 
 class ResetRequest(_Base, forbid_unknown_fields=True):
     "ResetRequest (generated)."
@@ -1374,6 +1431,7 @@ class SecurityEventNotificationResponse(_Base, forbid_unknown_fields=True):
 
 UpdateEnumType = Literal["Differential", "Full"]
 
+
 class AuthorizationData(_Base, forbid_unknown_fields=True):
     "Contains the identifier to use for authorization."
 
@@ -1392,6 +1450,7 @@ class SendLocalListRequest(_Base, forbid_unknown_fields=True):
 
 
 SendLocalListStatusEnumType = Literal["Accepted", "Failed", "VersionMismatch"]
+
 
 class SendLocalListResponse(_Base, forbid_unknown_fields=True):
     "SendLocalListResponse (generated)."
@@ -1426,6 +1485,7 @@ class SetDisplayMessageRequest(_Base, forbid_unknown_fields=True):
 
 DisplayMessageStatusEnumType = Literal["Accepted", "NotSupportedMessageFormat", "Rejected", "NotSupportedPriority", "NotSupportedState", "UnknownTransaction"]
 
+
 class SetDisplayMessageResponse(_Base, forbid_unknown_fields=True):
     "SetDisplayMessageResponse (generated)."
 
@@ -1435,6 +1495,7 @@ class SetDisplayMessageResponse(_Base, forbid_unknown_fields=True):
 
 
 MonitoringBaseEnumType = Literal["All", "FactoryDefault", "HardWiredOnly"]
+
 
 class SetMonitoringBaseRequest(_Base, forbid_unknown_fields=True):
     "SetMonitoringBaseRequest (generated)."
@@ -1468,11 +1529,15 @@ class SetMonitoringLevelResponse(_Base, forbid_unknown_fields=True):
 
 OCPPVersionEnumType = Literal["OCPP12", "OCPP15", "OCPP16", "OCPP20"]
 
+
 OCPPTransportEnumType = Literal["JSON", "SOAP"]
+
 
 OCPPInterfaceEnumType = Literal["Wired0", "Wired1", "Wired2", "Wired3", "Wireless0", "Wireless1", "Wireless2", "Wireless3"]
 
+
 APNAuthenticationEnumType = Literal["CHAP", "NONE", "PAP", "AUTO"]
+
 
 class APNType(_Base, forbid_unknown_fields=True):
     "APN"
@@ -1488,6 +1553,7 @@ class APNType(_Base, forbid_unknown_fields=True):
 
 
 VPNEnumType = Literal["IKEv2", "IPSec", "L2TP", "PPTP"]
+
 
 class VPNType(_Base, forbid_unknown_fields=True):
     "VPN"
@@ -1553,6 +1619,7 @@ class SetVariableMonitoringRequest(_Base, forbid_unknown_fields=True):
 
 SetMonitoringStatusEnumType = Literal["Accepted", "UnknownComponent", "UnknownVariable", "UnsupportedMonitorType", "Rejected", "Duplicate"]
 
+
 class SetMonitoringResultType(_Base, forbid_unknown_fields=True):
     "Class to hold result of SetVariableMonitoring request."
 
@@ -1592,6 +1659,7 @@ class SetVariablesRequest(_Base, forbid_unknown_fields=True):
 
 SetVariableStatusEnumType = Literal["Accepted", "Rejected", "UnknownComponent", "UnknownVariable", "NotSupportedAttributeType", "RebootRequired"]
 
+
 class SetVariableResultType(_Base, forbid_unknown_fields=True):
     "SetVariableResultType (generated)."
 
@@ -1628,6 +1696,7 @@ class SignCertificateResponse(_Base, forbid_unknown_fields=True):
 
 ConnectorStatusEnumType = Literal["Available", "Occupied", "Reserved", "Unavailable", "Faulted"]
 
+
 class StatusNotificationRequest(_Base, forbid_unknown_fields=True):
     "StatusNotificationRequest (generated)."
 
@@ -1646,11 +1715,15 @@ class StatusNotificationResponse(_Base, forbid_unknown_fields=True):
 
 TransactionEventEnumType = Literal["Ended", "Started", "Updated"]
 
+
 TriggerReasonEnumType = Literal["Authorized", "CablePluggedIn", "ChargingRateChanged", "ChargingStateChanged", "Deauthorized", "EnergyLimitReached", "EVCommunicationLost", "EVConnectTimeout", "MeterValueClock", "MeterValuePeriodic", "TimeLimitReached", "Trigger", "UnlockCommand", "StopAuthorized", "EVDeparted", "EVDetected", "RemoteStop", "RemoteStart", "AbnormalCondition", "SignedDataReceived", "ResetCommand"]
+
 
 ChargingStateEnumType = Literal["Charging", "EVConnected", "SuspendedEV", "SuspendedEVSE", "Idle"]
 
+
 ReasonEnumType = Literal["DeAuthorized", "EmergencyStop", "EnergyLimitReached", "EVDisconnected", "GroundFault", "ImmediateReset", "Local", "LocalOutOfCredit", "MasterPass", "Other", "OvercurrentFault", "PowerLoss", "PowerQuality", "Reboot", "Remote", "SOCLimitReached", "StoppedByEV", "TimeLimitReached", "Timeout"]
+
 
 class TransactionType(_Base, forbid_unknown_fields=True):
     "Transaction"
@@ -1693,6 +1766,7 @@ class TransactionEventResponse(_Base, forbid_unknown_fields=True):
 
 MessageTriggerEnumType = Literal["BootNotification", "LogStatusNotification", "FirmwareStatusNotification", "Heartbeat", "MeterValues", "SignChargingStationCertificate", "SignV2GCertificate", "StatusNotification", "TransactionEvent", "SignCombinedCertificate", "PublishFirmwareStatusNotification"]
 
+
 class TriggerMessageRequest(_Base, forbid_unknown_fields=True):
     "TriggerMessageRequest (generated)."
 
@@ -1702,6 +1776,7 @@ class TriggerMessageRequest(_Base, forbid_unknown_fields=True):
 
 
 TriggerMessageStatusEnumType = Literal["Accepted", "Rejected", "NotImplemented"]
+
 
 class TriggerMessageResponse(_Base, forbid_unknown_fields=True):
     "TriggerMessageResponse (generated)."
@@ -1721,6 +1796,7 @@ class UnlockConnectorRequest(_Base, forbid_unknown_fields=True):
 
 UnlockStatusEnumType = Literal["Unlocked", "UnlockFailed", "OngoingAuthorizedTransaction", "UnknownConnector"]
 
+
 class UnlockConnectorResponse(_Base, forbid_unknown_fields=True):
     "UnlockConnectorResponse (generated)."
 
@@ -1737,6 +1813,7 @@ class UnpublishFirmwareRequest(_Base, forbid_unknown_fields=True):
 
 
 UnpublishFirmwareStatusEnumType = Literal["DownloadOngoing", "NoFirmware", "Unpublished"]
+
 
 class UnpublishFirmwareResponse(_Base, forbid_unknown_fields=True):
     "UnpublishFirmwareResponse (generated)."
@@ -1767,6 +1844,7 @@ class UpdateFirmwareRequest(_Base, forbid_unknown_fields=True):
 
 
 UpdateFirmwareStatusEnumType = Literal["Accepted", "Rejected", "AcceptedCanceled", "InvalidCertificate", "RevokedCertificate"]
+
 
 class UpdateFirmwareResponse(_Base, forbid_unknown_fields=True):
     "UpdateFirmwareResponse (generated)."

@@ -30,6 +30,7 @@ class AFRRSignalRequest(_Base, forbid_unknown_fields=True):
 
 GenericStatusEnumType = Literal["Accepted", "Rejected"]
 
+
 class StatusInfoType(_Base, forbid_unknown_fields=True):
     "Element providing more information about the status."
 
@@ -89,6 +90,7 @@ class IdTokenType(_Base, forbid_unknown_fields=True):
 
 HashAlgorithmEnumType = Literal["SHA256", "SHA384", "SHA512"]
 
+
 class OCSPRequestDataType(_Base, forbid_unknown_fields=True):
     "Information about a certificate for an OCSP check."
 
@@ -111,7 +113,9 @@ class AuthorizeRequest(_Base, forbid_unknown_fields=True):
 
 AuthorizationStatusEnumType = Literal["Accepted", "Blocked", "ConcurrentTx", "Expired", "Invalid", "NoCredit", "NotAllowedTypeEVSE", "NotAtThisLocation", "NotAtThisTime", "Unknown"]
 
+
 MessageFormatEnumType = Literal["ASCII", "HTML", "URI", "UTF8", "QRCODE"]
+
 
 class MessageContentType(_Base, forbid_unknown_fields=True):
     "Contains message details, for a message to be displayed on a Charging Station."
@@ -138,11 +142,15 @@ class IdTokenInfoType(_Base, forbid_unknown_fields=True):
 
 AuthorizeCertificateStatusEnumType = Literal["Accepted", "SignatureError", "CertificateExpired", "CertificateRevoked", "NoCertificateAvailable", "CertChainError", "ContractCancelled"]
 
+
 EnergyTransferModeEnumType = Literal["AC_single_phase", "AC_two_phase", "AC_three_phase", "DC", "AC_BPT", "AC_BPT_DER", "AC_DER", "DC_BPT", "DC_ACDP", "DC_ACDP_BPT", "WPT"]
+
 
 DayOfWeekEnumType = Literal["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 
+
 EvseKindEnumType = Literal["AC", "DC"]
+
 
 class TariffConditionsType(_Base, forbid_unknown_fields=True):
     "These conditions describe if and when a TariffEnergyType or TariffTimeType applies during a transaction."
@@ -290,6 +298,7 @@ class BatteryDataType(_Base, forbid_unknown_fields=True):
 
 BatterySwapEventEnumType = Literal["BatteryIn", "BatteryOut", "BatteryOutTimeout"]
 
+
 class BatterySwapRequest(_Base, forbid_unknown_fields=True):
     "BatterySwapRequest (generated)."
 
@@ -327,6 +336,7 @@ class ChargingStationType(_Base, forbid_unknown_fields=True):
 
 BootReasonEnumType = Literal["ApplicationReset", "FirmwareUpdate", "LocalReset", "PowerUp", "RemoteReset", "ScheduledReset", "Triggered", "Unknown", "Watchdog"]
 
+
 class BootNotificationRequest(_Base, forbid_unknown_fields=True):
     "BootNotificationRequest (generated)."
 
@@ -336,6 +346,7 @@ class BootNotificationRequest(_Base, forbid_unknown_fields=True):
 
 
 RegistrationStatusEnumType = Literal["Accepted", "Pending", "Rejected"]
+
 
 class BootNotificationResponse(_Base, forbid_unknown_fields=True):
     "BootNotificationResponse (generated)."
@@ -364,6 +375,7 @@ class CancelReservationResponse(_Base, forbid_unknown_fields=True):
 
 CertificateSigningUseEnumType = Literal["ChargingStationCertificate", "V2GCertificate", "V2G20Certificate"]
 
+
 class CertificateSignedRequest(_Base, forbid_unknown_fields=True):
     "CertificateSignedRequest (generated)."
 
@@ -383,6 +395,7 @@ class CertificateSignedResponse(_Base, forbid_unknown_fields=True):
 
 OperationalStatusEnumType = Literal["Inoperative", "Operative"]
 
+
 class EVSEType(_Base, forbid_unknown_fields=True):
     "Electric Vehicle Supply Equipment"
 
@@ -401,6 +414,7 @@ class ChangeAvailabilityRequest(_Base, forbid_unknown_fields=True):
 
 ChangeAvailabilityStatusEnumType = Literal["Accepted", "Rejected", "Scheduled"]
 
+
 class ChangeAvailabilityResponse(_Base, forbid_unknown_fields=True):
     "ChangeAvailabilityResponse (generated)."
 
@@ -418,6 +432,7 @@ class ChangeTransactionTariffRequest(_Base, forbid_unknown_fields=True):
 
 
 TariffChangeStatusEnumType = Literal["Accepted", "Rejected", "TooManyElements", "ConditionNotSupported", "TxNotFound", "NoCurrencyChange"]
+
 
 class ChangeTransactionTariffResponse(_Base, forbid_unknown_fields=True):
     "ChangeTransactionTariffResponse (generated)."
@@ -443,6 +458,7 @@ class ClearCacheResponse(_Base, forbid_unknown_fields=True):
 
 ChargingProfilePurposeEnumType = Literal["ChargingStationExternalConstraints", "ChargingStationMaxProfile", "TxDefaultProfile", "TxProfile", "PriorityCharging", "LocalGeneration"]
 
+
 class ClearChargingProfileType(_Base, forbid_unknown_fields=True):
     "A ClearChargingProfileType is a filter for charging profiles to be cleared by ClearChargingProfileRequest."
 
@@ -462,6 +478,7 @@ class ClearChargingProfileRequest(_Base, forbid_unknown_fields=True):
 
 ClearChargingProfileStatusEnumType = Literal["Accepted", "Unknown"]
 
+
 class ClearChargingProfileResponse(_Base, forbid_unknown_fields=True):
     "ClearChargingProfileResponse (generated)."
 
@@ -471,6 +488,7 @@ class ClearChargingProfileResponse(_Base, forbid_unknown_fields=True):
 
 
 DERControlEnumType = Literal["EnterService", "FreqDroop", "FreqWatt", "FixedPFAbsorb", "FixedPFInject", "FixedVar", "Gradients", "HFMustTrip", "HFMayTrip", "HVMustTrip", "HVMomCess", "HVMayTrip", "LimitMaxDischarge", "LFMustTrip", "LVMustTrip", "LVMomCess", "LVMayTrip", "PowerMonitoringMustTrip", "VoltVar", "VoltWatt", "WattPF", "WattVar"]
+
 
 class ClearDERControlRequest(_Base, forbid_unknown_fields=True):
     "ClearDERControlRequest (generated)."
@@ -482,6 +500,7 @@ class ClearDERControlRequest(_Base, forbid_unknown_fields=True):
 
 
 DERControlStatusEnumType = Literal["Accepted", "Rejected", "NotSupported", "NotFound"]
+
 
 class ClearDERControlResponse(_Base, forbid_unknown_fields=True):
     "ClearDERControlResponse (generated)."
@@ -500,6 +519,7 @@ class ClearDisplayMessageRequest(_Base, forbid_unknown_fields=True):
 
 ClearMessageStatusEnumType = Literal["Accepted", "Unknown", "Rejected"]
 
+
 class ClearDisplayMessageResponse(_Base, forbid_unknown_fields=True):
     "ClearDisplayMessageResponse (generated)."
 
@@ -517,6 +537,7 @@ class ClearTariffsRequest(_Base, forbid_unknown_fields=True):
 
 
 TariffClearStatusEnumType = Literal["Accepted", "Rejected", "NoTariff"]
+
 
 class ClearTariffsResultType(_Base, forbid_unknown_fields=True):
     "ClearTariffsResultType (generated)."
@@ -542,6 +563,7 @@ class ClearVariableMonitoringRequest(_Base, forbid_unknown_fields=True):
 
 
 ClearMonitoringStatusEnumType = Literal["Accepted", "Rejected", "NotFound"]
+
 
 class ClearMonitoringResultType(_Base, forbid_unknown_fields=True):
     "ClearMonitoringResultType (generated)."
@@ -624,6 +646,7 @@ class CustomerInformationRequest(_Base, forbid_unknown_fields=True):
 
 CustomerInformationStatusEnumType = Literal["Accepted", "Rejected", "Invalid"]
 
+
 class CustomerInformationResponse(_Base, forbid_unknown_fields=True):
     "CustomerInformationResponse (generated)."
 
@@ -643,6 +666,7 @@ class DataTransferRequest(_Base, forbid_unknown_fields=True):
 
 DataTransferStatusEnumType = Literal["Accepted", "Rejected", "UnknownMessageId", "UnknownVendorId"]
 
+
 class DataTransferResponse(_Base, forbid_unknown_fields=True):
     "DataTransferResponse (generated)."
 
@@ -661,6 +685,7 @@ class DeleteCertificateRequest(_Base, forbid_unknown_fields=True):
 
 DeleteCertificateStatusEnumType = Literal["Accepted", "Failed", "NotFound"]
 
+
 class DeleteCertificateResponse(_Base, forbid_unknown_fields=True):
     "DeleteCertificateResponse (generated)."
 
@@ -670,6 +695,7 @@ class DeleteCertificateResponse(_Base, forbid_unknown_fields=True):
 
 
 FirmwareStatusEnumType = Literal["Downloaded", "DownloadFailed", "Downloading", "DownloadScheduled", "DownloadPaused", "Idle", "InstallationFailed", "Installing", "Installed", "InstallRebooting", "InstallScheduled", "InstallVerificationFailed", "InvalidSignature", "SignatureVerified"]
+
 
 class FirmwareStatusNotificationRequest(_Base, forbid_unknown_fields=True):
     "FirmwareStatusNotificationRequest (generated)."
@@ -688,6 +714,7 @@ class FirmwareStatusNotificationResponse(_Base, forbid_unknown_fields=True):
 
 CertificateActionEnumType = Literal["Install", "Update"]
 
+
 class Get15118EVCertificateRequest(_Base, forbid_unknown_fields=True):
     "Get15118EVCertificateRequest (generated)."
 
@@ -701,6 +728,7 @@ class Get15118EVCertificateRequest(_Base, forbid_unknown_fields=True):
 
 Iso15118EVCertificateStatusEnumType = Literal["Accepted", "Failed"]
 
+
 class Get15118EVCertificateResponse(_Base, forbid_unknown_fields=True):
     "Get15118EVCertificateResponse (generated)."
 
@@ -713,6 +741,7 @@ class Get15118EVCertificateResponse(_Base, forbid_unknown_fields=True):
 
 ReportBaseEnumType = Literal["ConfigurationInventory", "FullInventory", "SummaryInventory"]
 
+
 class GetBaseReportRequest(_Base, forbid_unknown_fields=True):
     "GetBaseReportRequest (generated)."
 
@@ -723,6 +752,7 @@ class GetBaseReportRequest(_Base, forbid_unknown_fields=True):
 
 GenericDeviceModelStatusEnumType = Literal["Accepted", "Rejected", "NotSupported", "EmptyResultSet"]
 
+
 class GetBaseReportResponse(_Base, forbid_unknown_fields=True):
     "GetBaseReportResponse (generated)."
 
@@ -732,6 +762,7 @@ class GetBaseReportResponse(_Base, forbid_unknown_fields=True):
 
 
 CertificateStatusSourceEnumType = Literal["CRL", "OCSP"]
+
 
 class CertificateStatusRequestInfoType(_Base, forbid_unknown_fields=True):
     "Data necessary to request the revocation status of a certificate."
@@ -750,6 +781,7 @@ class GetCertificateChainStatusRequest(_Base, forbid_unknown_fields=True):
 
 
 CertificateStatusEnumType = Literal["Good", "Revoked", "Unknown", "Failed"]
+
 
 class CertificateStatusType(_Base, forbid_unknown_fields=True):
     "Revocation status of certificate"
@@ -805,6 +837,7 @@ class GetChargingProfilesRequest(_Base, forbid_unknown_fields=True):
 
 GetChargingProfileStatusEnumType = Literal["Accepted", "NoProfiles"]
 
+
 class GetChargingProfilesResponse(_Base, forbid_unknown_fields=True):
     "GetChargingProfilesResponse (generated)."
 
@@ -814,6 +847,7 @@ class GetChargingProfilesResponse(_Base, forbid_unknown_fields=True):
 
 
 ChargingRateUnitEnumType = Literal["W", "A"]
+
 
 class GetCompositeScheduleRequest(_Base, forbid_unknown_fields=True):
     "GetCompositeScheduleRequest (generated)."
@@ -825,6 +859,7 @@ class GetCompositeScheduleRequest(_Base, forbid_unknown_fields=True):
 
 
 OperationModeEnumType = Literal["Idle", "ChargingOnly", "CentralSetpoint", "ExternalSetpoint", "ExternalLimits", "CentralFrequency", "LocalFrequency", "LocalLoadBalancing"]
+
 
 class V2XFreqWattPointType(_Base, forbid_unknown_fields=True):
     "*(2.1)* A point of a frequency-watt curve."
@@ -909,7 +944,9 @@ class GetDERControlResponse(_Base, forbid_unknown_fields=True):
 
 MessagePriorityEnumType = Literal["AlwaysFront", "InFront", "NormalCycle"]
 
+
 MessageStateEnumType = Literal["Charging", "Faulted", "Idle", "Unavailable", "Suspended", "Discharging"]
+
 
 class GetDisplayMessagesRequest(_Base, forbid_unknown_fields=True):
     "GetDisplayMessagesRequest (generated)."
@@ -931,6 +968,7 @@ class GetDisplayMessagesResponse(_Base, forbid_unknown_fields=True):
 
 GetCertificateIdUseEnumType = Literal["V2GRootCertificate", "MORootCertificate", "CSMSRootCertificate", "V2GCertificateChain", "ManufacturerRootCertificate", "OEMRootCertificate"]
 
+
 class GetInstalledCertificateIdsRequest(_Base, forbid_unknown_fields=True):
     "GetInstalledCertificateIdsRequest (generated)."
 
@@ -939,6 +977,7 @@ class GetInstalledCertificateIdsRequest(_Base, forbid_unknown_fields=True):
 
 
 GetInstalledCertificateStatusEnumType = Literal["Accepted", "NotFound"]
+
 
 class CertificateHashDataChainType(_Base, forbid_unknown_fields=True):
     "CertificateHashDataChainType (generated)."
@@ -982,6 +1021,7 @@ class LogParametersType(_Base, forbid_unknown_fields=True):
 
 LogEnumType = Literal["DiagnosticsLog", "SecurityLog", "DataCollectorLog"]
 
+
 class GetLogRequest(_Base, forbid_unknown_fields=True):
     "GetLogRequest (generated)."
 
@@ -994,6 +1034,7 @@ class GetLogRequest(_Base, forbid_unknown_fields=True):
 
 
 LogStatusEnumType = Literal["Accepted", "Rejected", "AcceptedCanceled"]
+
 
 class GetLogResponse(_Base, forbid_unknown_fields=True):
     "GetLogResponse (generated)."
@@ -1030,6 +1071,7 @@ class ComponentVariableType(_Base, forbid_unknown_fields=True):
 
 
 MonitoringCriterionEnumType = Literal["ThresholdMonitoring", "DeltaMonitoring", "PeriodicMonitoring"]
+
 
 class GetMonitoringReportRequest(_Base, forbid_unknown_fields=True):
     "GetMonitoringReportRequest (generated)."
@@ -1072,6 +1114,7 @@ class GetPeriodicEventStreamResponse(_Base, forbid_unknown_fields=True):
 
 ComponentCriterionEnumType = Literal["Active", "Available", "Enabled", "Problem"]
 
+
 class GetReportRequest(_Base, forbid_unknown_fields=True):
     "GetReportRequest (generated)."
 
@@ -1097,6 +1140,7 @@ class GetTariffsRequest(_Base, forbid_unknown_fields=True):
 
 
 TariffKindEnumType = Literal["DefaultTariff", "DriverTariff"]
+
 
 class TariffAssignmentType(_Base, forbid_unknown_fields=True):
     "Shows assignment of tariffs to EVSE or IdToken."
@@ -1135,6 +1179,7 @@ class GetTransactionStatusResponse(_Base, forbid_unknown_fields=True):
 
 AttributeEnumType = Literal["Actual", "Target", "MinSet", "MaxSet"]
 
+
 class GetVariableDataType(_Base, forbid_unknown_fields=True):
     "Class to hold parameters for GetVariables request."
 
@@ -1152,6 +1197,7 @@ class GetVariablesRequest(_Base, forbid_unknown_fields=True):
 
 
 GetVariableStatusEnumType = Literal["Accepted", "Rejected", "UnknownComponent", "UnknownVariable", "NotSupportedAttributeType"]
+
 
 class GetVariableResultType(_Base, forbid_unknown_fields=True):
     "Class to hold results of GetVariables request."
@@ -1187,6 +1233,7 @@ class HeartbeatResponse(_Base, forbid_unknown_fields=True):
 
 InstallCertificateUseEnumType = Literal["V2GRootCertificate", "MORootCertificate", "ManufacturerRootCertificate", "CSMSRootCertificate", "OEMRootCertificate"]
 
+
 class InstallCertificateRequest(_Base, forbid_unknown_fields=True):
     "InstallCertificateRequest (generated)."
 
@@ -1197,6 +1244,7 @@ class InstallCertificateRequest(_Base, forbid_unknown_fields=True):
 
 InstallCertificateStatusEnumType = Literal["Accepted", "Rejected", "Failed"]
 
+
 class InstallCertificateResponse(_Base, forbid_unknown_fields=True):
     "InstallCertificateResponse (generated)."
 
@@ -1206,6 +1254,7 @@ class InstallCertificateResponse(_Base, forbid_unknown_fields=True):
 
 
 UploadLogStatusEnumType = Literal["BadMessage", "Idle", "NotSupportedOperation", "PermissionDenied", "Uploaded", "UploadFailure", "Uploading", "AcceptedCanceled"]
+
 
 class LogStatusNotificationRequest(_Base, forbid_unknown_fields=True):
     "LogStatusNotificationRequest (generated)."
@@ -1224,11 +1273,15 @@ class LogStatusNotificationResponse(_Base, forbid_unknown_fields=True):
 
 MeasurandEnumType = Literal["Current.Export", "Current.Export.Offered", "Current.Export.Minimum", "Current.Import", "Current.Import.Offered", "Current.Import.Minimum", "Current.Offered", "Display.PresentSOC", "Display.MinimumSOC", "Display.TargetSOC", "Display.MaximumSOC", "Display.RemainingTimeToMinimumSOC", "Display.RemainingTimeToTargetSOC", "Display.RemainingTimeToMaximumSOC", "Display.ChargingComplete", "Display.BatteryEnergyCapacity", "Display.InletHot", "Energy.Active.Export.Interval", "Energy.Active.Export.Register", "Energy.Active.Import.Interval", "Energy.Active.Import.Register", "Energy.Active.Import.CableLoss", "Energy.Active.Import.LocalGeneration.Register", "Energy.Active.Net", "Energy.Active.Setpoint.Interval", "Energy.Apparent.Export", "Energy.Apparent.Import", "Energy.Apparent.Net", "Energy.Reactive.Export.Interval", "Energy.Reactive.Export.Register", "Energy.Reactive.Import.Interval", "Energy.Reactive.Import.Register", "Energy.Reactive.Net", "EnergyRequest.Target", "EnergyRequest.Minimum", "EnergyRequest.Maximum", "EnergyRequest.Minimum.V2X", "EnergyRequest.Maximum.V2X", "EnergyRequest.Bulk", "Frequency", "Power.Active.Export", "Power.Active.Import", "Power.Active.Setpoint", "Power.Active.Residual", "Power.Export.Minimum", "Power.Export.Offered", "Power.Factor", "Power.Import.Offered", "Power.Import.Minimum", "Power.Offered", "Power.Reactive.Export", "Power.Reactive.Import", "SoC", "Voltage", "Voltage.Minimum", "Voltage.Maximum"]
 
+
 ReadingContextEnumType = Literal["Interruption.Begin", "Interruption.End", "Other", "Sample.Clock", "Sample.Periodic", "Transaction.Begin", "Transaction.End", "Trigger"]
+
 
 PhaseEnumType = Literal["L1", "L2", "L3", "N", "L1-N", "L2-N", "L3-N", "L1-L2", "L2-L3", "L3-L1"]
 
+
 LocationEnumType = Literal["Body", "Cable", "EV", "Inlet", "Outlet", "Upstream"]
+
 
 class SignedMeterValueType(_Base, forbid_unknown_fields=True):
     "Represent a signed version of the meter value."
@@ -1325,6 +1378,7 @@ class RelativeTimeIntervalType(_Base, forbid_unknown_fields=True):
 
 
 CostKindEnumType = Literal["CarbonDioxideEmission", "RelativePricePercentage", "RenewableGenerationPercentage"]
+
 
 class CostType(_Base, forbid_unknown_fields=True):
     "CostType (generated)."
@@ -1523,6 +1577,7 @@ class NotifyCustomerInformationResponse(_Base, forbid_unknown_fields=True):
 
 GridEventFaultEnumType = Literal["CurrentImbalance", "LocalEmergency", "LowInputPower", "OverCurrent", "OverFrequency", "OverVoltage", "PhaseRotation", "RemoteEmergency", "UnderFrequency", "UnderVoltage", "VoltageImbalance"]
 
+
 class NotifyDERAlarmRequest(_Base, forbid_unknown_fields=True):
     "NotifyDERAlarmRequest (generated)."
 
@@ -1597,6 +1652,7 @@ class ACChargingParametersType(_Base, forbid_unknown_fields=True):
 
 
 IslandingDetectionEnumType = Literal["NoAntiIslandingSupport", "RoCoF", "UVP_OVP", "UFP_OFP", "VoltageVectorShift", "ZeroCrossingDetection", "OtherPassive", "ImpedanceMeasurement", "ImpedanceAtFrequency", "SlipModeFrequencyShift", "SandiaFrequencyShift", "SandiaVoltageShift", "FrequencyJump", "RCLQFactor", "OtherActive"]
+
 
 class DERChargingParametersType(_Base, forbid_unknown_fields=True):
     "*(2.1)* DERChargingParametersType is used in ChargingNeedsType during an ISO 15118-20 session for AC_BPT_DER to report the inverter settings related to DER control that were agreed between EVSE and EV."
@@ -1741,7 +1797,9 @@ class V2XChargingParametersType(_Base, forbid_unknown_fields=True):
 
 ControlModeEnumType = Literal["ScheduledControl", "DynamicControl"]
 
+
 MobilityNeedsModeEnumType = Literal["EVCC", "EVCC_SECC"]
+
 
 class ChargingNeedsType(_Base, forbid_unknown_fields=True):
     "ChargingNeedsType (generated)."
@@ -1770,6 +1828,7 @@ class NotifyEVChargingNeedsRequest(_Base, forbid_unknown_fields=True):
 
 
 NotifyEVChargingNeedsStatusEnumType = Literal["Accepted", "Rejected", "Processing", "NoChargingProfile"]
+
 
 class NotifyEVChargingNeedsResponse(_Base, forbid_unknown_fields=True):
     "NotifyEVChargingNeedsResponse (generated)."
@@ -1800,7 +1859,9 @@ class NotifyEVChargingScheduleResponse(_Base, forbid_unknown_fields=True):
 
 EventTriggerEnumType = Literal["Alerting", "Delta", "Periodic"]
 
+
 EventNotificationEnumType = Literal["HardWiredNotification", "HardWiredMonitor", "PreconfiguredMonitor", "CustomMonitor"]
+
 
 class EventDataType(_Base, forbid_unknown_fields=True):
     "Class to report an event notification for a component-variable."
@@ -1839,6 +1900,7 @@ class NotifyEventResponse(_Base, forbid_unknown_fields=True):
 
 
 MonitorEnumType = Literal["UpperThreshold", "LowerThreshold", "Delta", "Periodic", "PeriodicClockAligned", "TargetDelta", "TargetDeltaRelative"]
+
 
 class VariableMonitoringType(_Base, forbid_unknown_fields=True):
     "A monitoring setting for a variable."
@@ -1912,6 +1974,7 @@ class NotifyPriorityChargingResponse(_Base, forbid_unknown_fields=True):
 
 MutabilityEnumType = Literal["ReadOnly", "WriteOnly", "ReadWrite"]
 
+
 class VariableAttributeType(_Base, forbid_unknown_fields=True):
     "Attribute data of a variable."
 
@@ -1924,6 +1987,7 @@ class VariableAttributeType(_Base, forbid_unknown_fields=True):
 
 
 DataEnumType = Literal["string", "decimal", "integer", "dateTime", "boolean", "OptionList", "SequenceList", "MemberList"]
+
 
 class VariableCharacteristicsType(_Base, forbid_unknown_fields=True):
     "Fixed read-only parameters of a variable."
@@ -1966,6 +2030,7 @@ class NotifyReportResponse(_Base, forbid_unknown_fields=True):
 
 
 PaymentStatusEnumType = Literal["Settled", "Canceled", "Rejected", "Failed"]
+
 
 class AddressType(_Base, forbid_unknown_fields=True):
     "*(2.1)* A generic address format."
@@ -2053,6 +2118,7 @@ class PublishFirmwareResponse(_Base, forbid_unknown_fields=True):
 
 PublishFirmwareStatusEnumType = Literal["Idle", "DownloadScheduled", "Downloading", "Downloaded", "Published", "DownloadFailed", "DownloadPaused", "InvalidChecksum", "ChecksumVerified", "PublishFailed"]
 
+
 class PublishFirmwareStatusNotificationRequest(_Base, forbid_unknown_fields=True):
     "PublishFirmwareStatusNotificationRequest (generated)."
 
@@ -2105,7 +2171,9 @@ class PullDynamicScheduleUpdateResponse(_Base, forbid_unknown_fields=True):
 
 ChargingProfileKindEnumType = Literal["Absolute", "Recurring", "Relative", "Dynamic"]
 
+
 RecurrencyKindEnumType = Literal["Daily", "Weekly"]
+
 
 class ChargingProfileType(_Base, forbid_unknown_fields=True):
     "A ChargingProfile consists of 1 to 3 ChargingSchedules with a list of ChargingSchedulePeriods, describing the amount of power or current that can be delivered per time interval."
@@ -2154,6 +2222,7 @@ class DERCurvePointsType(_Base, forbid_unknown_fields=True):
 
 DERUnitEnumType = Literal["Not_Applicable", "PctMaxW", "PctMaxVar", "PctWAvail", "PctVarAvail", "PctEffectiveV"]
 
+
 class HysteresisType(_Base, forbid_unknown_fields=True):
     "HysteresisType (generated)."
 
@@ -2174,6 +2243,7 @@ class ReactivePowerParamsType(_Base, forbid_unknown_fields=True):
 
 
 PowerDuringCessationEnumType = Literal["Active", "Reactive"]
+
 
 class VoltageParamsType(_Base, forbid_unknown_fields=True):
     "VoltageParamsType (generated)."
@@ -2411,6 +2481,7 @@ class RequestStopTransactionResponse(_Base, forbid_unknown_fields=True):
 
 ReservationUpdateStatusEnumType = Literal["Expired", "Removed", "NoTransaction"]
 
+
 class ReservationStatusUpdateRequest(_Base, forbid_unknown_fields=True):
     "ReservationStatusUpdateRequest (generated)."
 
@@ -2439,6 +2510,7 @@ class ReserveNowRequest(_Base, forbid_unknown_fields=True):
 
 ReserveNowStatusEnumType = Literal["Accepted", "Faulted", "Occupied", "Rejected", "Unavailable"]
 
+
 class ReserveNowResponse(_Base, forbid_unknown_fields=True):
     "ReserveNowResponse (generated)."
 
@@ -2448,6 +2520,7 @@ class ReserveNowResponse(_Base, forbid_unknown_fields=True):
 
 
 ResetEnumType = Literal["Immediate", "OnIdle", "ImmediateAndResume"]
+
 
 class ResetRequest(_Base, forbid_unknown_fields=True):
     "ResetRequest (generated)."
@@ -2482,6 +2555,7 @@ class SecurityEventNotificationResponse(_Base, forbid_unknown_fields=True):
 
 UpdateEnumType = Literal["Differential", "Full"]
 
+
 class AuthorizationData(_Base, forbid_unknown_fields=True):
     "Contains the identifier to use for authorization."
 
@@ -2500,6 +2574,7 @@ class SendLocalListRequest(_Base, forbid_unknown_fields=True):
 
 
 SendLocalListStatusEnumType = Literal["Accepted", "Failed", "VersionMismatch"]
+
 
 class SendLocalListResponse(_Base, forbid_unknown_fields=True):
     "SendLocalListResponse (generated)."
@@ -2561,6 +2636,7 @@ class SetDefaultTariffRequest(_Base, forbid_unknown_fields=True):
 
 TariffSetStatusEnumType = Literal["Accepted", "Rejected", "TooManyElements", "ConditionNotSupported", "DuplicateTariffId"]
 
+
 class SetDefaultTariffResponse(_Base, forbid_unknown_fields=True):
     "SetDefaultTariffResponse (generated)."
 
@@ -2578,6 +2654,7 @@ class SetDisplayMessageRequest(_Base, forbid_unknown_fields=True):
 
 DisplayMessageStatusEnumType = Literal["Accepted", "NotSupportedMessageFormat", "Rejected", "NotSupportedPriority", "NotSupportedState", "UnknownTransaction", "LanguageNotSupported"]
 
+
 class SetDisplayMessageResponse(_Base, forbid_unknown_fields=True):
     "SetDisplayMessageResponse (generated)."
 
@@ -2587,6 +2664,7 @@ class SetDisplayMessageResponse(_Base, forbid_unknown_fields=True):
 
 
 MonitoringBaseEnumType = Literal["All", "FactoryDefault", "HardWiredOnly"]
+
 
 class SetMonitoringBaseRequest(_Base, forbid_unknown_fields=True):
     "SetMonitoringBaseRequest (generated)."
@@ -2620,9 +2698,12 @@ class SetMonitoringLevelResponse(_Base, forbid_unknown_fields=True):
 
 OCPPInterfaceEnumType = Literal["Wired0", "Wired1", "Wired2", "Wired3", "Wireless0", "Wireless1", "Wireless2", "Wireless3", "Any"]
 
+
 OCPPTransportEnumType = Literal["SOAP", "JSON"]
 
+
 APNAuthenticationEnumType = Literal["PAP", "CHAP", "NONE", "AUTO"]
+
 
 class APNType(_Base, forbid_unknown_fields=True):
     "Collection of configuration data needed to make a data-connection over a cellular network."
@@ -2639,7 +2720,9 @@ class APNType(_Base, forbid_unknown_fields=True):
 
 OCPPVersionEnumType = Literal["OCPP12", "OCPP15", "OCPP16", "OCPP20", "OCPP201", "OCPP21"]
 
+
 VPNEnumType = Literal["IKEv2", "IPSec", "L2TP", "PPTP"]
+
 
 class VPNType(_Base, forbid_unknown_fields=True):
     "VPN Configuration settings"
@@ -2708,6 +2791,7 @@ class SetVariableMonitoringRequest(_Base, forbid_unknown_fields=True):
 
 SetMonitoringStatusEnumType = Literal["Accepted", "UnknownComponent", "UnknownVariable", "UnsupportedMonitorType", "Rejected", "Duplicate"]
 
+
 class SetMonitoringResultType(_Base, forbid_unknown_fields=True):
     "Class to hold result of SetVariableMonitoring request."
 
@@ -2747,6 +2831,7 @@ class SetVariablesRequest(_Base, forbid_unknown_fields=True):
 
 SetVariableStatusEnumType = Literal["Accepted", "Rejected", "UnknownComponent", "UnknownVariable", "NotSupportedAttributeType", "RebootRequired"]
 
+
 class SetVariableResultType(_Base, forbid_unknown_fields=True):
     "SetVariableResultType (generated)."
 
@@ -2785,6 +2870,7 @@ class SignCertificateResponse(_Base, forbid_unknown_fields=True):
 
 ConnectorStatusEnumType = Literal["Available", "Occupied", "Reserved", "Unavailable", "Faulted"]
 
+
 class StatusNotificationRequest(_Base, forbid_unknown_fields=True):
     "StatusNotificationRequest (generated)."
 
@@ -2803,11 +2889,15 @@ class StatusNotificationResponse(_Base, forbid_unknown_fields=True):
 
 TransactionEventEnumType = Literal["Ended", "Started", "Updated"]
 
+
 TriggerReasonEnumType = Literal["AbnormalCondition", "Authorized", "CablePluggedIn", "ChargingRateChanged", "ChargingStateChanged", "CostLimitReached", "Deauthorized", "EnergyLimitReached", "EVCommunicationLost", "EVConnectTimeout", "EVDeparted", "EVDetected", "LimitSet", "MeterValueClock", "MeterValuePeriodic", "OperationModeChanged", "RemoteStart", "RemoteStop", "ResetCommand", "RunningCost", "SignedDataReceived", "SoCLimitReached", "StopAuthorized", "TariffChanged", "TariffNotAccepted", "TimeLimitReached", "Trigger", "TxResumed", "UnlockCommand"]
+
 
 ChargingStateEnumType = Literal["EVConnected", "Charging", "SuspendedEV", "SuspendedEVSE", "Idle"]
 
+
 ReasonEnumType = Literal["DeAuthorized", "EmergencyStop", "EnergyLimitReached", "EVDisconnected", "GroundFault", "ImmediateReset", "MasterPass", "Local", "LocalOutOfCredit", "Other", "OvercurrentFault", "PowerLoss", "PowerQuality", "Reboot", "Remote", "SOCLimitReached", "StoppedByEV", "TimeLimitReached", "Timeout", "ReqEnergyTransferRejected"]
+
 
 class TransactionLimitType(_Base, forbid_unknown_fields=True):
     "Cost, energy, time or SoC limit for a transaction."
@@ -2834,6 +2924,7 @@ class TransactionType(_Base, forbid_unknown_fields=True):
 
 
 TariffCostEnumType = Literal["NormalCost", "MinCost", "MaxCost"]
+
 
 class TotalPriceType(_Base, forbid_unknown_fields=True):
     "Total cost with and without tax. Contains the total of energy, charging time, idle time, fixed and reservation costs including and/or excluding tax."
@@ -2870,6 +2961,7 @@ class TotalUsageType(_Base, forbid_unknown_fields=True):
 
 CostDimensionEnumType = Literal["Energy", "MaxCurrent", "MinCurrent", "MaxPower", "MinPower", "IdleTIme", "ChargingTime"]
 
+
 class CostDimensionType(_Base, forbid_unknown_fields=True):
     "Volume consumed of cost dimension."
 
@@ -2899,6 +2991,7 @@ class CostDetailsType(_Base, forbid_unknown_fields=True):
 
 
 PreconditioningStatusEnumType = Literal["Unknown", "Ready", "NotReady", "Preconditioning"]
+
 
 class TransactionEventRequest(_Base, forbid_unknown_fields=True):
     "TransactionEventRequest (generated)."
@@ -2935,6 +3028,7 @@ class TransactionEventResponse(_Base, forbid_unknown_fields=True):
 
 MessageTriggerEnumType = Literal["BootNotification", "LogStatusNotification", "FirmwareStatusNotification", "Heartbeat", "MeterValues", "SignChargingStationCertificate", "SignV2GCertificate", "SignV2G20Certificate", "StatusNotification", "TransactionEvent", "SignCombinedCertificate", "PublishFirmwareStatusNotification", "CustomTrigger"]
 
+
 class TriggerMessageRequest(_Base, forbid_unknown_fields=True):
     "TriggerMessageRequest (generated)."
 
@@ -2945,6 +3039,7 @@ class TriggerMessageRequest(_Base, forbid_unknown_fields=True):
 
 
 TriggerMessageStatusEnumType = Literal["Accepted", "Rejected", "NotImplemented"]
+
 
 class TriggerMessageResponse(_Base, forbid_unknown_fields=True):
     "TriggerMessageResponse (generated)."
@@ -2964,6 +3059,7 @@ class UnlockConnectorRequest(_Base, forbid_unknown_fields=True):
 
 UnlockStatusEnumType = Literal["Unlocked", "UnlockFailed", "OngoingAuthorizedTransaction", "UnknownConnector"]
 
+
 class UnlockConnectorResponse(_Base, forbid_unknown_fields=True):
     "UnlockConnectorResponse (generated)."
 
@@ -2980,6 +3076,7 @@ class UnpublishFirmwareRequest(_Base, forbid_unknown_fields=True):
 
 
 UnpublishFirmwareStatusEnumType = Literal["DownloadOngoing", "NoFirmware", "Unpublished"]
+
 
 class UnpublishFirmwareResponse(_Base, forbid_unknown_fields=True):
     "UnpublishFirmwareResponse (generated)."
@@ -3027,6 +3124,7 @@ class UpdateFirmwareRequest(_Base, forbid_unknown_fields=True):
 
 UpdateFirmwareStatusEnumType = Literal["Accepted", "Rejected", "AcceptedCanceled", "InvalidCertificate", "RevokedCertificate"]
 
+
 class UpdateFirmwareResponse(_Base, forbid_unknown_fields=True):
     "UpdateFirmwareResponse (generated)."
 
@@ -3044,6 +3142,7 @@ class UsePriorityChargingRequest(_Base, forbid_unknown_fields=True):
 
 
 PriorityChargingStatusEnumType = Literal["Accepted", "Rejected", "NoProfile"]
+
 
 class UsePriorityChargingResponse(_Base, forbid_unknown_fields=True):
     "UsePriorityChargingResponse (generated)."
