@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 
 import router.ocppj as ocppj
-import router.ocppj.v16
-import router.ocppj.v21
-import router.ocppj.v201
+from router.ocppj import v16, v21, v201
 from router.ocppj.actions import DIRECTIONS
 from router.ocppj.codegen import SCHEMAS, VERSION_DIRS, _schema_files
 
@@ -61,7 +59,7 @@ def test_directions_cover_exactly_the_schemas(proto: str) -> None:
 @pytest.mark.parametrize("proto", list(VERSION_DIRS))
 def test_typed_modules(proto: str) -> None:
     module = ocppj.types(proto)
-    public = {"ocpp1.6": ocppj.v16, "ocpp2.0.1": ocppj.v201, "ocpp2.1": ocppj.v21}[proto]
+    public = {"ocpp1.6": v16, "ocpp2.0.1": v201, "ocpp2.1": v21}[proto]
     assert module.REQUESTS == public.REQUESTS and module.RESPONSES == public.RESPONSES
     assert public.BootNotificationRequest is module.BootNotificationRequest
     for action, cls in module.REQUESTS.items():
