@@ -29,7 +29,8 @@ from urllib.parse import unquote
 
 from router.ocppj import Message, dialect
 from router.ocppj.errors import OCPPJError
-from router.server.wsconn import UpgradeRequest, WebSocketProtocol
+from router.server.wsconn import WebSocketProtocol
+from router.ws import UpgradeRequest
 
 if TYPE_CHECKING:
     from router.ocppj import Dialect
@@ -132,6 +133,11 @@ def cn_from_header(value: str) -> str | None:
 
 class ChargerConnection(WebSocketProtocol):
     """The router's per-connection state machine."""
+
+    # Slots, not a __dict__: tens of thousands of these live in one process.
+    __slots__ = ("addr", "call_action", "call_deadline", "call_id", "call_started", "conn_id",
+                 "dialect", "identity", "inflight", "node", "opened", "proto", "queue", "shard",
+                 "since_ms")
 
     # Python attributes (the compiled base class has its own C fields).
     node: Node

@@ -34,7 +34,9 @@ from router.server.connection import (
     cn_from_header,
     common_name,
 )
-from router.server.wsconn import UpgradeRequest, WSSettings, start_timers, ws_stats
+from router.server.wsconn import ConnectionState, start_timers
+from router.server.wsconn import stats as ws_stats
+from router.ws import UpgradeRequest, WSSettings
 from router.streams.keys import KeySpace
 from router.streams.publisher import Publisher
 from router.streams.reader import OutboundReader
@@ -284,7 +286,7 @@ class Node:
                 ok = await loop.run_in_executor(None, self.verified.verify, password, stored)
             except PasswordFormatError:
                 log.error("stored password hash for a charger has an unknown format")
-        if conn.state != 0:   # the client went away or timed out meanwhile
+        if conn.state != ConnectionState.CONNECTING:   # gone or timed out meanwhile
             return
         if ok:
             conn.finish_handshake(request)
