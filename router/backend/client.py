@@ -36,6 +36,8 @@ from router.backend.errors import (
     NotConnected,
 )
 from router.backend.message import MalformedEntry, Message, StreamReply, encode_payload
+from router.ocppj import UnknownProtocol, dialect
+from router.ocppj.errors import OCPPJError
 from router.streams.keys import KeySpace
 
 log = logging.getLogger(__name__)
@@ -75,26 +77,34 @@ class Registration:
         return cls(identity, text(b"node"), text(b"conn"), text(b"proto"), since, text(b"addr"))
 
 
-def validate_request(proto: str, action: str, payload: bytes) -> None:
-    """Validate a backend CALL payload for the charger's OCPP version.
+def validate_request(proto: str, action: str, payload: bytes, *, send: bool = False) -> None:
+    """Validate a backend CALL (or 2.1 SEND) payload for the charger's OCPP version.
+
+    The same check the router makes (router.ocppj), done before sending so a
+    bad payload fails here, with the JSON path, instead of as a ``failed``
+    entry from the router.
 
     Args:
         proto: ``ocpp1.6``, ``ocpp2.0.1`` or ``ocpp2.1``.
         action: the OCPP action.
         payload: the JSON payload.
+        send: validate as a SEND instead of a CALL.
 
     Raises:
-        InvalidPayload: unknown action for the version, or a payload its schema rejects.
+        InvalidPayload: unknown protocol, unknown action for the version (``code``
+            ``NotImplemented``), wrong direction (``NotSupported``), or a payload
+            its schema rejects (``FormatViolation``, ``TypeConstraintViolation`` …).
     """
-    from router.ocppj import dialect
-    from router.ocppj.errors import OCPPJError
-
     try:
-        dialect(proto).validate_request(action, payload, from_charger=False)
+        dia = dialect(proto)
+        if send:
+            dia.validate_send(action, payload, from_charger=False)
+        else:
+            dia.validate_request(action, payload, from_charger=False)
     except OCPPJError as exc:
-        raise InvalidPayload(exc.description, code=exc.code) from None
-    except (KeyError, ValueError, LookupError) as exc:
-        raise InvalidPayload(f"cannot validate for {proto!r}: {exc}") from None
+        raise InvalidPayload(f"{action}: {exc.description}", code=exc.code_for(proto)) from None
+    except UnknownProtocol:
+        raise InvalidPayload(f"the charger speaks an unknown protocol {proto!r}") from None
 
 
 class Client:
@@ -258,7 +268,7 @@ class Client:
         if where is None:
             raise NotConnected(f"{identity} is not connected")
         if self.validate:
-            validate_request(where.proto, action, data)
+            validate_request(where.proto, action, data, send=True)
         await self.redis.xadd(self.keys.out(where.node), {
             "kind": "send", "cs": identity, "id": uuid.uuid4().hex, "action": action,
             "payload": data, "conn": where.conn,

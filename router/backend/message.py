@@ -114,6 +114,21 @@ class Message:
         """
         return msgspec.json.decode(self.payload or b"{}", type=type_)
 
+    def typed(self) -> msgspec.Struct:
+        """The payload as the generated OCPP-J type of its version and action.
+
+        E.g. a ``router.ocppj.v16.BootNotificationRequest`` for a 1.6
+        BootNotification ``call``; the response type for a ``result``.
+
+        Raises:
+            router.ocppj.OCPPJError: unknown action, or a payload the type rejects.
+            router.ocppj.UnknownProtocol: ``proto`` is not an OCPP version.
+        """
+        from router.ocppj import decode_payload
+
+        return decode_payload(self.proto, self.action, self.payload or b"{}",
+                              response=self.kind == "result")
+
     def error_details(self) -> dict[str, Any]:
         """The ``details`` field (``errorDetails`` of a CALLERROR) as a dict."""
         if not self.details:

@@ -332,3 +332,22 @@ async def test_killed_consumers_entries_are_claimed_by_another(
     await wait_acked(redis, keys.inbound_for("CP-10"), GROUP, eid)
     await stopped(survivor, task)
     assert survivor.stats["claimed"] == 1
+
+
+async def test_typed_access_with_the_generated_ocppj_types(
+        app: BackendApp, redis: aioredis.Redis, keys: KeySpace) -> None:
+    from router.ocppj import v16
+
+    got: list[object] = []
+
+    @app.on_call("Authorize")
+    async def authorize(msg: Message) -> dict[str, Any]:
+        got.append(msg.typed())
+        return {"idTagInfo": {"status": "Accepted"}}
+
+    task = await started(app)
+    await publish(redis, keys, "call", "CP-11", action="Authorize", payload={"idTag": "04A2B3"})
+    await read_out(redis, keys)
+    await stopped(app, task)
+    assert isinstance(got[0], v16.AuthorizeRequest)
+    assert got[0].idTag == "04A2B3"

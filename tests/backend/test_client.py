@@ -168,3 +168,22 @@ async def test_payload_must_be_a_json_object(redis: aioredis.Redis, key_prefix: 
     async with Client(redis, prefix=key_prefix) as client:
         with pytest.raises(TypeError):
             await client.call("CP-1", "Reset", [1, 2])
+
+
+@pytest.mark.parametrize(("action", "payload", "code"), [
+    ("Reset", {"type": "Sideways"}, "PropertyConstraintViolation"),
+    ("Reset", {}, "OccurenceConstraintViolation"),
+    ("Teleport", {}, "NotImplemented"),
+    ("BootNotification", {"chargePointVendor": "A", "chargePointModel": "B"}, "NotSupported"),
+])
+async def test_invalid_payload_is_refused_before_sending(
+        redis: aioredis.Redis, keys: KeySpace, key_prefix: str, action: str,
+        payload: dict[str, Any], code: str) -> None:
+    async with FakeRouter(redis, keys, "node-a", accept) as node:
+        await node.register("CP-1", proto="ocpp1.6")
+        async with Client(redis, prefix=key_prefix, shards=2) as client:
+            with pytest.raises(InvalidPayload) as info:
+                await client.call("CP-1", action, payload)
+            assert info.value.code == code
+            assert await client.call("CP-1", "Reset", {"type": "Soft"}) == {"status": "Accepted"}
+    assert [f[b"action"] for f in node.seen] == [b"Reset"]
