@@ -178,23 +178,26 @@ class RedisConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         reader = self._reader
         queue = self._queue
+        gets = reader.gets
         reader.feed(data)
-        while True:
-            try:
-                reply = reader.gets()
-            except hiredis.ProtocolError as exc:
-                self._lose(RedisProtocolError(f"bad RESP from Redis: {exc}"))
-                return
-            if reply is False:  # hiredis: no complete reply buffered yet
-                return
-            if not queue:
-                self._lose(RedisProtocolError("reply without a request"))
-                return
-            req = queue[0]
-            req.replies.append(reply)
-            if len(req.replies) == req.expected:
+        try:
+            while queue:
+                req = queue[0]
+                replies = req.replies
+                append = replies.append
+                # Tight loop per request (a publish batch expects one reply
+                # per entry): no per-reply queue or length bookkeeping.
+                for _ in range(req.expected - len(replies)):
+                    reply = gets()
+                    if reply is False:  # hiredis: no complete reply buffered yet
+                        return
+                    append(reply)
                 queue.popleft()
-                self._deliver(req.callback, req.replies)
+                self._deliver(req.callback, replies)
+            if gets() is not False:
+                self._lose(RedisProtocolError("reply without a request"))
+        except hiredis.ProtocolError as exc:
+            self._lose(RedisProtocolError(f"bad RESP from Redis: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None

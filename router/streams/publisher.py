@@ -90,7 +90,7 @@ class _Batch:
     __slots__ = ("dones", "errors", "n", "nbytes", "started")
 
     def __init__(self, n: int, nbytes: int, errors: list[ErrorCallback | None],
-                 dones: list[DoneCallback | None], started: float) -> None:
+                 dones: list[tuple[int, DoneCallback]], started: float) -> None:
         self.n = n
         self.nbytes = nbytes
         self.errors = errors
@@ -154,7 +154,9 @@ class Publisher:
         self._inbound = keys.all_inbound()
         self._buf = CommandBuffer(64 * 1024)
         self._errors: list[ErrorCallback | None] = []
-        self._dones: list[DoneCallback | None] = []
+        # on_done callbacks are rare (the router uses on_error only): keep
+        # (index in batch, callback) pairs instead of a None per entry.
+        self._dones: list[tuple[int, DoneCallback]] = []
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: RedisConnection | None = None
@@ -256,7 +258,8 @@ class Publisher:
             RuntimeError: the publisher was not started.
             TypeError, ValueError: a malformed field (nothing is queued).
         """
-        if self._loop is None:
+        loop = self._loop
+        if loop is None:
             raise RuntimeError("Publisher not started")
         key = self._inbound[shard] if shard is not None else self.keys.inbound_for(cs)
         if self.pending >= 2 * self.max_pending:
@@ -264,7 +267,19 @@ class Publisher:
             return
         self._buf.append_inbound(key, self.maxlen, kind, cs, proto, node, conn, ts_ms,
                                  id, action, payload, extra)
-        self._queued(on_error, on_done)
+        # (Same bookkeeping as in xadd, inlined: this runs once per charger message.)
+        errors = self._errors
+        if on_done is not None:
+            self._dones.append((len(errors), on_done))
+        errors.append(on_error)
+        self.pending += 1
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        if not self.paused and (
+                self.pending >= self.max_pending
+                or self._inflight_bytes + self._buf.nbytes >= self.max_pending_bytes):
+            self._pause()
 
     def xadd(self, key: bytes, fields: Sequence[Arg], maxlen: int | None,
              on_error: ErrorCallback | None = None,
@@ -281,27 +296,30 @@ class Publisher:
             RuntimeError: the publisher was not started.
             TypeError, ValueError: malformed fields (nothing is queued).
         """
-        if self._loop is None:
+        loop = self._loop
+        if loop is None:
             raise RuntimeError("Publisher not started")
         if self.pending >= 2 * self.max_pending:
             self._refuse(on_error)
             return
         self._buf.append_xadd(key, maxlen, fields)
-        self._queued(on_error, on_done)
-
-    def _queued(self, on_error: ErrorCallback | None, on_done: DoneCallback | None) -> None:
-        self._errors.append(on_error)
-        self._dones.append(on_done)
+        errors = self._errors
+        if on_done is not None:
+            self._dones.append((len(errors), on_done))
+        errors.append(on_error)
         self.pending += 1
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+            loop.call_soon(self._flush)
         if not self.paused and (
                 self.pending >= self.max_pending
                 or self._inflight_bytes + self._buf.nbytes >= self.max_pending_bytes):
-            self.paused = True
-            if self.on_pause is not None:
-                self.on_pause()
+            self._pause()
+
+    def _pause(self) -> None:
+        self.paused = True
+        if self.on_pause is not None:
+            self.on_pause()
 
     def _refuse(self, on_error: ErrorCallback | None) -> None:
         self.stats.failed += 1
@@ -343,20 +361,24 @@ class Publisher:
             assert self._loop is not None
             elapsed = self._loop.time() - batch.started
             stats.recent.append((batch.n, elapsed))
-            errors = batch.errors
-            dones = batch.dones
-            for i, reply in enumerate(result):
-                if isinstance(reply, _ReplyError):
-                    stats.failed += 1
-                    stats.reply_errors += 1
-                    ecb = errors[i]
-                    if ecb is not None:
-                        self._call(ecb, RedisReplyError(str(reply)))
-                else:
-                    stats.entries += 1
-                    dcb = dones[i]
-                    if dcb is not None:
-                        self._call(dcb, reply)
+            # Fast path: scan the reply types in C (set(map(type, …))); error
+            # replies are rare and take the slow loop.
+            nerr = 0
+            if _ReplyError in set(map(type, result)):
+                errors = batch.errors
+                for i, reply in enumerate(result):
+                    if type(reply) is _ReplyError:
+                        nerr += 1
+                        ecb = errors[i]
+                        if ecb is not None:
+                            self._call(ecb, RedisReplyError(str(reply)))
+                stats.failed += nerr
+                stats.reply_errors += nerr
+            stats.entries += batch.n - nerr
+            for i, dcb in batch.dones:
+                reply = result[i]
+                if type(reply) is not _ReplyError:
+                    self._call(dcb, reply)
             if self.on_batch is not None:
                 self._call(self.on_batch, batch.n, elapsed)
         if self.paused and self.pending <= self.max_pending // 2 and (
