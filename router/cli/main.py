@@ -14,6 +14,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from redis.exceptions import RedisError
+
 # name -> (module, one-line help). Modules are imported only when used, so
 # `ocpp-router call` does not pay for the server's imports.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -86,6 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.status
     except KeyboardInterrupt:
         return 130
+    except RedisError as exc:
+        # Unreachable or refusing Redis is a user-facing condition, not a bug.
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"ocpp-router {args.command}: Redis: {text}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from router.cli.main import CLIError
-from router.config import ConfigError, add_arguments as add_config_arguments, load
+from router.config import ConfigError, load
+from router.config import add_arguments as add_config_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

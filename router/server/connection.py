@@ -27,7 +27,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from router.ocppj import Message, dialect
+from router.ocppj import Message
 from router.ocppj.errors import OCPPJError
 from router.server.wsconn import WebSocketProtocol
 from router.ws import UpgradeRequest

@@ -36,11 +36,11 @@ from router.server.connection import (
 )
 from router.server.wsconn import ConnectionState, start_timers
 from router.server.wsconn import stats as ws_stats
-from router.ws import UpgradeRequest, WSSettings
 from router.streams.keys import KeySpace
 from router.streams.publisher import Publisher
 from router.streams.reader import OutboundReader
 from router.streams.registry import Registry
+from router.ws import UpgradeRequest, WSSettings
 
 log = logging.getLogger("router.node")
 
@@ -283,7 +283,8 @@ class Node:
         if stored is not None:
             loop = asyncio.get_running_loop()
             try:
-                ok = await loop.run_in_executor(None, self.verified.verify, password, stored)
+                stored_b = stored.encode() if isinstance(stored, str) else stored
+                ok = await loop.run_in_executor(None, self.verified.verify, password, stored_b)
             except PasswordFormatError:
                 log.error("stored password hash for a charger has an unknown format")
         if conn.state != ConnectionState.CONNECTING:   # gone or timed out meanwhile
