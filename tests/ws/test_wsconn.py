@@ -450,6 +450,7 @@ def test_send_before_open_is_invalid_and_after_close_dropped(run: Callable[..., 
         server.close()
         assert len(errors) == 1
         assert stats()["messages_dropped"] == before + 1
+        assert closes(log) == [("closed", 1000, "")]
     run(main)
 
 
@@ -472,6 +473,7 @@ def test_accept_offered_subprotocols_only(run: Callable[..., Any]) -> None:
         await done
         server.close()
         assert len(errors) == 1
+        assert closes(log) == [("rejected",)]
     run(main)
 
 

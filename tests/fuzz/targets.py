@@ -1,0 +1,180 @@
+"""Fuzz targets: the only allowed outcomes are events or the codec's own
+documented errors (``ProtocolError`` 1002, ``InvalidPayload`` 1007,
+``MessageTooBig`` 1009 for frames; ``HandshakeError`` subclasses for the
+upgrade). Anything else — another exception, a crash, an event that breaks an
+invariant — is a finding.
+
+Each target takes raw bytes so it runs under atheris and under plain pytest
+(replaying a corpus). The first byte picks a configuration; the frame target
+builds mostly well-formed masked frames from the input (structure-aware) half
+of the time, so mutations reach payload, fragmentation and deflate paths.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+from router.ws import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    Connection,
+    DeflateParams,
+    HandshakeError,
+    HandshakeParser,
+    InvalidPayload,
+    MessageTooBig,
+    ProtocolError,
+    mask,
+)
+
+ALLOWED_FRAME_ERRORS = (ProtocolError, InvalidPayload, MessageTooBig)
+MAX_SIZES = (0, 1, 125, 1000, 70_000)
+DEFLATES = (None, DeflateParams(12, 12, True, True), DeflateParams(15, 9, False, False))
+
+
+class Reader:
+    """A small cursor over the fuzz input (atheris' FuzzedDataProvider is
+    not available outside atheris runs)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def byte(self) -> int:
+        if self.pos >= len(self.data):
+            return 0
+        self.pos += 1
+        return self.data[self.pos - 1]
+
+    def take(self, n: int) -> bytes:
+        out = self.data[self.pos:self.pos + n]
+        self.pos += len(out)
+        return out
+
+    def left(self) -> int:
+        return len(self.data) - self.pos
+
+
+def structured_stream(r: Reader) -> bytes:
+    """Masked frames with fields from the input; deflated payloads sometimes."""
+    out = b""
+    while r.left() > 0 and len(out) < 200_000:
+        b0 = r.byte()
+        opcode = (OP_TEXT, OP_BINARY, 0, OP_PING, OP_PONG, OP_CLOSE, b0 & 0x0F)[b0 % 7]
+        fin = bool(b0 & 0x10)
+        rsv = (r.byte() >> 5) if b0 & 0x20 else 0
+        n = r.byte()
+        if b0 & 0x40:
+            n = n * 256 + r.byte()
+        payload = r.take(n)
+        if b0 & 0x80:
+            comp = zlib.compressobj(wbits=-12)
+            payload = (comp.compress(payload) + comp.flush(zlib.Z_SYNC_FLUSH))[:-4]
+            rsv |= 0b100
+        key = r.take(4).ljust(4, b"\0")
+        n = len(payload)
+        head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
+        if n < 126:
+            head += bytes([0x80 | n])
+        elif n < 65536:
+            head += bytes([0x80 | 126]) + struct.pack("!H", n)
+        else:
+            head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+        out += head + key + mask(payload, key)
+    return out
+
+
+def fuzz_frames(data: bytes) -> None:
+    """Feed frames to the server codec, split at input-chosen points."""
+    if not data:
+        return
+    r = Reader(data)
+    cfg = r.byte()
+    max_size = MAX_SIZES[cfg % len(MAX_SIZES)] or 1 << 20
+    deflate = DEFLATES[(cfg >> 3) % len(DEFLATES)]
+    stream = structured_stream(r) if cfg & 0x80 else r.take(r.left())
+    conn = Connection(max_message_size=max_size, deflate=deflate)
+    step = 1 + (cfg & 0x07) * 97
+    closed = False
+    for i in range(0, len(stream), step):
+        try:
+            events = conn.receive_data(stream[i:i + step])
+        except ALLOWED_FRAME_ERRORS as exc:
+            assert exc.close_code in (1002, 1007, 1009)
+            assert conn.failed
+            for event in conn.events_received():
+                check_event(event, max_size)
+            return
+        for event in events:
+            assert not closed, "event after a close frame"
+            check_event(event, max_size)
+            closed = event[0] == OP_CLOSE
+    # Whatever was sent back must be decodable by us too (round trip).
+    if not closed and not conn.failed:
+        conn.send(OP_BINARY, stream[:1000])
+
+
+def check_event(event: tuple[object, ...], max_size: int) -> None:
+    op = event[0]
+    if op == OP_CLOSE:
+        code, reason = event[1], event[2]
+        assert isinstance(code, int) and isinstance(reason, str)
+        assert code == 1005 or 1000 <= code <= 4999
+        return
+    payload = event[1]
+    assert isinstance(payload, bytes)
+    if op in (OP_PING, OP_PONG):
+        assert len(payload) <= 125
+    else:
+        assert op in (OP_TEXT, OP_BINARY)
+        assert len(payload) <= max_size
+        if op == OP_TEXT:
+            payload.decode("utf-8")
+
+
+def fuzz_upgrade(data: bytes) -> None:
+    """Feed an HTTP upgrade request in input-chosen chunks."""
+    if not data:
+        return
+    step = 1 + data[0] % 64
+    parser = HandshakeParser(max_header_bytes=4096, max_headers=32)
+    body = data[1:]
+    for i in range(0, len(body), step):
+        try:
+            request = parser.feed(body[i:i + step])
+        except HandshakeError as exc:
+            assert exc.status in (400, 405, 426, 431)
+            return
+        if request is not None:
+            assert request.method == "GET"
+            assert request.host is not None and len(request.key) == 24
+            assert len(request.headers) <= 32
+            assert all(name == name.lower() for name, _ in request.headers)
+            return
+
+
+TARGETS = {"frames": fuzz_frames, "upgrade": fuzz_upgrade}
+
+
+def seeds() -> dict[str, list[bytes]]:
+    """Small valid inputs to start from (written to the corpus directory)."""
+    from tests.ws.helpers import client_frame, close_payload, upgrade_request
+
+    frames = [
+        b"\x00" + client_frame(OP_TEXT, b"hello") + client_frame(OP_CLOSE, close_payload(1000)),
+        b"\x01" + client_frame(OP_TEXT, b"he", fin=False) + client_frame(OP_PING, b"p")
+        + client_frame(0, "llo ✓".encode()),
+        b"\x08" + client_frame(OP_BINARY, b"\x00" * 300),
+        bytes([0x80 | 0x10 | 0x40]) + b"\x01\x00" + b"x" * 256 + b"abcd",
+        bytes([0x88]) + bytes([0x80 | 0x10 | 0x01]) + b"\x20" + b"compress me " * 3 + b"kkkk",
+    ]
+    upgrades = [
+        b"\x05" + upgrade_request(b"Sec-WebSocket-Protocol: ocpp1.6",
+                                  b"Sec-WebSocket-Extensions: permessage-deflate"),
+        b"\x00" + upgrade_request(b"Authorization: Basic Q1AwMDE6c2VjcmV0"),
+    ]
+    return {"frames": frames, "upgrade": upgrades}
