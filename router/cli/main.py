@@ -96,4 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Under `python -m router.cli.main` this file is `__main__`; run the
+    # `router.cli.main` module's main() so that the CLIError the sub-commands
+    # import is the class caught above, not a twin.
+    from router.cli.main import main as _main
+
+    sys.exit(_main())
