@@ -78,8 +78,11 @@ class RedisServer:
             "--logfile", os.path.join(self._dir, "redis.log"),
         ]
         try:
+            # Own session: a terminal's Ctrl-C goes to the foreground process
+            # group; the owner (e.g. `ocpp-router dev`) stops Redis last, itself.
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                         start_new_session=True)
         except OSError as exc:
             self._cleanup()
             raise RedisServerError(f"cannot run {self.binary}: {exc.strerror}") from exc
