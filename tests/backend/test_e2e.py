@@ -41,7 +41,7 @@ class Charger16(ChargePoint16):
     """A 1.6 charger that accepts Reset, refuses UnlockConnector and never answers GetConfiguration."""
 
     @on("Reset")
-    async def on_reset(self, type: str) -> result16.Reset:  # noqa: A002 - the OCPP field name
+    async def on_reset(self, type: str) -> result16.Reset:  # "type": the OCPP field name
         return result16.Reset(status="Accepted")
 
     @on("UnlockConnector")
