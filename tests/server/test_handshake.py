@@ -33,7 +33,8 @@ def raw_request(node: RouterNode, path: str, *, protocols: str = "ocpp1.6",
             if not chunk:
                 break
             data += chunk
-    return data
+    # Only the HTTP head: a close frame may follow in the same read.
+    return data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
 
 
 def status_of(response: bytes) -> int:
