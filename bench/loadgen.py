@@ -196,7 +196,7 @@ class Charger(WSListener):
                 w.unexpected += 1
                 return
             if kind == _CALLERROR:
-                w.call_errors += 1
+                w.count_error(data)
             self._answered(data)
         elif kind == _CALL:
             self._answer_backend_call(transport, data)
@@ -293,7 +293,7 @@ class Charger(WSListener):
             self._answer_backend_call(transport, data)
         elif kind in (3, 4) and mid == self.cur_id:
             if kind == 4:
-                w.call_errors += 1
+                w.count_error(data)
             self._answered(data)
         else:
             w.unexpected += 1
@@ -334,6 +334,7 @@ class Worker:
         self.handshakes = 0
         self.handshake_failures = 0
         self.failure_kinds: Counter[str] = Counter()
+        self.error_codes: Counter[str] = Counter()
         self.proto_mismatch = 0
         self.disconnects = 0
         self.reconnects = 0
@@ -354,6 +355,15 @@ class Worker:
         self._storm_target = 0
         self._storm_failures0 = 0
         self._booted_waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    def count_error(self, data: bytes) -> None:
+        """A CALLERROR answered one of our CALLs: count it by error code."""
+        self.call_errors += 1
+        try:
+            code = str(orjson.loads(data)[2])
+        except (orjson.JSONDecodeError, IndexError):
+            code = "?"
+        self.error_codes[code] += 1
 
     # -- connections ------------------------------------------------------- #
 
@@ -536,7 +546,7 @@ class Worker:
     def report(self) -> dict[str, Any]:
         return {
             "t": "report", **self.counters(), "measured": self.measured,
-            "failure_kinds": dict(self.failure_kinds),
+            "failure_kinds": dict(self.failure_kinds), "error_codes": dict(self.error_codes),
             "lat_hist": _histogram(self.lat), "lat_max": max(self.lat, default=0),
             "boot_hist": _histogram(self.boot_lat), "hs_hist": _histogram(self.hs_lat),
             "storm": self.storm,
@@ -859,6 +869,10 @@ def _aggregate(result: dict[str, Any], reports: list[dict[str, Any]], cfg: LoadC
     for r in reports:
         kinds.update(r.get("failure_kinds", {}))
     result["counters"]["failure_kinds"] = dict(kinds)
+    codes: Counter[str] = Counter()
+    for r in reports:
+        codes.update(r.get("error_codes", {}))
+    result["counters"]["callerror_codes"] = dict(codes)
     result["chargers"] = cfg.chargers
     hist = merge_hists(r["lat_hist"] for r in reports)
     lat_max = max((int(r["lat_max"]) for r in reports), default=0)

@@ -109,6 +109,30 @@ def _wait_http_ok(url: str, proc: Service, timeout: float) -> None:
     raise ServiceError(f"{url} not ready after {timeout:.0f}s; stderr: {proc.log_tail()}")
 
 
+def _wait_consumer_group(url: str, proc: Service, timeout: float, shards: int = 1) -> None:
+    """Wait until the backend has a consumer group on every inbound stream:
+    before that, a BootNotification would be published to nobody (groups
+    start at ``$``) and the charger would wait for the router's reply timeout."""
+    import redis
+
+    r = redis.Redis.from_url(url)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not proc.alive():
+                raise ServiceError(f"backend exited early; stderr: {proc.log_tail()}")
+            try:
+                if all(r.xinfo_groups(f"ocpp:in:{{{n}}}") for n in range(shards)):
+                    return
+            except redis.ResponseError:
+                pass  # the stream does not exist yet
+            time.sleep(0.05)
+    finally:
+        r.close()
+    raise ServiceError(f"backend made no consumer group in {timeout:.0f}s; "
+                       f"stderr: {proc.log_tail()}")
+
+
 def router_available() -> str | None:
     """None if ``ocpp-router serve`` exists in this build, else the reason."""
     for mod in ("router.cli.serve", "router.server.supervisor"):
@@ -141,6 +165,7 @@ async def router_stack(backend: str, workers: int, extra: tuple[str, ...] = ()
         back = Service(f"backend-{backend}", argv, None)
         services.append(back)
         back.start()
+        await asyncio.to_thread(_wait_consumer_group, redis.url, back, 30)
         port, admin = free_port(), free_port()
         router = Service("router", python_module(
             "router.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port),
@@ -156,7 +181,6 @@ async def router_stack(backend: str, workers: int, extra: tuple[str, ...] = ()
         services.append(router)
         router.start()
         await asyncio.to_thread(_wait_http_ok, f"http://127.0.0.1:{admin}/readyz", router, 30)
-        await asyncio.sleep(1.0 if backend == "csms" else 0.3)
         if not back.alive():
             raise ServiceError(f"backend exited: {back.log_tail()}")
         yield System(f"ws://127.0.0.1:{port}/ocpp",
