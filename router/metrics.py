@@ -133,6 +133,18 @@ class RouterCollector(Collector):
             yield GaugeMetricFamily(f"{NS}_{name}", doc, value=float(gauges.get(name, 0)))
         ws = gauges.get("ws", {})
         for key, value in sorted(ws.items()):
-            if isinstance(value, int | float):
-                yield CounterMetricFamily(f"{NS}_ws_{key}", f"WebSocket codec counter {key}",
+            if key == "connections_open":
+                yield GaugeMetricFamily(f"{NS}_ws_connections_open",
+                                        "TCP connections held by the WebSocket layer",
+                                        value=float(value))
+            elif key == "errors_by_close_code":
+                fam = CounterMetricFamily(f"{NS}_ws_protocol_errors",
+                                          "connections closed for a protocol error, by close code",
+                                          labels=["code"])
+                for code, n in sorted(value.items()):
+                    fam.add_metric([str(code)], n)
+                yield fam
+            elif isinstance(value, int | float):
+                yield CounterMetricFamily(f"{NS}_ws_{key.removesuffix('_total')}",
+                                          f"WebSocket layer: {key.replace('_', ' ')}",
                                           value=value)

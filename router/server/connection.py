@@ -265,8 +265,10 @@ class ChargerConnection(WebSocketProtocol):
         elif mtype == CALLRESULT or mtype == CALLERROR:
             self._charger_answer(msg)
         elif mtype == SEND:
+            self.node.count_message("in", "send", msg.action or "")
             self.node.publish(self, b"send", msg.id, msg.action, msg.payload)
         elif mtype == CALLRESULTERROR:
+            self.node.count_message("in", "callresulterror", "")
             self.node.publish(self, b"error", msg.id, msg.action, None, msg.code,
                               msg.description, msg.details, (b"msgtype", b"5"))
 

@@ -377,3 +377,60 @@ async def test_permessage_deflate_charger(router_node: RouterNode, backend: Back
     await backend.reply(call, BOOT_REPLY["ocpp1.6"])
     assert await cp.recv() == [3, msg_id, BOOT_REPLY["ocpp1.6"]]
     await cp.close()
+
+
+async def test_ocpp21_send_both_ways(router_node: RouterNode, backend: Backend) -> None:
+    cp = await Charger.connect(router_node, "CP-send", "ocpp2.1")
+    conn = (await backend.next("connected", cs="CP-send"))["conn"]
+    await cp.send([6, "s1", "NotifyEVChargingSchedule", {"bad": 1}])
+    answer = await cp.recv()
+    assert answer[0] == 4 and answer[1] == "s1"       # invalid SEND is answered
+    await backend.nothing()
+    await cp.send([6, "s2", "NotifyPeriodicEventStream",
+                   {"id": 1, "pending": 0, "basetime": "2026-11-21T12:00:00Z",
+                    "data": [{"t": 0.5, "v": "1"}]}])
+    sent = await backend.next("send", cs="CP-send")
+    assert sent["id"] == "s2" and sent["action"] == "NotifyPeriodicEventStream"
+    await backend.out(router_node.node_id, kind="send", cs="CP-send", conn=conn, id="b1",
+                      action="NotifyWebPaymentStarted",
+                      payload={"evseId": 1, "timeout": 60})
+    assert (await cp.recv())[:3] == [6, "b1", "NotifyWebPaymentStarted"]
+    await cp.close()
+
+
+async def test_send_to_a_16_charger_fails(router_node: RouterNode, backend: Backend) -> None:
+    cp = await Charger.connect(router_node, "CP-s16")
+    await backend.out(router_node.node_id, kind="send", cs="CP-s16", id="b1",
+                      action="Reset", payload={"type": "Hard"})
+    assert (await backend.next("failed", cs="CP-s16"))["code"] == "UnknownAction"
+    await cp.close()
+
+
+async def test_invalid_charger_result_fails_the_backend_call(router_node: RouterNode,
+                                                             backend: Backend) -> None:
+    cp = await Charger.connect(router_node, "CP-icr")
+    await backend.out(router_node.node_id, kind="call", cs="CP-icr", id="r1", action="Reset",
+                      payload={"type": "Hard"})
+    assert (await cp.recv())[:3] == [2, "r1", "Reset"]
+    await cp.send([3, "r1", {"status": "Perhaps"}])
+    failed = await backend.next("failed", cs="CP-icr")
+    assert failed["code"] == "InvalidPayload" and failed["action"] == "Reset"
+    await cp.close()
+
+
+async def test_backend_error_reply_codes_are_checked(router_node: RouterNode,
+                                                     backend: Backend) -> None:
+    cp = await Charger.connect(router_node, "CP-ec")
+    msg_id = await cp.call("BootNotification", BOOT["ocpp1.6"])
+    call = await backend.next("call", cs="CP-ec")
+    await backend.out(router_node.node_id, kind="error", cs="CP-ec", conn=call["conn"],
+                      id=msg_id, code="NotSupported", description="nope",
+                      details={"reason": "test"})
+    assert await cp.recv() == [4, msg_id, "NotSupported", "nope", {"reason": "test"}]
+    msg_id = await cp.call("BootNotification", BOOT["ocpp1.6"])
+    call = await backend.next("call", cs="CP-ec")
+    await backend.out(router_node.node_id, kind="error", cs="CP-ec", conn=call["conn"],
+                      id=msg_id, code="MadeUpError", description="x")
+    assert (await cp.recv())[:3] == [4, msg_id, "InternalError"]
+    assert (await backend.next("failed", cs="CP-ec"))["code"] == "Malformed"
+    await cp.close()
