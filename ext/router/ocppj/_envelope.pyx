@@ -42,6 +42,23 @@ cdef dict _VERSIONS = {"ocpp1.6": 16, "ocpp2.0.1": 201, "ocpp2.1": 21}
 cdef dict _VERSION_TEXT = {16: "OCPP 1.6", 201: "OCPP 2.0.1", 21: "OCPP 2.1"}
 
 
+# 1 for bytes that need no attention inside a JSON string: printable ASCII
+# other than '"' and '\\'. Speed trick: the string scanner skips runs of them
+# with one table load per byte instead of four comparisons.
+cdef unsigned char _PLAIN[256]
+for _i in range(256):
+    _PLAIN[_i] = 1 if 0x20 <= _i < 0x80 and _i != 0x22 and _i != 0x5C else 0
+
+
+# Byte classes for _skip_object: 1 quote, 2 opening bracket, 3 closing bracket.
+cdef unsigned char _SKIP[256]
+for _i in range(256):
+    _SKIP[_i] = 0
+_SKIP[0x22] = 1
+_SKIP[0x7B] = _SKIP[0x5B] = 2
+_SKIP[0x7D] = _SKIP[0x5D] = 3
+
+
 class _Malformed(Exception):
     """Internal: the text is not valid JSON (args: reason, byte offset)."""
 
@@ -114,13 +131,20 @@ cdef int _utf8(Cursor* c) except -1:
     return 0
 
 
-cdef int _string(Cursor* c, bint* plain) except -1:
+cdef inline int _string(Cursor* c, bint* plain) except -1:
     # c.p is at the opening quote. RFC 8259 §7.
     cdef unsigned char ch
     cdef int unit
+    cdef const unsigned char* p = c.p + 1
+    cdef const unsigned char* end = c.end
     plain[0] = True
-    c.p += 1
+    c.p = p
     while True:
+        # Fast path: skip plain bytes (most of every string).
+        p = c.p
+        while p < end and _PLAIN[p[0]]:
+            p += 1
+        c.p = p
         if c.p >= c.end:
             return _fail(c, "unterminated string")
         ch = c.p[0]
@@ -153,11 +177,9 @@ cdef int _string(Cursor* c, bint* plain) except -1:
                 return _fail(c, "invalid escape")
         elif ch < 0x20:
             return _fail(c, "control character in string")
-        elif ch >= 0x80:
+        else:  # ch >= 0x80: the table sends nothing else here
             plain[0] = False
             _utf8(c)
-        else:
-            c.p += 1
 
 
 cdef inline bint _digit(Cursor* c) noexcept nogil:
@@ -263,6 +285,40 @@ cdef int _container(Cursor* c, int depth) except -1:
             return _fail(c, "expected ',' or a closing bracket")
 
 
+cdef int _skip_object(Cursor* c, int depth) except -1:
+    # Find the end of the object or array at c.p, checking only strings (UTF-8,
+    # escapes, surrogate pairs) and bracket depth. Speed trick: the payload of
+    # a CALL / SEND goes to msgspec next, which checks the grammar between the
+    # tokens even where it skips unknown fields; if msgspec rejects the payload,
+    # the error path validates it fully (_whole) before classifying. UTF-8 is
+    # checked here because msgspec does not look inside skipped strings.
+    cdef const unsigned char* p
+    cdef const unsigned char* end = c.end
+    cdef unsigned char k
+    cdef bint plain
+    cdef int level = 0
+    while True:
+        p = c.p
+        while p < end and _SKIP[p[0]] == 0:
+            p += 1
+        c.p = p
+        if p >= end:
+            return _fail(c, "unexpected end of input")
+        k = _SKIP[p[0]]
+        if k == 1:
+            _string(c, &plain)
+        elif k == 2:
+            level += 1
+            if depth + level > MAX_DEPTH:
+                return _fail(c, "nesting too deep")
+            c.p += 1
+        else:
+            level -= 1
+            c.p += 1
+            if level == 0:
+                return 0
+
+
 cdef int _whole(const unsigned char* data, Py_ssize_t n) except -1:
     # Validate that data is exactly one JSON value (with optional whitespace).
     cdef Cursor c
@@ -277,9 +333,11 @@ cdef int _whole(const unsigned char* data, Py_ssize_t n) except -1:
 
 
 cdef int _elements(Cursor* c, Span* spans, Py_ssize_t* count) except -1:
-    # The top-level array: record up to MAX_SPANS element spans, validate all.
+    # The top-level array: record up to MAX_SPANS element spans, validate all
+    # (the object payload of a CALL / SEND only lightly: see _skip_object).
     cdef Py_ssize_t i = 0
     cdef unsigned char ch
+    cdef bint light = False
     c.p += 1  # '['
     _ws(c)
     if c.p < c.end and c.p[0] == 0x5D:
@@ -299,6 +357,11 @@ cdef int _elements(Cursor* c, Span* spans, Py_ssize_t* count) except -1:
             elif ch == 0x2D or 0x30 <= ch <= 0x39:
                 # kind b'0' marks a plain non-negative integer, b'-' any other number
                 spans[i].kind = 0x30 if _number(c) else 0x2D
+                if i == 0 and spans[0].kind == 0x30 and c.p - spans[0].s == 1:
+                    light = spans[0].s[0] == 0x32 or spans[0].s[0] == 0x36
+            elif i == 3 and light and ch == 0x7B:
+                _skip_object(c, 1)
+                spans[i].kind = ch
             else:
                 _value(c, 1)
                 spans[i].kind = ch
@@ -511,6 +574,7 @@ cdef class Core:
             payload = self._payload(&spans[3], message_id, msgtype, 3)
             obj = _validate_fast(decode_fn, payload)
             if obj is None:
+                _full_check(payload, message_id, msgtype)
                 self.invalid(action, payload, False, message_id, msgtype)
             elif self.strict_datetime:
                 self.post_check(action, False, obj, message_id, msgtype)
@@ -567,21 +631,28 @@ cdef class Core:
                           str message_id, int msgtype):
         cdef const unsigned char* data = <const unsigned char*>PyBytes_AS_STRING(payload)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(payload), i = 0
+        cdef Cursor c
         decode_fn = decoders.get(action)
         if decode_fn is None:
             self._unknown_action(action, message_id, msgtype, 2 if msgtype == 3 else 3)
-        try:
-            _whole(data, n)
-        except _Malformed as exc:
-            raise _FormatViolation(f"$: invalid JSON ({exc.args[0]} at byte {exc.args[1]})",
-                                   message_id=message_id, msgtype=msgtype) from None
-        while data[i] == 0x20 or data[i] == 0x0A or data[i] == 0x0D or data[i] == 0x09:
-            i += 1
-        if data[i] != 0x7B:
-            raise _TypeConstraintViolation("$: payload must be a JSON object",
-                                           message_id=message_id, msgtype=msgtype)
+        c.start = c.p = data
+        c.end = data + n
+        _ws(&c)
+        if c.p < c.end and c.p[0] == 0x7B:
+            try:
+                _skip_object(&c, 0)
+            except _Malformed:
+                _full_check(payload, message_id, msgtype)
+                raise _FormatViolation("$: invalid JSON", message_id=message_id,
+                                       msgtype=msgtype) from None
         obj = _validate_fast(decode_fn, payload)
         if obj is None:
+            _full_check(payload, message_id, msgtype)
+            while data[i] == 0x20 or data[i] == 0x0A or data[i] == 0x0D or data[i] == 0x09:
+                i += 1
+            if data[i] != 0x7B:
+                raise _TypeConstraintViolation("$: payload must be a JSON object",
+                                               message_id=message_id, msgtype=msgtype)
             self.invalid(action, payload, response, message_id, msgtype)
         elif self.strict_datetime:
             self.post_check(action, response, obj, message_id, msgtype)
@@ -635,6 +706,16 @@ cdef class Core:
         # OCPP-J 2.0.1 §4.2.3: errorDescription is at most 255 characters.
         return _join([b"[4,", _json_str(id), b",", _json_str(code), b",",
                       _json_str(description[:255]), b",", details, b"]"])
+
+
+cdef int _full_check(bytes payload, str message_id, int msgtype) except -1:
+    # Error path: complete JSON validation before schema classification.
+    try:
+        _whole(<const unsigned char*>PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
+    except _Malformed as exc:
+        raise _FormatViolation(f"$: invalid JSON ({exc.args[0]} at byte {exc.args[1]})",
+                               message_id=message_id, msgtype=msgtype) from None
+    return 0
 
 
 cdef object _validate_fast(object decode_fn, bytes payload):
