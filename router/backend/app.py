@@ -132,7 +132,9 @@ class BackendApp:
         self._queues: dict[str, collections.deque[Message]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._in_flight: set[tuple[str, str]] = set()
-        self._capacity = asyncio.Condition()
+        # Set while fewer than max_in_flight entries are held; the reader waits on it.
+        self._room = asyncio.Event()
+        self._room.set()
         self._stopping = asyncio.Event()
         self._ready = asyncio.Event()
 
@@ -207,6 +209,7 @@ class BackendApp:
     def stop(self) -> None:
         """Ask :meth:`run` to stop: no new reads; in-flight handlers finish."""
         self._stopping.set()
+        self._room.set()  # a reader waiting for room must see the stop
 
     async def run(self) -> None:
         """Consume until :meth:`stop`; then finish in-flight handlers and return.
@@ -261,9 +264,9 @@ class BackendApp:
         block_ms = max(1, int(self.block * 1000))
         backoff = 0.1
         while not self._stopping.is_set():
-            async with self._capacity:
-                await self._capacity.wait_for(
-                    lambda: len(self._in_flight) < self.max_in_flight or self._stopping.is_set())
+            if len(self._in_flight) >= self.max_in_flight:
+                self._room.clear()
+                await self._room.wait()
             if self._stopping.is_set():
                 break
             try:
@@ -313,11 +316,7 @@ class BackendApp:
     def _finished(self, stream: str, entry_id: str) -> None:
         self._in_flight.discard((stream, entry_id))
         if len(self._in_flight) < self.max_in_flight:
-            asyncio.get_running_loop().create_task(self._notify_capacity())
-
-    async def _notify_capacity(self) -> None:
-        async with self._capacity:
-            self._capacity.notify_all()
+            self._room.set()
 
     async def _drain(self, cs: str) -> None:
         """Handle the queued messages of one charger, one after the other."""
@@ -348,6 +347,9 @@ class BackendApp:
             self.stats["handled"] += 1
         except asyncio.CancelledError:
             raise
+        except MalformedEntry as exc:
+            # Retrying cannot help an entry that breaks the contract.
+            await self._dead_letter(msg.stream, msg.entry_id, msg.fields, 1, str(exc))
         except Exception as exc:  # a handler bug or Redis trouble: retry later
             self.stats["failed"] += 1
             log.exception("handling %r failed; it stays pending and is retried after %.0fs",

@@ -351,3 +351,44 @@ async def test_typed_access_with_the_generated_ocppj_types(
     await stopped(app, task)
     assert isinstance(got[0], v16.AuthorizeRequest)
     assert got[0].idTag == "04A2B3"
+
+
+async def test_call_without_node_is_dead_lettered_at_once(
+        app: BackendApp, redis: aioredis.Redis, keys: KeySpace) -> None:
+    task = await started(app)
+    eid = await redis.xadd(keys.inbound_for("CP-12"), {
+        "v": 1, "kind": "call", "cs": "CP-12", "proto": "ocpp1.6", "conn": "c", "ts": 1,
+        "id": "x", "action": "Heartbeat", "payload": "{}"})
+    [dead] = await read_stream(redis, app.dead_stream)
+    assert dead[b"dead_entry"] == eid and b"lacks node" in dead[b"dead_error"]
+    await wait_acked(redis, keys.inbound_for("CP-12"), GROUP, eid.decode())
+    await stopped(app, task)
+
+
+async def test_read_ahead_is_bounded_by_max_in_flight(
+        redis: aioredis.Redis, key_prefix: str, keys: KeySpace) -> None:
+    app = BackendApp(redis, group=GROUP, prefix=key_prefix, shards=3, block=0.2,
+                     max_in_flight=2, batch=1)
+    release = asyncio.Event()
+    entered: list[str] = []
+
+    @app.on("connected")
+    async def hold(msg: Message) -> None:
+        entered.append(msg.cs)
+        await release.wait()
+
+    task = await started(app)
+    for n in range(5):
+        await publish(redis, keys, "connected", f"CP-H{n}")
+    async with asyncio.timeout(timeout(10)):
+        while len(entered) < 2:
+            await asyncio.sleep(0.01)
+    # Two held, so the reader must not have taken a third entry from Redis.
+    groups = {stream: await redis.xinfo_groups(stream) for stream in keys.all_inbound()}
+    delivered = sum(int(g["pending"]) for infos in groups.values() for g in infos)
+    assert delivered == 2
+    release.set()
+    async with asyncio.timeout(timeout(10)):
+        while len(entered) < 5:
+            await asyncio.sleep(0.01)
+    await stopped(app, task)
