@@ -32,6 +32,7 @@ cdef enum:
     F_CLOSE_RECEIVED = 8
     F_FAILED = 16           # we failed the connection (close code is ours)
     F_RESPONDED = 32        # accept() or reject() wrote the HTTP response
+    F_BATCH = 64            # inside buffer_updated: frames queue in _out, one write at the end
 
 
 cdef class _Sweeper:
@@ -75,6 +76,8 @@ cdef class WebSocketProtocol(FrameCodec):
     cdef int _receive_early(self) except -1
     cdef int _send(self, int opcode, object data) except -1
     cdef int _write(self, bytes frame) except -1
+    cdef int _flush(self) except -1
+    cdef int _end_batch(self) except -1
     cdef int _send_close(self, int code, str reason) except -1
     cdef int _fail(self, object exc) except -1
     cdef int _update_reading(self) except -1

@@ -82,6 +82,12 @@ cdef uint64_t _err_1011 = 0
 
 cdef double _coarse_now = 0.0
 
+# Frames sent while one connection processes one read (F_BATCH): they leave
+# in one write()/writev at the end of buffer_updated instead of one syscall
+# per message (batch per read, like picows' last_in_buffer). Only one
+# connection is inside buffer_updated at a time, so one list serves all.
+cdef list _out = []
+
 
 cdef inline double _monotonic() noexcept nogil:
     cdef timespec ts
@@ -307,10 +313,13 @@ cdef class WebSocketProtocol(FrameCodec):
         if self._state == S_OPEN or self._state == S_CLOSING:
             if self.rstate >= R_CLOSED:
                 return      # after a close frame or a failure: discard (§7.1.1)
+            self.flags |= F_BATCH
             try:
                 self.receive(_rptr, nbytes)
             except BaseException as exc:
                 self._fail(exc)
+            finally:
+                self._end_batch()
         elif self._state == S_CONNECTING:
             self._handshake_data(PyBytes_FromStringAndSize(<char*>_rptr, nbytes))
 
@@ -463,6 +472,8 @@ cdef class WebSocketProtocol(FrameCodec):
                 self.close_code = 1006
                 self.close_reason = ""
             self._state = S_CLOSING
+            if self.flags & F_BATCH:
+                _out.clear()
             self.transport.abort()
 
     def pause_reading(self):
@@ -562,17 +573,47 @@ cdef class WebSocketProtocol(FrameCodec):
             # without copying the payload.
             frame = _large_header(opcode, n)
             _bytes_out += <uint64_t>(len(frame) + n)
-            self.transport.writelines((frame, data))
+            if self.flags & F_BATCH:
+                _out.append(frame)
+                _out.append(data if PyBytes_CheckExact(data) else bytes(data))
+            else:
+                self.transport.writelines((frame, data))
             return 0
         frame = self.encode_message(opcode, p, n)
         _bytes_out += <uint64_t>PyBytes_GET_SIZE(frame)
-        self.transport.write(frame)
+        if self.flags & F_BATCH:
+            _out.append(frame)
+        else:
+            self.transport.write(frame)
         return 0
 
     cdef int _write(self, bytes frame) except -1:
         global _bytes_out
         _bytes_out += <uint64_t>PyBytes_GET_SIZE(frame)
-        self.transport.write(frame)
+        if self.flags & F_BATCH:
+            _out.append(frame)
+        else:
+            self.transport.write(frame)
+        return 0
+
+    cdef int _flush(self) except -1:
+        # Hand queued frames to the transport now (before it closes).
+        if not (self.flags & F_BATCH) or not _out:
+            return 0
+        if len(_out) == 1:
+            self.transport.write(_out[0])
+        else:
+            self.transport.writelines(_out)
+        _out.clear()
+        return 0
+
+    cdef int _end_batch(self) except -1:
+        try:
+            if self._state != S_CLOSED and not self.transport.is_closing():
+                self._flush()
+        finally:
+            _out.clear()
+            self.flags &= ~F_BATCH
         return 0
 
     cdef int _send_close(self, int code, str reason) except -1:
@@ -616,6 +657,7 @@ cdef class WebSocketProtocol(FrameCodec):
         # Lingering close: FIN after our close frame, then read and discard
         # until the peer closes, so unread input never turns our close into
         # a TCP reset that could destroy the close frame in flight.
+        self._flush()
         if self.transport.can_write_eof():
             self.transport.write_eof()
         else:
@@ -704,6 +746,7 @@ cdef class WebSocketProtocol(FrameCodec):
             self._send_close(code, reason)
         self._state = S_CLOSING
         self.deadline = _coarse_now + self.close_timeout
+        self._flush()
         self.transport.close()
         return 0
 

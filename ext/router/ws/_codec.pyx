@@ -17,8 +17,8 @@ that saves a copy: callers pass memory they own (the shared receive buffer of
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport free, realloc, malloc
-from libc.string cimport memcpy, memmove
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy
 
 from router.ws.errors import (
     InternalError,
@@ -412,8 +412,6 @@ cdef class FrameCodec:
 
     cdef int _finish_frame(self) except -1:
         cdef uint8_t op = self.f_opcode
-        cdef int code
-        cdef str reason
         cdef bytes payload
         self.rstate = R_HEADER
         if op == 0xFF:
