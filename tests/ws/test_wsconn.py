@@ -245,7 +245,7 @@ def test_handshake_timeout_covers_a_slow_on_request(run: Callable[..., Any]) -> 
     settings = WSSettings(handshake_timeout=0.2, timer_resolution=0.05)
 
     async def main() -> None:
-        server, port, log, done, _ = await serve(settings, on_request=lambda p, r: None)
+        server, port, log, done, protos = await serve(settings, on_request=lambda p, r: None)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(upgrade_request())
         try:
@@ -253,9 +253,35 @@ def test_handshake_timeout_covers_a_slow_on_request(run: Callable[..., Any]) -> 
         except ConnectionResetError:
             pass
         await done
+        # The decision arriving late (e.g. after an auth lookup) is harmless.
+        protos[0].accept(None)
+        protos[0].reject(401)
         writer.close()
         server.close()
         assert closes(log) == [("rejected",)]
+    run(main)
+
+
+def test_second_answer_is_invalid(run: Callable[..., Any]) -> None:
+    errors: list[BaseException] = []
+
+    def on_request(proto: Recorder, request: UpgradeRequest) -> None:
+        proto.accept(None)
+        try:
+            proto.reject(503)
+        except InvalidState as exc:
+            errors.append(exc)
+        proto.close(1000)
+
+    async def main() -> None:
+        server, port, log, done, _ = await serve(on_request=on_request)
+        async with websockets.connect(f"ws://127.0.0.1:{port}/") as ws:
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+        await done
+        server.close()
+        assert len(errors) == 1
+        assert closes(log) == [("closed", 1000, "")]
     run(main)
 
 

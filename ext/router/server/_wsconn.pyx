@@ -358,22 +358,25 @@ cdef class WebSocketProtocol(FrameCodec):
         """Answer the upgrade with 101 and open the connection.
 
         permessage-deflate is negotiated here from the request and settings.
+        A call after the connection was dropped while on_request was still
+        deciding (handshake timeout, peer gone) does nothing.
 
         Args:
             subprotocol: one of ``request.subprotocols``, or None.
             headers: extra response headers as (name, value) pairs.
 
         Raises:
-            InvalidState: not waiting for a decision on a request.
+            InvalidState: no request yet, or already answered.
             ValueError: subprotocol not offered, or a header with CR/LF.
         """
         global _connections_open, _bytes_out
         cdef object s = self.settings
         cdef object pmd = None
         cdef bytes resp
-        if (self._state != S_CONNECTING or self.request is None
-                or self.flags & F_RESPONDED):
+        if self.request is None or self.flags & F_RESPONDED:
             raise InvalidState("accept() needs a pending upgrade request")
+        if self._state != S_CONNECTING:
+            return      # dropped meanwhile (handshake timeout, peer gone)
         if s.permessage_deflate and self.request.extensions:
             pmd = negotiate_deflate(self.request.extensions, s.server_max_window_bits,
                                     s.client_max_window_bits, s.server_no_context_takeover,
@@ -404,14 +407,18 @@ cdef class WebSocketProtocol(FrameCodec):
             headers: extra response headers as (name, value) pairs.
             body: response body.
 
+        A call after the connection was dropped does nothing (as accept()).
+
         Raises:
-            InvalidState: not waiting for a decision on a request.
+            InvalidState: no request yet, or already answered.
             ValueError: bad status or header.
         """
         global _handshake_rejected, _bytes_out
         cdef bytes resp
-        if self._state != S_CONNECTING or self.flags & F_RESPONDED:
+        if self.request is None or self.flags & F_RESPONDED:
             raise InvalidState("reject() needs a pending upgrade request")
+        if self._state != S_CONNECTING:
+            return      # dropped meanwhile (handshake timeout, peer gone)
         resp = error_response(status, headers, body)
         self.flags |= F_RESPONDED
         self._state = S_CLOSING
@@ -457,6 +464,7 @@ cdef class WebSocketProtocol(FrameCodec):
             raise ValueError(f"close code {code} may not be sent")
         if self._state == S_CONNECTING:
             self._state = S_CLOSING
+            self.deadline = _coarse_now + self.close_timeout
             self.transport.close()
             return
         if self._state != S_OPEN:

@@ -389,18 +389,20 @@ cdef class FrameCodec:
         return 0
 
     cdef int _append(self, const uint8_t* p, Py_ssize_t k) except -1:
-        """Make room for ``k`` more bytes in m_buf (sized by the frame header,
-        so a message of several frames grows geometrically)."""
+        """Make room for ``k`` more bytes in m_buf (geometric growth)."""
         cdef Py_ssize_t need = self.m_len + k
         cdef Py_ssize_t cap
         cdef uint8_t* nb
         if need <= self.m_cap:
             return 0
+        # Grow with the bytes that actually arrived, never with the length a
+        # header announces: a peer cannot make us allocate max_message_size
+        # per connection by sending headers alone.
         cap = self.m_cap * 2
+        if cap < 4096:
+            cap = 4096
         if cap < need:
             cap = need
-        if <uint64_t>cap < self.m_total:
-            cap = <Py_ssize_t>self.m_total
         if cap > self.max_message_size:
             cap = self.max_message_size if self.max_message_size >= need else need
         nb = <uint8_t*>realloc(self.m_buf, cap)
