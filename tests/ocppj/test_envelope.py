@@ -124,7 +124,10 @@ INVALID_JSON = [
     b'[2,"a","Heartbeat",{"a":"\xc0\xaf"}]', b'[2,"a","Heartbeat",{"a":"\xed\xa0\x80"}]',
     b'[2,"a","Heartbeat",{"a":"\xf4\x90\x80\x80"}]', b'[2,"a","Heartbeat",{"a":"\xe2\x82"}]',
     b'[2,"a","Heartbeat",{"a":\xc3\xa9}]', b'\xef\xbb\xbf[2,"a","Heartbeat",{}]',
-    b'[2,"a","Heartbeat",{}]\x00', b'[2,"a","Heartbeat",{"a":[' + b"[" * 300 + b"]" * 300 + b"]}]",
+    b'[2,"a","Heartbeat",{}]\x00', b'[6,"a","X",{"a":1,,}]', b'[2,"a","Nope",{"a":1,,}]',
+    b'[2,5,"Heartbeat",{"a":1,,}]', b'[2,"a","Heartbeat",{"a":1,,},1]', b'[2,"a","Heartbeat",{"a":[1}}]',
+    b'[2,"a","Reset",{"a":01}]', b'[2,"a","Heartbeat",{"a":"\xff"}]', b'[9,"a","X",{"a":tru}]',
+    b'[2,"a","Heartbeat",{"a":[' + b"[" * 300 + b"]" * 300 + b"]}]",
 ]
 
 

@@ -60,6 +60,7 @@ cdef class Core:
     cdef object post_check           # strict mode: (action, response, obj, id, msgtype)
 
     cdef object _decode(self, const unsigned char* data, Py_ssize_t n)
+    cdef object _interpret(self, Span* spans, Py_ssize_t count)
     cdef object _validate(self, dict decoders, str action, bytes payload, bint response,
                           str message_id, int msgtype)
     cdef object _payload(self, Span* sp, str message_id, int msgtype, int index)

@@ -27,6 +27,7 @@ from router.ocppj import errors as _errors
 
 # Bound once: no module attribute lookups on the hot path.
 cdef object _DecodeError = msgspec.DecodeError
+cdef object _OCPPJError = _errors.OCPPJError
 cdef object _json_decode = msgspec.json.decode
 cdef object _json_encode = msgspec.json.encode
 cdef object _FormatViolation = _errors.FormatViolation
@@ -332,7 +333,7 @@ cdef int _whole(const unsigned char* data, Py_ssize_t n) except -1:
     return 0
 
 
-cdef int _elements(Cursor* c, Span* spans, Py_ssize_t* count) except -1:
+cdef int _elements(Cursor* c, Span* spans, Py_ssize_t* count, bint* used_light) except -1:
     # The top-level array: record up to MAX_SPANS element spans, validate all
     # (the object payload of a CALL / SEND only lightly: see _skip_object).
     cdef Py_ssize_t i = 0
@@ -362,6 +363,7 @@ cdef int _elements(Cursor* c, Span* spans, Py_ssize_t* count) except -1:
             elif i == 3 and light and ch == 0x7B:
                 _skip_object(c, 1)
                 spans[i].kind = ch
+                used_light[0] = True
             else:
                 _value(c, 1)
                 spans[i].kind = ch
@@ -504,12 +506,8 @@ cdef class Core:
     cdef object _decode(self, const unsigned char* data, Py_ssize_t n):
         cdef Cursor c
         cdef Span spans[MAX_SPANS]
-        cdef Py_ssize_t count = 0, expected
-        cdef int msgtype = 0
-        cdef str message_id = "-1", action, code, description
-        cdef object decode_fn
-        cdef bytes payload
-        cdef Message m
+        cdef Py_ssize_t count = 0
+        cdef bint light = False
         c.start = c.p = data
         c.end = data + n
         spans[1].kind = 0
@@ -519,7 +517,7 @@ cdef class Core:
             if c.p >= c.end or c.p[0] != 0x5B:
                 _whole(data, n)
                 raise _RpcFrameworkError("$: an OCPP-J message must be a JSON array")
-            _elements(&c, spans, &count)
+            _elements(&c, spans, &count, &light)
             _ws(&c)
             if c.p != c.end:
                 _fail(&c, "data after the JSON value")
@@ -527,7 +525,28 @@ cdef class Core:
             # OCPP-J 2.0.1 §4.2.3: answer with the id when it can be read, else "-1".
             raise _FormatViolation(f"$: invalid JSON ({exc.args[0]} at byte {exc.args[1]})",
                                    message_id=_readable_id(spans, c.p), msgtype=0) from None
+        if not light:
+            return self._interpret(spans, count)
+        # The payload was only lightly scanned (_skip_object): whenever msgspec
+        # does not get to check it, check the whole frame before answering, so
+        # invalid JSON is always reported as such.
+        try:
+            result = self._interpret(spans, count)
+        except _OCPPJError:
+            _frame_check(data, n, spans)
+            raise
+        if result is None:
+            _frame_check(data, n, spans)
+        return result
 
+    cdef object _interpret(self, Span* spans, Py_ssize_t count):
+        # The meaning of a syntactically valid OCPP-J array.
+        cdef Py_ssize_t expected
+        cdef int msgtype = 0
+        cdef str message_id = "-1", action, code, description
+        cdef object decode_fn
+        cdef bytes payload
+        cdef Message m
         if count == 0:
             raise _RpcFrameworkError("$: empty array")
         if spans[0].kind == 0x30 and spans[0].e - spans[0].s == 1:
@@ -743,6 +762,16 @@ cdef str _id_of(Span* sp):
 
 cdef bint _is_minus_one(Span* sp):
     return sp.e - sp.s == 4 and memcmp(sp.s, b'"-1"', 4) == 0
+
+
+cdef int _frame_check(const unsigned char* data, Py_ssize_t n, Span* spans) except -1:
+    # Full validation of a frame whose payload was only lightly scanned.
+    try:
+        _whole(data, n)
+    except _Malformed as exc:
+        raise _FormatViolation(f"$: invalid JSON ({exc.args[0]} at byte {exc.args[1]})",
+                               message_id=_readable_id(spans, data + n), msgtype=0) from None
+    return 0
 
 
 cdef str _readable_id(Span* spans, const unsigned char* failed_at):
