@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import gc
 import math
+import os
 import resource
 import socket
 import sys
@@ -56,7 +57,7 @@ import uvloop
 from picows import WSCloseCode, WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from bench import messages
-from bench.procstat import TreeSample, cpu_of, sample_tree
+from bench.procstat import TreeSample, cpu_of, machine_busy_seconds, sample_tree
 
 MODES = ("closed", "open", "idle", "echo")
 
@@ -779,6 +780,7 @@ async def run_load(cfg: LoadConfig, log: Callable[[str], None] | None = None) ->
             await asyncio.sleep(cfg.warmup)
             before = _watch_samples(cfg.watch)
             gen0 = cpu_of(gen_pids)
+            busy0 = machine_busy_seconds()
             t0 = time.monotonic()
             for w in workers:
                 w.send("measure")
@@ -789,6 +791,11 @@ async def run_load(cfg: LoadConfig, log: Callable[[str], None] | None = None) ->
             window = time.monotonic() - t0
             gen1 = cpu_of(gen_pids)
             after = {name: cpu_of(s.pids) for name, s in before.items()}
+            busy = machine_busy_seconds() - busy0
+            ours = gen1 - gen0 + sum(after[n] - before[n].cpu_s for n in before)
+            result["machine_cores_busy"] = {
+                "all": round(busy / window, 2), "measured_processes": round(ours / window, 2),
+                "other_processes": round(max(0.0, busy - ours) / window, 2)}
             for w in workers:
                 w.send("stop")
             result["window_s"] = round(window, 3)
@@ -816,6 +823,7 @@ async def run_load(cfg: LoadConfig, log: Callable[[str], None] | None = None) ->
                 storm_t0 = time.monotonic()
                 storm_cpu0 = {name: cpu_of(s.pids) for name, s in held.items()}
                 storm_cpu0["loadgen"] = cpu_of(gen_pids)
+                busy0 = machine_busy_seconds()
                 for w in workers:
                     w.send("storm")
                 try:
@@ -836,7 +844,16 @@ async def run_load(cfg: LoadConfig, log: Callable[[str], None] | None = None) ->
                     name: round(cpu_of(held[name].pids) - storm_cpu0[name], 3) for name in held}
                 result["storm"]["cpu_s"]["loadgen"] = round(
                     cpu_of(gen_pids) - storm_cpu0["loadgen"], 3)
-                result["storm"]["wall_s"] = round(time.monotonic() - storm_t0, 3)
+                wall = time.monotonic() - storm_t0
+                result["storm"]["wall_s"] = round(wall, 3)
+                spent = sum(result["storm"]["cpu_s"].values())
+                busy = machine_busy_seconds() - busy0
+                result["machine_cores_busy"] = {
+                    "all": round(busy / wall, 2), "measured_processes": round(spent / wall, 2),
+                    "other_processes": round(max(0.0, busy - spent) / wall, 2)}
+                # With the cores to itself, the storm could not end sooner than
+                # the CPU its parts spent divided by the cores.
+                result["storm"]["cpu_bound_estimate_s"] = round(spent / (os.cpu_count() or 1), 2)
         phase[0] = "report"
         for w in workers:
             w.send("report")

@@ -89,3 +89,14 @@ def sample_tree(pid: int) -> TreeSample:
 def cpu_of(pids: tuple[int, ...]) -> float:
     """CPU seconds of exactly these processes (a tree sampled earlier)."""
     return sum(cpu_seconds(p) for p in pids)
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (``/proc/stat`` ``cpu`` line:
+    user, nice, system, irq, softirq, steal — not idle or iowait). Compared
+    with the CPU of the measured processes it shows how much other work shared
+    the machine during a measurement."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / _TICK
