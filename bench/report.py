@@ -268,6 +268,20 @@ def storm_table(data: dict[str, Any]) -> str:
                    "boot p99 ms"], rows)
 
 
+def validation_table(data: dict[str, Any]) -> str:
+    """CPU µs per message of decoding + validation, from bench/bench_validation.py."""
+    if not data.get("available"):
+        return _why(data)
+    rows_in = _get(data, "data", "rows") or []
+    variants: list[str] = []
+    for row in rows_in:
+        variants += [v for v in row["us"] if v not in variants]
+    rows = [[row["message"], _num(row.get("frame_bytes"))]
+            + [_num(row["us"].get(v), "{:.2f}") for v in variants] for row in rows_in]
+    return (f"`{data['command']}` (best of its rounds; CPU µs per message)\n\n"
+            + _table(["message", "bytes", *variants], rows))
+
+
 def render(results: Path) -> str:
     """The generated Markdown block (tables of every scenario that has results)."""
     out = []
@@ -298,6 +312,10 @@ def render(results: Path) -> str:
         out.append(f"\n### Reconnect storm\n\n`{storm['command']}` — finished "
                    f"{storm['finished']}\n")
         out.append(storm_table(storm))
+    validation = _load(results, "validation")
+    if validation:
+        out.append("\n### Validation alone\n")
+        out.append(validation_table(validation))
     plots = sorted(p.name for p in results.glob("*.png"))
     if plots:
         out.append("\n### Plots\n")

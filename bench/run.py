@@ -372,13 +372,15 @@ async def scenario_validation(a: argparse.Namespace) -> dict[str, Any]:
     if not script.exists():
         return {"available": False, "reason": "bench/bench_validation.py is not in this build"}
     out = RESULTS / "validation.raw.json"
-    argv = [sys.executable, str(script), "--json", str(out)]
+    argv = [sys.executable, str(script.relative_to(REPO)), "--json",
+            str(out.relative_to(REPO))]
     log("validation: " + shlex.join(argv))
     proc = await asyncio.create_subprocess_exec(
         *argv, cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env=dict(os.environ, PYTHONPATH=str(REPO)))
     stdout, stderr = await proc.communicate()
-    result: dict[str, Any] = {"command": shlex.join(argv), "status": proc.returncode,
+    result: dict[str, Any] = {"command": shlex.join(["python", *argv[1:]]),
+                              "status": proc.returncode,
                               "stdout": stdout.decode(errors="replace")[-4000:]}
     if proc.returncode != 0:
         result.update(available=False, reason=stderr.decode(errors="replace")[-600:])
