@@ -492,7 +492,21 @@ cdef class Core:
     # -- decoding ----------------------------------------------------------
 
     def decode(self, data):
-        """Decode one OCPP-J text message; see router.ocppj.Dialect.decode."""
+        """Decode one WebSocket text message from a charger.
+
+        Args:
+            data: the message (bytes, bytearray or memoryview; read, not kept).
+
+        Returns:
+            A Message, or None for an unknown message type that OCPP-J 1.6 and
+            2.1 ignore. CALL / SEND payloads are validated against the request
+            schema of their action; CALLRESULT payloads are not (see
+            validate_response); CALLERROR / CALLRESULTERROR fields are checked.
+
+        Raises:
+            OCPPJError: anything to answer with a CALLERROR (docs/ocppj.md).
+            TypeError: data does not support the buffer protocol.
+        """
         cdef Py_buffer view
         if type(data) is bytes:
             return self._decode(<const unsigned char*>PyBytes_AS_STRING(data),
@@ -678,42 +692,88 @@ cdef class Core:
         return None
 
     def validate_response(self, str action, bytes payload, *, str message_id="-1"):
-        """Validate a CALLRESULT payload; see router.ocppj.Dialect.validate_response."""
+        """Validate a CALLRESULT payload against the response schema of ``action``.
+
+        Args:
+            action: the action of the CALL this answers.
+            payload: the JSON payload.
+            message_id: put into the raised error.
+
+        Raises:
+            OCPPJError: ActionNotImplemented (unknown action), NotSupported (no
+                response schema) or the payload's violation.
+        """
         self._validate(self.response_decoders, action, payload, True, message_id, 3)
 
     def validate_request(self, str action, bytes payload, *, bint from_charger,
                          str message_id="-1"):
-        """Validate a CALL payload; see router.ocppj.Dialect.validate_request."""
+        """Validate a CALL payload against the request schema of ``action``.
+
+        Args:
+            action: the CALL's action.
+            payload: the JSON payload.
+            from_charger: True for a charger's CALL, False for a CSMS's CALL.
+            message_id: put into the raised error.
+
+        Raises:
+            OCPPJError: ActionNotImplemented (unknown action), NotSupported
+                (not sent in this direction) or the payload's violation.
+        """
         self._validate(self.call_decoders if from_charger else self.csms_decoders,
                        action, payload, False, message_id, 2)
 
     def validate_send(self, str action, bytes payload, *, bint from_charger=True,
                       str message_id="-1"):
-        """Validate a SEND payload (OCPP 2.1); see router.ocppj.Dialect.validate_send."""
+        """Validate a SEND payload (OCPP 2.1; only chargers send SEND messages).
+
+        Raises:
+            OCPPJError: as validate_request.
+        """
         self._validate(self.send_decoders if from_charger else {}, action, payload, False,
                        message_id, 6)
 
     # -- encoding ----------------------------------------------------------
 
     def encode_call(self, str id, str action, bytes payload):
-        """[2, id, action, payload]; see router.ocppj.Dialect.encode_call."""
+        """The CALL frame ``[2, id, action, payload]`` (payload inserted as is).
+
+        Raises:
+            ValueError: id longer than 36 characters.
+        """
         _check_id(id)
         return _join([b"[2,", _json_str(id), b",", _json_str(action), b",", payload, b"]"])
 
     def encode_send(self, str id, str action, bytes payload):
-        """[6, id, action, payload]; see router.ocppj.Dialect.encode_send."""
+        """The SEND frame ``[6, id, action, payload]`` (OCPP 2.1).
+
+        Raises:
+            ValueError: not OCPP 2.1, or id longer than 36 characters.
+        """
         if self.version != 21:
             raise ValueError("SEND exists only in OCPP 2.1")
         _check_id(id)
         return _join([b"[6,", _json_str(id), b",", _json_str(action), b",", payload, b"]"])
 
     def encode_result(self, str id, bytes payload):
-        """[3, id, payload]; see router.ocppj.Dialect.encode_result."""
+        """The CALLRESULT frame ``[3, id, payload]`` (payload inserted as is).
+
+        Raises:
+            ValueError: id longer than 36 characters.
+        """
         _check_id(id)
         return _join([b"[3,", _json_str(id), b",", payload, b"]"])
 
     def encode_error(self, str id, str code, str description, bytes details=b"{}"):
-        """[4, id, code, description, details]; see router.ocppj.Dialect.encode_error."""
+        """The CALLERROR frame ``[4, id, code, description, details]``.
+
+        The description is cut to 255 characters (OCPP-J 2.0.1 §4.2.3) and
+        JSON-escaped; the two codes spelled differently in 1.6 and 2.x are
+        respelled for this version.
+
+        Raises:
+            ValueError: code not of this version, details not a JSON object,
+                or id longer than 36 characters.
+        """
         _check_id(id)
         if code not in self.error_codes or self.respell.get(code, code) != code:
             spelled = _errors.RESPELL.get(code)
