@@ -133,7 +133,6 @@ class Dialect(Core):
         self.all_actions = charger | csms | send
         self.error_codes = errors.CODES[proto]
         self._module = module
-        self._version_text = _VERSION_TEXT[proto]
 
         def decoders(actions: frozenset[str], table: dict[str, type[msgspec.Struct]]) -> dict[str, Any]:
             # Bound ``decode`` methods, built once per action (msgspec's fast path).
