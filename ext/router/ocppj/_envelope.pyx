@@ -558,7 +558,7 @@ cdef class Core:
         cdef Py_ssize_t expected
         cdef int msgtype = 0
         cdef str message_id = "-1", action, code, description
-        cdef object decode_fn
+        cdef object decode_fn, readable = None
         cdef bytes payload
         cdef Message m
         if count == 0:
@@ -568,7 +568,9 @@ cdef class Core:
         elif spans[0].kind != 0x30 and spans[0].kind != 0x2D:
             raise _RpcFrameworkError("$[0]: message type must be a number")
         if count >= 2 and spans[1].kind == 0x22:
-            message_id = _id_of(&spans[1])
+            readable = _id_of(&spans[1])
+            if readable is not None:
+                message_id = readable
         if msgtype < 2 or msgtype > 6 or (msgtype >= 5 and self.version != 21):
             # OCPP-J 1.6 §4.1.3 / 2.1 §4.1.3: ignore unknown message types;
             # OCPP-J 2.0.1 §4.1.3: answer MessageTypeNotSupported.
@@ -576,8 +578,7 @@ cdef class Core:
                 raise _MessageTypeNotSupported(
                     "$[0]: unknown message type", message_id=message_id, msgtype=0)
             return None
-        if count < 2 or spans[1].kind != 0x22 or message_id == "-1" and not _is_minus_one(
-                &spans[1]):
+        if readable is None:
             raise _RpcFrameworkError(
                 "$[1]: message id must be a string of at most 36 characters", msgtype=msgtype)
         expected = 4 if msgtype == 2 or msgtype == 6 else 3 if msgtype == 3 else 5
@@ -807,21 +808,19 @@ cdef object _validate_fast(object decode_fn, bytes payload):
         return None
 
 
-cdef str _id_of(Span* sp):
-    # The message id, or "-1" when it is longer than 36 characters.
+cdef object _id_of(Span* sp):
+    # The message id of a string span, or None when it is longer than 36
+    # characters (OCPP-J 2.0.1 §4.1.3). An escaped character takes at most 6
+    # bytes, an escaped astral one 12: longer spans are not decoded at all.
     cdef str s
     if sp.plain:
         if sp.e - sp.s - 2 > MAX_ID_LEN:
-            return "-1"
+            return None
         return PyUnicode_DecodeASCII(<const char*>sp.s + 1, sp.e - sp.s - 2, NULL)
     if sp.e - sp.s - 2 > 12 * MAX_ID_LEN:
-        return "-1"
+        return None
     s = _span_str(sp)
-    return "-1" if len(s) > MAX_ID_LEN else s
-
-
-cdef bint _is_minus_one(Span* sp):
-    return sp.e - sp.s == 4 and memcmp(sp.s, b'"-1"', 4) == 0
+    return None if len(s) > MAX_ID_LEN else s
 
 
 cdef int _frame_check(const unsigned char* data, Py_ssize_t n, Span* spans) except -1:
@@ -836,8 +835,11 @@ cdef int _frame_check(const unsigned char* data, Py_ssize_t n, Span* spans) exce
 
 cdef str _readable_id(Span* spans, const unsigned char* failed_at):
     # After a JSON error: the id if element 1 was scanned completely before it.
+    cdef object readable
     if spans[1].kind == 0x22 and spans[1].e != NULL and spans[1].e <= failed_at:
-        return _id_of(&spans[1])
+        readable = _id_of(&spans[1])
+        if readable is not None:
+            return readable
     return "-1"
 
 
