@@ -22,7 +22,7 @@ import router.ocppj as ocppj
 from router.ocppj import errors
 
 EXAMPLES = int(os.environ.get("OCPPJ_FUZZ_EXAMPLES", "300"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 300,
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 300, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 DIALECTS = [ocppj.dialect(p) for p in ocppj.PROTOCOLS] + [
     ocppj.dialect("ocpp1.6", ocppj.Options(True, True, True))]
