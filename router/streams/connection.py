@@ -167,6 +167,10 @@ class RedisConnection(asyncio.Protocol):
         except StreamsError as exc:
             self.abort()
             raise RedisConnectionError(f"handshake with {address!r} failed: {exc}") from None
+        except BaseException:
+            # Cancelled (the owner is closing) or a bug: never leak the socket.
+            self.abort()
+            raise
 
     # -- asyncio.Protocol -----------------------------------------------------
 

@@ -16,6 +16,8 @@ class TCPProxy:
         self.target = (host, port)
         self.mode: Mode = "pass"
         self.port = 0
+        self.accepted = 0       # client connections accepted
+        self.open_clients = 0   # client connections not yet closed by the client
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -36,6 +38,8 @@ class TCPProxy:
             writer.close()
             return
         self._writers.update((writer, up_writer))
+        self.accepted += 1
+        self.open_clients += 1
         for src, dst, downstream in ((reader, up_writer, False), (up_reader, writer, True)):
             task = asyncio.create_task(self._pump(src, dst, downstream))
             self._tasks.add(task)
@@ -58,6 +62,8 @@ class TCPProxy:
         except (ConnectionError, OSError):
             pass
         finally:
+            if not downstream:
+                self.open_clients -= 1  # the client side ended (EOF or reset)
             dst.close()
 
     async def stop(self) -> None:

@@ -3,6 +3,7 @@ without recreating the Publisher / OutboundReader."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 
@@ -152,3 +153,49 @@ async def test_reader_loses_nothing_across_its_own_reconnect(redis_session: Redi
             assert reader.stats.connects == 4
     finally:
         await reader.stop()
+
+
+async def test_connection_killed_under_load_no_false_success(redis_session: RedisServer,
+                                                             key_prefix: str) -> None:
+    """Publish continuously while the connection is killed again and again:
+    every entry gets exactly one outcome, and every entry reported done is in
+    the stream with the id on_done reported."""
+    ks = KeySpace(key_prefix)
+    name = f"{key_prefix}-pub"
+    pub = Publisher(redis_session.url, keys=ks, backoff_min=0.01, backoff_max=0.05,
+                    client_name=name)
+    await pub.start()
+    outcomes: dict[int, list[object]] = {}
+    tag = 0
+
+    def record(t: int):  # type: ignore[no-untyped-def]
+        return lambda result: outcomes.setdefault(t, []).append(result)
+
+    async with client(redis_session.url) as r:
+        try:
+            kills = 0
+            while kills < 5:
+                for _ in range(50):
+                    cb = record(tag)
+                    pub.publish_inbound("CP-1", "call", "ocpp1.6", "n", "c", 1, str(tag),
+                                        "Heartbeat", b"{}", on_done=cb, on_error=cb)
+                    tag += 1
+                await asyncio.sleep(0)
+                if tag % 1000 == 0:
+                    ids = [c["id"] for c in await r.client_list() if c["name"] == name]
+                    if ids:  # else it is reconnecting right now
+                        kills += bool(await r.client_kill_filter(_id=ids[0]))
+            await pub.wait_flushed()
+            await until(lambda: len(outcomes) == tag, what="every outcome")
+            entries = await r.xrange(ks.inbound(0))
+        finally:
+            await pub.close()
+    assert all(len(v) == 1 for v in outcomes.values())
+    stored = {f[b"id"]: entry_id for entry_id, f in entries}
+    done = {t: v[0] for t, v in outcomes.items() if isinstance(v[0], bytes)}
+    failed = [v[0] for v in outcomes.values() if not isinstance(v[0], bytes)]
+    assert failed, "the kills should have failed some in-flight entries"
+    assert all(isinstance(e, StreamsError) for e in failed)
+    for t, entry_id in done.items():
+        assert stored[str(t).encode()] == entry_id
+    assert pub.stats.connects >= kills  # (the reconnect after the last kill may be pending)

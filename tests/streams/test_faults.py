@@ -87,3 +87,14 @@ async def test_frozen_network_times_out_then_recovers(proxy: TCPProxy, key_prefi
         assert 3 in out.done
     finally:
         await pub.close()
+
+
+async def test_close_during_handshake_closes_the_socket(proxy: TCPProxy, key_prefix: str) -> None:
+    """close() cancels a reconnect stuck in the handshake; its socket must be
+    closed, not left to the garbage collector."""
+    proxy.mode = "blackhole"
+    pub = Publisher(proxy.url, keys=KeySpace(key_prefix), connect_timeout=30)
+    await pub.start(wait=False)
+    await until(lambda: proxy.accepted == 1, what="the connection attempt")
+    await pub.close()
+    await until(lambda: proxy.open_clients == 0, what="the socket to close")
