@@ -17,6 +17,7 @@ code mapping and the tolerance options). The typed message classes are public:
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import dataclass
 from functools import cache
@@ -27,9 +28,6 @@ import msgspec
 
 from router.ocppj import errors
 from router.ocppj._envelope import Core, Message, scan
-from router.ocppj._generated import v16 as _v16
-from router.ocppj._generated import v21 as _v21
-from router.ocppj._generated import v201 as _v201
 from router.ocppj._runtime import first_bad_datetime
 from router.ocppj._walker import first_violation, load_schema
 from router.ocppj.actions import DIRECTIONS
@@ -51,7 +49,13 @@ __all__ = [
 #: WebSocket subprotocol names (RFC 6455 §1.9), in order of preference.
 PROTOCOLS: tuple[str, ...] = ("ocpp2.1", "ocpp2.0.1", "ocpp1.6")
 
-_MODULES: dict[str, ModuleType] = {"ocpp1.6": _v16, "ocpp2.0.1": _v201, "ocpp2.1": _v21}
+# Generated modules are imported on first use: each takes tens of milliseconds
+# to import (hundreds of Struct classes), and a deployment may use one version.
+_MODULES: dict[str, str] = {
+    "ocpp1.6": "router.ocppj._generated.v16",
+    "ocpp2.0.1": "router.ocppj._generated.v201",
+    "ocpp2.1": "router.ocppj._generated.v21",
+}
 _VERSION_TEXT = {"ocpp1.6": "OCPP 1.6", "ocpp2.0.1": "OCPP 2.0.1", "ocpp2.1": "OCPP 2.1"}
 
 
@@ -94,9 +98,10 @@ def types(proto: str) -> ModuleType:
         UnknownProtocol: ``proto`` is not supported.
     """
     try:
-        return _MODULES[proto]
+        name = _MODULES[proto]
     except KeyError:
         raise UnknownProtocol(proto) from None
+    return importlib.import_module(name)
 
 
 class Dialect(Core):
