@@ -153,7 +153,8 @@ def fuzz_upgrade(data: bytes) -> None:
             assert request.method == "GET"
             assert request.host is not None and len(request.key) == 24
             assert len(request.headers) <= 32
-            assert all(name == name.lower() for name, _ in request.headers)
+            assert all(name == name.lower() and "\0" not in name + value
+                       for name, value in request.headers)
             return
 
 

@@ -67,6 +67,7 @@ def test_byte_at_a_time() -> None:
     (UPGRADE + b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", BadRequest, 400),
     (b"GARBAGE\r\n\r\n", BadRequest, 400),
     (b"GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n", BadRequest, 400),
+    (upgrade_request(b"X-Nul: a\0b"), BadRequest, 400),
 ])
 def test_invalid_requests(raw: bytes, error: type[HandshakeError], status: int) -> None:
     with pytest.raises(error) as info:

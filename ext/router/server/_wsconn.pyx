@@ -283,8 +283,6 @@ cdef class WebSocketProtocol(FrameCodec):
         cdef object loop
         cdef object sweeper
         self.transport = transport
-        self.handshake = HandshakeParser(self.settings.max_header_bytes,
-                                         self.settings.max_headers)
         _coarse_now = _monotonic()
         self.deadline = _coarse_now + self.settings.handshake_timeout
         self.last_rx = _coarse_now
@@ -501,12 +499,19 @@ cdef class WebSocketProtocol(FrameCodec):
 
     cdef int _handshake_data(self, bytes data) except -1:
         cdef UpgradeRequest req
-        if self.handshake is None:
+        if self.request is not None:
             # The request is complete and on_request has not decided yet:
             # keep what the client sent early (reading is paused, so at most
             # one read's worth).
             self.early = data if self.early is None else self.early + data
             return 0
+        if self.handshake is None:
+            # Created on the first bytes, not in connection_made: during an
+            # accept burst, connections that have sent nothing yet hold no
+            # parser (and a request that arrives in one read frees it within
+            # the same call).
+            self.handshake = HandshakeParser(self.settings.max_header_bytes,
+                                             self.settings.max_headers)
         try:
             req = self.handshake.feed(data)
         except HandshakeError as exc:

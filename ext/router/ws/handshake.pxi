@@ -47,6 +47,15 @@ cdef class UpgradeRequest:
     def __repr__(self):
         return f"<UpgradeRequest {self.method} {self.path!r}>"
 
+    @property
+    def headers(self):
+        """[(lower-cased name, value)] in request order (a new list per call)."""
+        cdef list parts
+        if not self._packed_headers:
+            return []
+        parts = self._packed_headers.split("\0")
+        return list(zip(parts[0::2], parts[1::2]))
+
     def header(self, str name, default=None):
         """The first value of header ``name`` (case-insensitive), or ``default``."""
         name = name.lower()
@@ -140,7 +149,8 @@ cdef class HandshakeParser:
         p = self._parser
         r.method = p.get_method().decode("ascii", "replace")
         r.path = b"".join(self._url).decode("latin-1")
-        r.headers = self._headers
+        # NUL cannot occur in a header (llhttp rejects it), so it separates.
+        r._packed_headers = "\0".join([x for pair in self._headers for x in pair])
         for name, value in self._headers:
             if name == "sec-websocket-protocol":
                 protocols.extend(t.strip() for t in value.split(",") if t.strip())
