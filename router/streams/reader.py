@@ -8,7 +8,9 @@ returns is never missed, unlike a bare ``$``), hands each batch to
 ``on_entries`` and then trims everything up to the last id it delivered
 (``XTRIM MINID``, https://redis.io/commands/xtrim/), sent in the same write as
 the next XREAD. Across its own reconnects it continues from the last id it
-delivered, so it neither loses nor repeats entries.
+delivered, so it neither loses nor repeats entries; if Redis itself lost the
+stream meanwhile (restart without persistence, failover), it reads the new
+stream from its start.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ def next_id(entry_id: bytes) -> bytes:
     return b"%d-%d" % (ms_i, seq_i + 1)
 
 
+def _id_key(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or b"0")
+
+
 class ReaderStats:
     """Plain counters for the metrics exporter."""
 
@@ -61,7 +68,7 @@ class OutboundReader:
         on_entries: called from the event loop with ``[(id, {field: value})]``
             in stream order; the entries are deleted from the stream once it
             returns (also when it raises: they were delivered).
-        block_ms: XREAD BLOCK time; also how long ``stop()`` may wait at most.
+        block_ms: XREAD BLOCK time (the connection is checked at least this often).
         count: XREAD COUNT, the largest batch.
         trim: delete delivered entries (the contract's behaviour).
         connect_timeout: seconds for one connection attempt.
@@ -164,6 +171,15 @@ class OutboundReader:
                     continue
                 conn = self._conn
                 assert conn is not None
+                try:
+                    await self._resync(conn)
+                except StreamsError:
+                    self.stats.errors += 1
+                    conn.abort()
+                    self._conn = None
+                    await self._backoff(delay)
+                    delay = min(delay * 2, self.backoff_max)
+                    continue
             commands: list[tuple[Any, ...]] = []
             trim_to = self._trim_to
             if trim_to is not None:
@@ -203,6 +219,22 @@ class OutboundReader:
                     "message": "exception in OutboundReader.on_entries",
                     "exception": exc,
                 })
+
+    async def _resync(self, conn: RedisConnection) -> None:
+        """After a reconnect: if the stream now ends before our last id, Redis
+        lost data (restart without persistence, failover to a lagging replica)
+        and may hand out ids below ours, e.g. from a clock that is behind;
+        read the new stream from its start instead of skipping those."""
+        newest = await conn.command(b"XREVRANGE", self.key, b"+", b"-", b"COUNT", 1,
+                                    timeout=self.connect_timeout)
+        if not newest:
+            # Empty: either a new stream or ours fully trimmed; 0-0 misses
+            # nothing in both cases.
+            self.last_id = b"0-0"
+            self._trim_to = None
+        elif _id_key(newest[0][0]) < _id_key(self.last_id):
+            self.last_id = b"0-0"
+            self._trim_to = None
 
     async def _backoff(self, delay: float) -> None:
         # Jitter so that many nodes do not retry in lockstep.

@@ -199,3 +199,30 @@ async def test_connection_killed_under_load_no_false_success(redis_session: Redi
     for t, entry_id in done.items():
         assert stored[str(t).encode()] == entry_id
     assert pub.stats.connects >= kills  # (the reconnect after the last kill may be pending)
+
+
+async def test_reader_reads_a_rebuilt_stream_from_its_start(redis_server: RedisServer) -> None:
+    """Redis restarted empty, and the new entries have ids below the last one
+    delivered (a clock behind, a failover): they are still delivered."""
+    key = KeySpace("ocpp").out("node-1")
+    got: list[bytes] = []
+
+    def sink(entries: Entries) -> None:
+        got.extend(f[b"n"] for _, f in entries)
+
+    reader = OutboundReader(redis_server.url, key, sink, block_ms=100, backoff_max=0.2)
+    await reader.start()
+    try:
+        async with client(redis_server.url) as r:
+            await r.xadd(key, {b"n": b"1"})
+            await until(lambda: got == [b"1"])
+        redis_server.stop()
+        await until(lambda: not reader.connected, what="reader to notice")
+        redis_server.start()
+        async with client(redis_server.url) as r:
+            await r.xadd(key, {b"n": b"2"}, id=b"5-0")  # far below the last id
+            await until(lambda: got == [b"1", b"2"], what="the low-id entry")
+            await r.xadd(key, {b"n": b"3"})
+            await until(lambda: got == [b"1", b"2", b"3"])
+    finally:
+        await reader.stop()
