@@ -262,7 +262,8 @@ class Publisher:
         if loop is None:
             raise RuntimeError("Publisher not started")
         key = self._inbound[shard] if shard is not None else self.keys.inbound_for(cs)
-        if self.pending >= 2 * self.max_pending:
+        if (self.pending >= 2 * self.max_pending
+                or self._inflight_bytes + self._buf.nbytes >= 2 * self.max_pending_bytes):
             self._refuse(on_error)
             return
         self._buf.append_inbound(key, self.maxlen, kind, cs, proto, node, conn, ts_ms,
@@ -299,7 +300,8 @@ class Publisher:
         loop = self._loop
         if loop is None:
             raise RuntimeError("Publisher not started")
-        if self.pending >= 2 * self.max_pending:
+        if (self.pending >= 2 * self.max_pending
+                or self._inflight_bytes + self._buf.nbytes >= 2 * self.max_pending_bytes):
             self._refuse(on_error)
             return
         self._buf.append_xadd(key, maxlen, fields)

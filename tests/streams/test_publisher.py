@@ -154,6 +154,25 @@ async def test_byte_limit_pauses(redis_session: RedisServer, key_prefix: str) ->
         await pub.close()
 
 
+async def test_byte_hard_limit_refuses(redis_session: RedisServer, key_prefix: str) -> None:
+    pub = Publisher(redis_session.url, keys=KeySpace(key_prefix), max_pending_bytes=10_000)
+    await pub.start()
+    try:
+        out = Outcomes()
+        big = b'"' + b"x" * 12_000 + b'"'
+        for i in range(3):
+            pub.publish_inbound("CP-1", "call", "ocpp1.6", "n", "c", 1, str(i), "DataTransfer",
+                                big, on_done=out.ok(i), on_error=out.err(i))
+        # The first two fit under twice the byte limit; the third is refused.
+        assert pub.pending == 2
+        await pub.wait_flushed()
+        await until(lambda: out.finished(3))
+        assert set(out.done) == {0, 1}
+        assert isinstance(out.errors[2], PublishOverloadError)
+    finally:
+        await pub.close()
+
+
 async def test_not_started_and_closed(redis_session: RedisServer, key_prefix: str) -> None:
     pub = Publisher(redis_session.url, keys=KeySpace(key_prefix))
     with pytest.raises(RuntimeError):

@@ -170,3 +170,35 @@ async def test_round_trip_through_redis(redis_session: RedisServer, key_prefix: 
         b"action": b"MeterValues", b"payload": large,
     }
     assert entries[1][1] == {b"bin": binary, "ü".encode(): utf8.encode(), b"empty": b""}
+
+
+text_or_bytes = st.one_of(st.text(max_size=40), st.binary(max_size=200))
+optional = st.one_of(st.none(), text_or_bytes)
+
+
+@given(kind=text_or_bytes, cs=text_or_bytes, proto=text_or_bytes, node=text_or_bytes,
+       conn=text_or_bytes, ts=st.integers(min_value=0, max_value=2**62), id_=optional,
+       action=optional, payload=optional,
+       extra=st.lists(st.tuples(text_or_bytes, text_or_bytes), max_size=4),
+       maxlen=st.one_of(st.none(), st.integers(min_value=1, max_value=2**40)))
+def test_append_inbound_matches_hiredis(kind: str | bytes, cs: str | bytes, proto: str | bytes,
+                                        node: str | bytes, conn: str | bytes, ts: int,
+                                        id_: str | bytes | None, action: str | bytes | None,
+                                        payload: str | bytes | None,
+                                        extra: list[tuple[str | bytes, str | bytes]],
+                                        maxlen: int | None) -> None:
+    flat_extra = [x for pair in extra for x in pair]
+    buf = CommandBuffer(64)
+    buf.append_inbound(b"in", maxlen, kind, cs, proto, node, conn, ts, id_, action, payload,
+                       flat_extra)
+    want: list[bytes] = [b"XADD", b"in"]
+    if maxlen is not None:
+        want += [b"MAXLEN", b"~", str(maxlen).encode()]
+    want += [b"*", b"v", b"1", b"kind", as_bytes(kind), b"cs", as_bytes(cs),
+             b"proto", as_bytes(proto), b"node", as_bytes(node), b"conn", as_bytes(conn),
+             b"ts", str(ts).encode()]
+    for name, value in ((b"id", id_), (b"action", action), (b"payload", payload)):
+        if value is not None:
+            want += [name, as_bytes(value)]
+    want += [as_bytes(x) for x in flat_extra]
+    assert parse_all(buf.take()) == [want]
