@@ -36,6 +36,7 @@ from redis.exceptions import RedisError, ResponseError
 from router.backend.client import Client
 from router.backend.errors import ActionNotImplemented, OCPPError
 from router.backend.message import KINDS, MalformedEntry, Message, StreamReply, encode_payload
+from router.backend.outbox import Outbox
 from router.streams.keys import KeySpace
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,9 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Message], Awaitable[Any]]
 H = TypeVar("H", bound=Handler)
 
-# docs/streams.md: "Backends should add to out streams with MAXLEN ~ 100000".
-OUT_MAXLEN = 100_000
 DEAD_MAXLEN = 100_000
+# Connections used besides the handlers': reader, claimer, outbox, client replies, spare.
+RESERVED_CONNECTIONS = 6
 
 
 def default_consumer_name() -> str:
@@ -87,6 +88,10 @@ class BackendApp:
             :meth:`stop`. Keep it below the Redis client's socket timeout
             (redis-py ≥ 8 defaults to 5 s).
         max_in_flight: entries read but not finished; reading pauses above it.
+        concurrency: handlers running at once (each may hold a Redis
+            connection). The Redis client's pool must allow more connections
+            than this: the reader, the claimer, the outbox and ``client``
+            use a few more.
         answer_calls: this group answers charger CALLs: a ``call`` handler's
             return value is the CALLRESULT payload, and CALLs without a handler
             get a ``NotImplemented`` CALLERROR. Exactly one group of a
@@ -101,12 +106,21 @@ class BackendApp:
                  shards: int = 1, consumer: str | None = None, claim_idle: float = 30.0,
                  claim_interval: float | None = None, max_deliveries: int = 5,
                  batch: int = 100, block: float = 2.0, max_in_flight: int = 1000,
+                 concurrency: int = 50,
                  answer_calls: bool = True, start_id: str = "$",
                  shutdown_timeout: float = 30.0) -> None:
         if shards < 1:
             raise ValueError("shards must be at least 1")
         if max_deliveries < 1:
             raise ValueError("max_deliveries must be at least 1")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        pool_size = getattr(redis.connection_pool, "max_connections", None)
+        if isinstance(pool_size, int) and pool_size < concurrency + RESERVED_CONNECTIONS:
+            raise ValueError(
+                f"the Redis connection pool allows {pool_size} connections; concurrency="
+                f"{concurrency} needs at least {concurrency + RESERVED_CONNECTIONS} "
+                f"(pass max_connections= to the client or lower concurrency)")
         self.redis = redis
         self.group = group
         self.prefix = prefix
@@ -128,6 +142,11 @@ class BackendApp:
         self.errors_key = f"{prefix}:errors:{group}"
         self.client = Client(redis, prefix=prefix, shards=shards)
         self.stats: collections.Counter[str] = collections.Counter()
+        self.concurrency = concurrency
+        # Bounds the handlers running at once, hence the Redis connections they
+        # use; redis-py's pool refuses (MaxConnectionsError) beyond its size.
+        self._slots = asyncio.Semaphore(concurrency)
+        self._outbox = Outbox(redis, group)
         self._handlers: dict[tuple[str, str | None], Handler] = {}
         self._queues: dict[str, collections.deque[Message]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -325,7 +344,8 @@ class BackendApp:
             while queue:
                 msg = queue.popleft()
                 try:
-                    await self._process(msg)
+                    async with self._slots:
+                        await self._process(msg)
                 finally:
                     self._finished(msg.stream, msg.entry_id)
         finally:
@@ -337,13 +357,16 @@ class BackendApp:
     async def _process(self, msg: Message) -> None:
         handler = self.handler_for(msg)
         try:
+            out_key: bytes | None = None
+            reply: dict[Any, Any] | None = None
             if msg.kind == "call" and self.answer_calls:
-                await self._answer_call(msg, handler)
+                out_key, reply = await self._answer_call(msg, handler)
             elif handler is not None:
                 await handler(msg)
-            # Acknowledge only now: the handler finished and its answer is in
-            # the out stream. A crash before this line means redelivery.
-            await self.redis.xack(msg.stream, self.group, msg.entry_id)
+            # Acknowledged only after the handler finished and its answer is
+            # in the out stream (the outbox writes the reply first). A crash
+            # before that means redelivery.
+            await self._outbox.put(msg.stream, msg.entry_id, out_key, reply)
             self.stats["handled"] += 1
         except asyncio.CancelledError:
             raise
@@ -356,10 +379,11 @@ class BackendApp:
                           msg, self.claim_idle)
             await self._record_error(msg.stream, msg.entry_id, exc)
 
-    async def _answer_call(self, msg: Message, handler: Handler | None) -> None:
+    async def _answer_call(self, msg: Message,
+                           handler: Handler | None) -> tuple[bytes, dict[Any, Any]]:
+        """Run a call handler; return the out stream and the reply entry."""
         if not msg.node or not msg.conn or not msg.id:
             raise MalformedEntry(f"call entry {msg.entry_id} lacks node, conn or id")
-        fields: dict[Any, Any]
         try:
             if handler is None:
                 raise ActionNotImplemented(f"{msg.action} is not implemented")
@@ -372,8 +396,7 @@ class BackendApp:
             fields = {"kind": "error", "cs": msg.cs, "conn": msg.conn, "id": msg.id,
                       "code": err.wire_code(msg.proto), "description": err.description,
                       "details": encode_payload(err.details)}
-        await self.redis.xadd(self.keys.out(msg.node), fields, maxlen=OUT_MAXLEN,
-                              approximate=True)
+        return self.keys.out(msg.node), fields
 
     async def _record_error(self, stream: str, entry_id: str, exc: BaseException) -> None:
         try:

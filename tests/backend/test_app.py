@@ -392,3 +392,36 @@ async def test_read_ahead_is_bounded_by_max_in_flight(
         while len(entered) < 5:
             await asyncio.sleep(0.01)
     await stopped(app, task)
+
+
+async def test_pool_too_small_for_the_concurrency_is_refused(key_prefix: str) -> None:
+    small = aioredis.Redis(host="127.0.0.1", port=1, max_connections=20)
+    with pytest.raises(ValueError, match="concurrency"):
+        BackendApp(small, group=GROUP, prefix=key_prefix, concurrency=50)
+    BackendApp(small, group=GROUP, prefix=key_prefix, concurrency=10)
+    await small.aclose()
+
+
+async def test_many_chargers_at_once_share_a_few_connections(
+        redis: aioredis.Redis, key_prefix: str, keys: KeySpace) -> None:
+    app = BackendApp(redis, group=GROUP, prefix=key_prefix, shards=3, block=0.2,
+                     concurrency=8)
+
+    @app.on_call("Heartbeat")
+    async def heartbeat(msg: Message) -> dict[str, Any]:
+        return {"currentTime": "2026-11-21T12:00:00Z"}
+
+    async with redis.pipeline(transaction=False) as pipe:
+        for n in range(600):
+            pipe.xadd(keys.inbound_for(f"CP-M{n}"), {
+                "v": 1, "kind": "call", "cs": f"CP-M{n}", "proto": "ocpp1.6", "node": "node-a",
+                "conn": "c", "ts": 1, "id": str(n), "action": "Heartbeat", "payload": "{}"})
+        await pipe.execute()
+    app.start_id = "0"
+    task = await started(app)
+    out = await read_out(redis, keys, count=600, timeout=timeout(60))
+    assert sorted(int(f[b"id"]) for f in out) == list(range(600))
+    await stopped(app, task)
+    assert app.stats["handled"] == 600 and app.stats["failed"] == 0
+    for stream in keys.all_inbound():
+        assert await pending_count(redis, stream, GROUP) == 0
