@@ -122,11 +122,14 @@ class Client:
         validate: validate CALL payloads before sending them.
         reply_ttl: seconds the reply stream lives after its last use, so a
             client that dies without :meth:`close` leaves nothing behind.
+        concurrency: Redis commands this client runs at once (look-ups and
+            sends; waiting for answers takes no connection), so that many
+            concurrent calls stay within the connection pool.
     """
 
     def __init__(self, redis: aioredis.Redis, *, prefix: str = "ocpp", shards: int = 1,
                  name: str | None = None, validate: bool = True,
-                 reply_ttl: float = 600.0) -> None:
+                 reply_ttl: float = 600.0, concurrency: int = 16) -> None:
         self.redis = redis
         self.prefix = prefix
         self.keys = KeySpace(prefix=prefix, shards=shards)
@@ -135,6 +138,7 @@ class Client:
         self.validate = validate
         self.reply_ttl = reply_ttl
         self.timeout_grace = TIMEOUT_GRACE
+        self._slots = asyncio.Semaphore(concurrency)
         self._waiting: dict[str, asyncio.Future[Message]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._closing = False
@@ -176,7 +180,9 @@ class Client:
         Raises:
             redis.exceptions.RedisError: Redis failed.
         """
-        fields = cast(dict[bytes, bytes], await self.redis.hgetall(self.keys.registry(identity)))
+        async with self._slots:
+            reply = await self.redis.hgetall(self.keys.registry(identity))
+        fields = cast(dict[bytes, bytes], reply)
         if not fields or not fields.get(b"node"):
             return None
         return Registration.from_hash(identity, fields)
@@ -311,8 +317,9 @@ class Client:
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._waiting[msg_id] = fut
         try:
-            await self.redis.xadd(self.keys.out(where.node), fields, maxlen=OUT_MAXLEN,
-                                  approximate=True)
+            async with self._slots:
+                await self.redis.xadd(self.keys.out(where.node), fields, maxlen=OUT_MAXLEN,
+                                      approximate=True)
             # Wait a little longer than the charger may take, so that the
             # router's own `failed Timeout` entry normally arrives first.
             async with asyncio.timeout(timeout + self.timeout_grace):

@@ -56,19 +56,19 @@ async def test_call_reaches_the_node_in_the_registry_and_returns_the_answer(
     assert await redis.exists(reply_key) == 0
 
 
-async def test_concurrent_calls_get_their_own_answers(
+async def test_concurrent_calls_beyond_the_pool_size_get_their_own_answers(
         redis: aioredis.Redis, keys: KeySpace, key_prefix: str) -> None:
     def echo(fields: dict[bytes, bytes]) -> dict[str, Any]:
         return {"kind": "result", "payload": fields[b"payload"]}
 
     async with FakeRouter(redis, keys, "node-a", echo) as node:
-        for n in range(20):
+        for n in range(300):
             await node.register(f"CP-{n}")
         async with Client(redis, prefix=key_prefix, shards=2, validate=False) as client:
             answers = await asyncio.gather(*(
                 client.call(f"CP-{n}", "DataTransfer", {"vendorId": str(n)}, timeout=timeout(10))
-                for n in range(20)))
-    assert [a["vendorId"] for a in answers] == [str(n) for n in range(20)]
+                for n in range(300)))
+    assert [a["vendorId"] for a in answers] == [str(n) for n in range(300)]
 
 
 async def test_typed_answer(redis: aioredis.Redis, keys: KeySpace, key_prefix: str) -> None:
