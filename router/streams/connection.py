@@ -125,7 +125,8 @@ class RedisConnection(asyncio.Protocol):
         Args:
             url: ``redis://``, ``rediss://`` or ``unix://`` URL.
             timeout: seconds for connecting and the handshake together.
-            name: client name shown by ``CLIENT LIST`` (operators, tests).
+            name: client name shown by ``CLIENT LIST`` (operators, tests);
+                spaces and non-ASCII characters become ``_``.
 
         Raises:
             ValueError: a malformed URL.
@@ -157,7 +158,7 @@ class RedisConnection(asyncio.Protocol):
                 if address.db:
                     await self.command("SELECT", address.db)
                 if name:
-                    await self.command("CLIENT", "SETNAME", name)
+                    await self.command("CLIENT", "SETNAME", _client_name(name))
         except TimeoutError:
             self.abort()
             raise RedisConnectionError(f"no connection to {address!r} within {timeout}s") from None
@@ -384,6 +385,12 @@ class RedisConnection(asyncio.Protocol):
             self._lose(RedisTimeoutError("Redis did not answer in time"))
         else:
             self._arm_timer()
+
+
+def _client_name(name: str) -> str:
+    # Redis rejects client names with spaces or non-printable characters
+    # (https://redis.io/commands/client-setname/); a node id is user input.
+    return "".join(c if "!" <= c <= "~" else "_" for c in name)
 
 
 def _settle_one(fut: asyncio.Future[Any], result: Replies) -> None:

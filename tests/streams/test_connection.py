@@ -49,6 +49,15 @@ async def test_select_db_from_url(redis_server: RedisServer) -> None:
         assert await r0.get("k") is None
 
 
+async def test_client_name_is_made_acceptable(redis_session: RedisServer) -> None:
+    conn = await open_connection(redis_session.url, name="ocpp-router:node a/ü\n")
+    try:
+        assert await conn.command("CLIENT", "GETNAME") == b"ocpp-router:node_a/__"
+    finally:
+        conn.close()
+        await conn.wait_closed()
+
+
 async def test_auth_failure_is_a_connection_error(redis_session: RedisServer) -> None:
     with pytest.raises(RedisConnectionError, match="handshake"):
         await open_connection(f"redis://:wrong@127.0.0.1:{redis_session.port}/0")
