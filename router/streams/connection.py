@@ -158,7 +158,10 @@ class RedisConnection(asyncio.Protocol):
                 if address.db:
                     await self.command("SELECT", address.db)
                 if name:
-                    await self.command("CLIENT", "SETNAME", _client_name(name))
+                    try:
+                        await self.command("CLIENT", "SETNAME", _client_name(name))
+                    except RedisReplyError:
+                        pass  # an ACL without CLIENT: the name is only a courtesy
         except TimeoutError:
             self.abort()
             raise RedisConnectionError(f"no connection to {address!r} within {timeout}s") from None

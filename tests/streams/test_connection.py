@@ -58,6 +58,23 @@ async def test_client_name_is_made_acceptable(redis_session: RedisServer) -> Non
         await conn.wait_closed()
 
 
+async def test_acl_user_without_client_command(redis_server: RedisServer,
+                                                key_prefix: str) -> None:
+    """A locked-down ACL user (no CLIENT) can still publish: the name is optional."""
+    async with client(redis_server.url) as r:
+        await r.execute_command("ACL", "SETUSER", "router", "on", ">s3cret", "~*",
+                                "+@all", "-client")
+    url = f"redis://router:s3cret@127.0.0.1:{redis_server.port}/0"
+    conn = await open_connection(url, name="ocpp-router:n1")
+    try:
+        assert await conn.command("ACL", "WHOAMI") == b"router"
+        with pytest.raises(RedisReplyError, match="NOPERM"):
+            await conn.command("CLIENT", "GETNAME")
+    finally:
+        conn.close()
+        await conn.wait_closed()
+
+
 async def test_auth_failure_is_a_connection_error(redis_session: RedisServer) -> None:
     with pytest.raises(RedisConnectionError, match="handshake"):
         await open_connection(f"redis://:wrong@127.0.0.1:{redis_session.port}/0")
