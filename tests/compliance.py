@@ -67,8 +67,8 @@ def stop(proc: subprocess.Popen[str]) -> None:
         proc.stdout.close()
 
 
-def run(cases: list[str], report: Path, parallelism: int = 2,
-        timeout: float = 3600.0) -> dict[str, dict[str, str]]:
+def run(cases: list[str], report: Path, parallelism: int = 2, timeout: float = 3600.0,
+        echo_args: list[str] | None = None) -> dict[str, dict[str, str]]:
     """Run ``cases`` against a fresh echo server; return {case: verdicts}.
 
     Args:
@@ -76,12 +76,13 @@ def run(cases: list[str], report: Path, parallelism: int = 2,
         report: directory for the Autobahn-format report.
         parallelism: cases run at once.
         timeout: seconds for the whole run.
+        echo_args: extra ``bench/echo_server.py`` arguments.
 
     Raises:
         RuntimeError: kosoku wrote no report.
     """
     kosoku = Path(sys.executable).with_name("kosoku")
-    proc, port = start_echo_server()
+    proc, port = start_echo_server(echo_args)
     try:
         args = [str(kosoku), f"127.0.0.1:{port}", "-p", str(parallelism), "-o", str(report)]
         for case in cases:
@@ -118,11 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", default=None,
                         help="report directory (default: a temporary directory)")
     parser.add_argument("--parallelism", type=int, default=2)
+    parser.add_argument("--echo-arg", action="append", default=[], metavar="ARG",
+                        help="pass ARG to bench/echo_server.py (repeatable), e.g. "
+                        "--echo-arg=--context-takeover")
     args = parser.parse_args(argv)
     cases = GROUPS.get(args.groups) or [c.strip() for c in args.groups.split(",") if c.strip()]
     report = Path(args.report or tempfile.mkdtemp(prefix="autobahn-"))
     started = time.monotonic()
-    verdicts = run(cases, report, args.parallelism)
+    verdicts = run(cases, report, args.parallelism, echo_args=args.echo_arg)
     bad = failures(verdicts)
     counts = Counter(v["behavior"] for v in verdicts.values())
     print(f"{len(verdicts)} cases in {time.monotonic() - started:.0f} s: "

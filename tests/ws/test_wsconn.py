@@ -507,3 +507,32 @@ def test_idle_protocol_object_is_small() -> None:
     # The per-connection object is one C struct (plus the transport, measured
     # in bench/); a Python subclass adds only its dict pointer.
     assert sys.getsizeof(WebSocketProtocol()) <= 320
+
+
+@pytest.mark.parametrize("context", [True, False], ids=["context-takeover", "no-context"])
+def test_permessage_deflate_through_the_glue(run: Callable[..., Any], context: bool) -> None:
+    settings = WSSettings(server_no_context_takeover=not context,
+                          client_no_context_takeover=not context,
+                          server_max_window_bits=11, client_max_window_bits=10,
+                          compression_threshold=16, timer_resolution=0.05)
+
+    async def main() -> None:
+        server, port, log, done, _ = await serve(settings)
+        async with websockets.connect(f"ws://127.0.0.1:{port}/") as ws:
+            sent_before = stats()["bytes_out"]
+            ext = ws.response.headers["Sec-WebSocket-Extensions"]
+            assert "server_max_window_bits=11" in ext and "client_max_window_bits=10" in ext
+            assert ("no_context_takeover" in ext) == (not context)
+            for i in range(20):
+                msg = f'[2,"{i}","MeterValues",{{"evseId":1,"meterValue":[]}}]'
+                await ws.send(msg)
+                assert await ws.recv() == msg
+            if context:
+                # With the window kept, repeats compress to a few bytes each.
+                assert stats()["bytes_out"] - sent_before < 20 * 30
+            await ws.send("tiny")
+            assert await ws.recv() == "tiny"
+        await done
+        server.close()
+        assert closes(log) == [("closed", 1000, "")]
+    run(main)
