@@ -403,6 +403,9 @@ def _check(c: Config) -> None:
         raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
     if c.trusted_proxy_header and not c.trusted_proxy_networks:
         raise ConfigError("--trusted-proxy-header needs --trusted-proxy-networks")
+    if c.reply_timeout <= c.publish_timeout:
+        raise ConfigError("--reply-timeout must be longer than --publish-timeout (a CALL must "
+                          "not expire while its XADD is still unacknowledged)")
     if c.port and c.admin_port and c.port == c.admin_port:
         raise ConfigError("--port and --admin-port must differ")
     if not c.redis_url.startswith(("redis://", "rediss://", "unix://")):

@@ -135,7 +135,7 @@ class ChargerConnection(WebSocketProtocol):
     """The router's per-connection state machine."""
 
     # Slots, not a __dict__: tens of thousands of these live in one process.
-    __slots__ = ("addr", "call_action", "call_deadline", "call_id", "call_started", "conn_id",
+    __slots__ = ("addr", "call_action", "call_deadline", "call_id", "call_started", "conn_b", "conn_id",
                  "dialect", "identity", "inflight", "node", "opened", "proto", "queue", "shard",
                  "since_ms")
 
@@ -145,6 +145,7 @@ class ChargerConnection(WebSocketProtocol):
     proto: str
     dialect: Dialect
     conn_id: str
+    conn_b: bytes       # conn_id as bytes, compared with out-stream entries
     addr: str
     since_ms: int
     shard: int
@@ -164,6 +165,7 @@ class ChargerConnection(WebSocketProtocol):
         self.identity = None
         self.proto = ""
         self.conn_id = ""
+        self.conn_b = b""
         self.addr = ""
         self.since_ms = 0
         self.opened = False
@@ -233,6 +235,7 @@ class ChargerConnection(WebSocketProtocol):
             return
         self.opened = True
         self.conn_id = new_conn_id()
+        self.conn_b = self.conn_id.encode()
         self.since_ms = int(time.time() * 1000)
         assert self.identity is not None
         self.shard = self.node.keys.shard_of(self.identity)
@@ -254,6 +257,12 @@ class ChargerConnection(WebSocketProtocol):
             msg = self.dialect.decode(data)
         except OCPPJError as exc:
             self.node.count_validation_error(exc, self.proto)
+            if exc.msgtype in (CALLRESULT, CALLERROR, CALLRESULTERROR, SEND):
+                # OCPP-J answers only a CALL with a CALLERROR; a broken answer
+                # or SEND is dropped (a backend CALL it meant to answer ends
+                # as failed Timeout).
+                self.node.metrics.inc(self.node.metrics.ignored, "invalid_non_call")
+                return
             self.send_text(self.dialect.error_for(exc))
             return
         if msg is None:
@@ -297,22 +306,29 @@ class ChargerConnection(WebSocketProtocol):
         self.call_id = msg.id
         self.call_action = action
         self.call_started = now
-        self.call_deadline = now + node.config.reply_timeout
-        node.watch(self)
-        node.count_message("in", "call", action)
+        self.call_deadline = now + node.reply_timeout
+        node.timed.add(self)
+        key = ("in", "call", action)
+        counts = node.metrics.messages
+        counts[key] = counts.get(key, 0) + 1
         node.publish(self, b"call", msg.id, action, msg.payload,
-                     on_error=self._call_publish_failed(msg.id))
+                     on_error=self._call_publish_failed)
 
-    def _call_publish_failed(self, msg_id: str) -> Any:
-        def failed(exc: BaseException) -> None:
-            # Redis did not take the entry: tell the charger now so it keeps the
-            # message and retries (OCPP-J: InternalError). Never a success.
-            if self.call_id == msg_id:
-                self.call_id = None
-                self.node.metrics.inc(self.node.metrics.edge_answers, "InternalError")
-                self.send_text(self.dialect.encode_error(
-                    msg_id, "InternalError", "message could not be forwarded, retry later"))
-        return failed
+    def _call_publish_failed(self, exc: BaseException) -> None:
+        """Redis did not take the pending CALL's entry: tell the charger now so
+        it keeps the message and retries (InternalError). Never a success.
+
+        Only the pending CALL's entry carries this callback, and a CALL is
+        answered only after its entry was published, so a failure belongs to
+        the CALL still pending (config makes --reply-timeout longer than
+        --publish-timeout, so a CALL cannot expire while its XADD is in flight).
+        """
+        msg_id = self.call_id
+        if msg_id is not None:
+            self.call_id = None
+            self.node.metrics.inc(self.node.metrics.edge_answers, "InternalError")
+            self.send_text(self.dialect.encode_error(
+                msg_id, "InternalError", "message could not be forwarded, retry later"))
 
     def _charger_answer(self, msg: Message) -> None:
         node = self.node

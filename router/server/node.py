@@ -79,6 +79,7 @@ class Node:
             client_max_window_bits=config.deflate_window_bits,
         )
         self.edge_heartbeat = config.heartbeat == "edge"
+        self.reply_timeout = config.reply_timeout
         self.by_identity: dict[str, ChargerConnection] = {}
         self.connections: set[ChargerConnection] = set()
         self.handshakes: set[ChargerConnection] = set()
@@ -464,6 +465,14 @@ class Node:
 
     def _out_entry(self, ref: bytes, fields: dict[bytes, bytes]) -> None:
         kind = fields.get(b"kind")
+        if kind == b"result":
+            # The hot path: a backend's reply to a charger CALL, well formed.
+            cs, want_conn, raw_id = fields.get(b"cs"), fields.get(b"conn"), fields.get(b"id")
+            if cs is not None and want_conn is not None and raw_id is not None:
+                conn = self.by_identity.get(cs.decode("utf-8", "replace"))
+                if conn is not None and conn.conn_b == want_conn:
+                    conn.backend_reply(kind, raw_id.decode("utf-8", "replace"), fields, ref)
+                    return
         identity = _text(fields.get(b"cs"))
         msg_id = _opt_text(fields.get(b"id"))
         reply_to = fields.get(b"reply_to") or None
@@ -474,11 +483,11 @@ class Node:
         conn = self.by_identity.get(identity)
         want_conn = fields.get(b"conn")
         if kind == b"close":
-            if conn is not None and want_conn is not None and conn.conn_id.encode() == want_conn:
+            if conn is not None and want_conn is not None and conn.conn_b == want_conn:
                 conn.close(1000, "closed by the CSMS")
             return
         action = _opt_text(fields.get(b"action"))
-        if conn is None or (want_conn and conn.conn_id.encode() != want_conn) or (
+        if conn is None or (want_conn and conn.conn_b != want_conn) or (
                 kind in (b"result", b"error") and not want_conn):
             self.fail(identity, msg_id, action, "NotConnected",
                       "charger is not connected to this node with that connection",

@@ -156,7 +156,8 @@ async def test_keepalive_can_be_switched_off(router_factory: Callable[..., Route
 
 async def test_publish_backpressure_pauses_reading(
         router_factory: Callable[..., RouterNode]) -> None:
-    node = router_factory("--max-pending-publishes", "4", "--publish-timeout", "30")
+    node = router_factory("--max-pending-publishes", "4", "--publish-timeout", "30",
+                          "--reply-timeout", "60")
     redis_pid = int(await _redis_pid(node))
     chargers = []
     try:
