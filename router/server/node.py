@@ -209,6 +209,10 @@ class Node:
         for task in self._tasks:
             if task is not asyncio.current_task():
                 task.cancel()
+        if self._auth_tasks:
+            # Registry clean-ups of the connections just closed: let them land
+            # so backends do not see drained chargers as connected until TTL.
+            await asyncio.wait(set(self._auth_tasks), timeout=2.0)
         await self.reader.stop()
         await self.publisher.close(flush=True, timeout=5.0)
         if self.admin is not None:

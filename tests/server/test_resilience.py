@@ -160,3 +160,31 @@ async def test_workers_share_the_port_and_aggregate_metrics(
         assert node.stop() == 0
     finally:
         node.stop()
+
+
+async def test_drain_leaves_no_registry_entries(router_factory: Callable[..., RouterNode]) -> None:
+    node = router_factory("--drain-seconds", "0.5")
+    chargers = [await Charger.connect(node, f"CP-r{i}") for i in range(5)]
+    r = aioredis.from_url(node.redis_url)
+    try:
+        await _until_async(lambda: _registry_count(r, node.key_prefix), 5, timeout(10))
+        node.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(node.proc.wait, timeout(15)) == 0
+        assert await _registry_count(r, node.key_prefix) == 0
+        kinds = [f[b"kind"] for _, f in await r.xrange(f"{node.key_prefix}:in:{{0}}")]
+        assert kinds.count(b"disconnected") == 5
+    finally:
+        await r.aclose()
+        for cp in chargers:
+            await cp.ws.close()
+
+
+async def _registry_count(r: aioredis.Redis, prefix: str) -> int:
+    return len([k async for k in r.scan_iter(f"{prefix}:cs:*")])
+
+
+async def _until_async(probe: Callable[[], object], want: int, limit: float) -> None:
+    deadline = time.monotonic() + limit
+    while await probe() != want:  # type: ignore[misc]
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
