@@ -9,8 +9,8 @@ the mode:
             (OCPP-J 1.6 §4.1.1, OCPP 2.0.1 Part 4 §4.1.1);
 ``open``    sends CALLs at a fixed total rate; a charger whose previous CALL is
             still unanswered queues the next one and sends it when the answer
-            arrives, with its latency counted from the *intended* send time (no
-            coordinated omission);
+            arrives, with its latency counted from the 2 ms generator tick at
+            which it fell due (no coordinated omission);
 ``idle``    connects, boots and holds the connection;
 ``echo``    no OCPP: sends a small text message and waits for it to come back
             (codec benchmarks against echo servers).
@@ -258,7 +258,9 @@ class Charger(WSListener):
         self.w.sent += 1
 
     def trigger(self, intended: int) -> None:
-        """Open loop: one CALL is due at ``intended`` (perf_counter ns)."""
+        """Open loop: one CALL is due at ``intended`` (perf_counter ns). If the
+        previous CALL is still unanswered, this one waits for it and its
+        latency includes the wait (no coordinated omission)."""
         if self.cur_id is None:
             self.send_next(intended)
         else:
@@ -481,10 +483,12 @@ class Worker:
                 self._rr = list(self.active)
             rr, pos, n = self._rr, self._rr_pos, len(self._rr)
             if n:
-                base, step = self._open_start, self._interval_ns
                 for _ in range(due):
                     self._issued += 1
-                    rr[pos].trigger(base + int(self._issued * step))
+                    # Latency counts from this tick, not from the ideal
+                    # instant between ticks: the tick's granularity (and any
+                    # lag of the generator itself) is not the server's delay.
+                    rr[pos].trigger(now)
                     pos += 1
                     if pos == n:
                         pos = 0

@@ -69,12 +69,15 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------- #
 
 class System:
-    """A running system: its URL and the processes to watch (name -> pid)."""
+    """A running system: its URL, the processes to watch (name -> pid), and
+    how many cores each part can use at most (its busy processes)."""
 
-    def __init__(self, url: str, watch: dict[str, int], server_part: str) -> None:
+    def __init__(self, url: str, watch: dict[str, int], server_part: str,
+                 parallelism: dict[str, int] | None = None) -> None:
         self.url = url
         self.watch = watch
         self.server_part = server_part   # which watched process is "the server"
+        self.parallelism = parallelism or dict.fromkeys(watch, 1)
 
 
 @contextlib.asynccontextmanager
@@ -185,7 +188,7 @@ async def router_stack(backend: str, workers: int, extra: tuple[str, ...] = ()
             raise ServiceError(f"backend exited: {back.log_tail()}")
         yield System(f"ws://127.0.0.1:{port}/ocpp",
                      {"router": router.pid, "redis": redis.proc.pid, "backend": back.pid},
-                     "router")
+                     "router", {"router": workers, "redis": 1, "backend": 1})
     except ServiceError as exc:
         raise NotAvailable(str(exc)) from exc
     finally:
@@ -225,6 +228,32 @@ async def our_echo() -> AsyncIterator[System]:
 # One measurement                                                             #
 # --------------------------------------------------------------------------- #
 
+# Seconds to wait for the other jobs on the machine to calm down before each
+# measurement (``--settle``); 0 = do not wait.
+settle = 0.0
+
+
+def wait_for_quiet(limit: float, threshold: float = 0.3) -> dict[str, float]:
+    """Wait (at most ``limit`` seconds) until the whole machine uses less than
+    ``threshold`` cores, measured over one-second windows. The system under
+    test is already started and idle, so what is busy is other work.
+
+    Returns:
+        ``{"waited_s": …, "busy_cores": …}`` (the last window's load).
+    """
+    from bench.procstat import machine_busy_seconds
+
+    t0 = time.monotonic()
+    busy = machine_busy_seconds()
+    cores = 0.0
+    while True:
+        time.sleep(1.0)
+        now = machine_busy_seconds()
+        cores, busy = now - busy, now
+        if cores < threshold or time.monotonic() - t0 >= limit:
+            return {"waited_s": round(time.monotonic() - t0, 1), "busy_cores": round(cores, 2)}
+
+
 async def measure(name: str, system_cm: Callable[[], Any], cfg: LoadConfig) -> dict[str, Any]:
     """Start a system, run one load against it, stop it. Never raises for a
     missing or failing system: the error becomes part of the result."""
@@ -235,8 +264,13 @@ async def measure(name: str, system_cm: Callable[[], Any], cfg: LoadConfig) -> d
         async with system_cm() as system:
             cfg.url = system.url
             cfg.watch = dict(system.watch)
+            if settle:
+                result_settle = await asyncio.to_thread(wait_for_quiet, settle)
             result = await run_load(cfg)
             result["server_part"] = system.server_part
+            result["parallelism"] = {**system.parallelism, "loadgen": result["procs"]}
+            if settle:
+                result["settle"] = result_settle
     except NotAvailable as exc:
         log(f"{name}: not available: {exc}")
         return {"available": False, "reason": str(exc)}
@@ -451,6 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hold", type=float, default=3.0, help="idle: hold before measuring, s")
     p.add_argument("--router-workers", type=int, default=0,
                    help="router worker processes (e2e 1, idle chargers/15000, storm 2)")
+    p.add_argument("--settle", type=float, default=0.0, metavar="S",
+                   help="before each measurement wait up to S seconds until other jobs use "
+                   "< 0.3 cores (shared machines)")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--quiet", dest="progress", action="store_false",
                    help="no per-second progress of the generator")
@@ -458,6 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _main(args: argparse.Namespace, argv: list[str]) -> int:
+    global settle
+    settle = args.settle
     scenarios = list(SCENARIOS) if args.standard else args.scenario
     t0 = time.monotonic()
     for scenario in scenarios:
