@@ -78,8 +78,9 @@ class BackendApp:
         prefix: the key prefix (``--key-prefix``).
         shards: the number of inbound shard streams (``--shards``).
         consumer: this consumer's name in the group (default: host, pid, random).
-        claim_idle: seconds an entry may stay pending unacknowledged before any
-            consumer of the group claims it. Must exceed the longest handler run.
+        claim_idle: seconds an entry of a dead consumer (or one whose handler
+            raised) stays pending before another sweep claims it. Entries a
+            live consumer is still working on are kept alive (:meth:`keep_alive`).
         claim_interval: seconds between claim sweeps (default ``claim_idle / 2``).
         max_deliveries: an entry delivered more often than this goes to the
             dead-letter stream instead of to its handler.
@@ -415,9 +416,35 @@ class BackendApp:
             if self._stopping.is_set():
                 break
             try:
+                await self.keep_alive()
                 await self.claim_once()
+                self.stats["sweeps"] += 1
             except (RedisError, OSError) as exc:
                 log.warning("claim sweep failed: %s", exc)
+
+    async def keep_alive(self) -> None:
+        """Reset the idle time of the entries this consumer is working on.
+
+        ``XCLAIM … JUSTID`` to ourselves resets an entry's idle time without
+        counting a delivery (https://redis.io/docs/latest/commands/xclaim/), so
+        while this consumer lives, no sweep (ours or another consumer's) takes
+        away or dead-letters an entry whose handler is merely slow:
+        ``claim_idle`` only bounds how long a dead consumer's entries wait.
+
+        Raises:
+            redis.exceptions.RedisError: Redis failed.
+        """
+        by_stream: dict[str, list[Any]] = {}
+        for stream, entry_id in self._in_flight:
+            by_stream.setdefault(stream, []).append(entry_id)
+        if not by_stream:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, ids in by_stream.items():
+                for start in range(0, len(ids), 1000):
+                    pipe.xclaim(stream, self.group, self.consumer, 0, ids[start:start + 1000],
+                                justid=True)
+            await pipe.execute()
 
     async def claim_once(self) -> int:
         """Claim entries idle longer than ``claim_idle`` from any consumer of the group.

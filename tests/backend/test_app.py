@@ -425,3 +425,44 @@ async def test_many_chargers_at_once_share_a_few_connections(
     assert app.stats["handled"] == 600 and app.stats["failed"] == 0
     for stream in keys.all_inbound():
         assert await pending_count(redis, stream, GROUP) == 0
+
+
+async def test_slow_handler_is_kept_alive_not_claimed_by_others(
+        redis: aioredis.Redis, key_prefix: str, keys: KeySpace) -> None:
+    fast = {"claim_idle": 0.1, "claim_interval": 0.05, "block": 0.2, "max_deliveries": 1}
+    worker = BackendApp(redis, group=GROUP, prefix=key_prefix, shards=3, consumer="worker",
+                        **fast)  # type: ignore[arg-type]
+    thief = BackendApp(redis, group=GROUP, prefix=key_prefix, shards=3, consumer="thief",
+                       **fast)  # type: ignore[arg-type]
+    entered, release = asyncio.Event(), asyncio.Event()
+    runs: list[str] = []
+
+    @worker.on_call("GetCertificateStatus")
+    async def slow(msg: Message) -> dict[str, Any]:
+        runs.append("worker")
+        entered.set()
+        await release.wait()
+        return {"status": "Failed"}
+
+    @thief.on_call("GetCertificateStatus")
+    async def steal(msg: Message) -> dict[str, Any]:
+        runs.append("thief")
+        return {"status": "Failed"}
+
+    worker_task = await started(worker)
+    eid = await publish(redis, keys, "call", "CP-13", action="GetCertificateStatus",
+                        payload={"ocspRequestData": {}})
+    await asyncio.wait_for(entered.wait(), timeout(10))
+    thief_task = await started(thief)
+    # Many sweeps of both, each far longer apart than claim_idle would allow.
+    async with asyncio.timeout(timeout(20)):
+        while thief.stats["sweeps"] < 10 or worker.stats["sweeps"] < 10:
+            await asyncio.sleep(0.02)
+    [pending] = await redis.xpending_range(keys.inbound_for("CP-13"), GROUP, "-", "+", 10)
+    assert (pending["consumer"], pending["times_delivered"]) == (b"worker", 1)
+    release.set()
+    await wait_acked(redis, keys.inbound_for("CP-13"), GROUP, eid)
+    await stopped(thief, thief_task)
+    await stopped(worker, worker_task)
+    assert runs == ["worker"]
+    assert await redis.exists(thief.dead_stream) == 0
