@@ -177,3 +177,17 @@ def test_large_incompressible_message_round_trips() -> None:
     msg = os.urandom(300_000)
     [(_, _, rsv1, payload)] = parse_server_frames(Connection(deflate=NO_CTX).send(OP_BINARY, msg))
     assert rsv1 and inflate(payload, 12) == msg
+
+
+@pytest.mark.parametrize("params", [NO_CTX, CTX], ids=["no-context", "context"])
+def test_empty_messages_compressed(params: DeflateParams) -> None:
+    # RFC 7692 §7.2.3.6: an empty message may be one 0x00 byte; with context
+    # takeover the second empty message makes zlib emit nothing at all.
+    conn = Connection(deflate=params, compression_threshold=0)
+    dec = zlib.decompressobj(wbits=-15)
+    for _ in range(3):
+        [(op, _, rsv1, payload)] = parse_server_frames(conn.send(OP_BINARY, b""))
+        assert (op, rsv1) == (OP_BINARY, True) and payload
+        assert dec.decompress(payload + b"\x00\x00\xff\xff") == b""
+    for payload in (b"\x00", deflate(b"")):
+        assert conn.receive_data(client_frame(OP_TEXT, payload, rsv=0b100)) == [(OP_TEXT, b"")]

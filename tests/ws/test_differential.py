@@ -119,3 +119,61 @@ def test_same_messages_and_close_codes_as_wsproto(frames: list[bytes], raw_cuts:
     data = b"".join(frames)
     cuts = sorted({c % len(data) for c in raw_cuts} - {0})
     assert run_ours(data, cuts) == run_wsproto(data, cuts)
+
+
+# ----------------------------------------------------------------- permessage-deflate
+
+message_st = st.lists(
+    st.tuples(st.booleans(), st.one_of(st.text(max_size=400).map(str.encode),
+                                       st.binary(max_size=3000),
+                                       st.sampled_from([b"abc" * 5000, b"\0" * 70_000])),
+              st.integers(1, 3)),
+    min_size=1, max_size=6)
+
+
+@settings(max_examples=80, deadline=None)
+@given(message_st, st.booleans(), st.booleans(), st.sampled_from([9, 12, 15]),
+       st.sampled_from([9, 10, 15]))   # wsproto cannot do 8
+def test_deflate_both_ways_against_wsproto(messages: list[tuple[bool, bytes, int]],
+                                            server_no_ctx: bool, client_no_ctx: bool,
+                                            server_bits: int, client_bits: int) -> None:
+    from wsproto.extensions import PerMessageDeflate
+
+    from router.ws import Connection as Codec
+    from router.ws import negotiate_deflate
+
+    client_ext = PerMessageDeflate()
+    params = negotiate_deflate(f"{client_ext.name}; {client_ext.offer()}", server_bits, client_bits,
+                               server_no_ctx, client_no_ctx)
+    assert params is not None
+    client_ext.finalize(params.response)
+    client = FrameProtocol(client=True, extensions=[client_ext])
+    server = Codec(max_message_size=1 << 20, deflate=params, compression_threshold=0)
+
+    expected = []
+    wire = b""
+    for is_text, payload, parts in messages:
+        if is_text and not payload.decode("utf-8", "ignore").encode() == payload:
+            is_text = False
+        data: str | bytes = payload.decode() if is_text else payload
+        step = max(1, len(data) // parts)
+        chunks = [data[i:i + step] for i in range(0, len(data), step)] or [data]
+        for i, chunk in enumerate(chunks):
+            wire += client.send_data(chunk, fin=i == len(chunks) - 1)
+        expected.append((1 if is_text else 2, payload))
+    # Client -> server: wsproto compresses and masks, we inflate.
+    assert [(e[0], e[1]) for e in server.receive_data(wire)] == expected
+    # Server -> client: we compress, wsproto inflates.
+    back = b"".join(server.send(op, payload) for op, payload in expected)
+    client.receive_bytes(back)
+    got = []
+    parts_: list[object] = []
+    for frame in client.received_frames():
+        parts_.append(frame.payload)
+        if frame.message_finished:
+            if frame.opcode is Opcode.TEXT:
+                got.append((1, "".join(parts_).encode()))       # type: ignore[arg-type]
+            else:
+                got.append((2, b"".join(parts_)))               # type: ignore[arg-type]
+            parts_ = []
+    assert got == expected

@@ -194,9 +194,15 @@ cdef bytes deflate_frame(z_stream* s, int opcode, const uint8_t* p, Py_ssize_t n
             s.next_out = b + used
             s.avail_out = <unsigned int>(cap - used)
         clen = cap - s.avail_out - 10
-        # Strip the 00 00 ff ff the sync flush ends with (RFC 7692 §7.2.1).
-        if clen >= 4:
+        if (clen >= 4 and b[10 + clen - 4] == 0 and b[10 + clen - 3] == 0
+                and b[10 + clen - 2] == 0xFF and b[10 + clen - 1] == 0xFF):
+            # Strip the 00 00 ff ff the sync flush ends with (RFC 7692 §7.2.1).
             clen -= 4
+        elif clen == 0:
+            # An empty message after an earlier flush produces no output; send
+            # the empty stored block instead (RFC 7692 §7.2.3.6: one 0x00 byte).
+            b[10] = 0
+            clen = 1
         hlen = 2 if clen < 126 else (4 if clen < 65536 else 10)
         _write_header(b + 10 - hlen, opcode, clen, hlen, True)
         if hlen != 10:
