@@ -20,8 +20,7 @@ matplotlib.use("Agg")  # files only; no display on a build machine
 import matplotlib.pyplot as plt
 import orjson
 
-# CPU parts in stacking order, with one colour each across every plot.
-PARTS = ("router", "server", "redis", "backend", "loadgen")
+# One colour per CPU part across every plot.
 COLOURS = {"router": "#1f77b4", "server": "#1f77b4", "redis": "#d62728",
            "backend": "#2ca02c", "loadgen": "#7f7f7f"}
 
@@ -40,7 +39,8 @@ def _available(data: dict[str, Any], key: str) -> dict[str, dict[str, Any]]:
 
 
 def _short(name: str) -> str:
-    return name.replace(" (websockets + ocpp)", "\n(websockets+ocpp)").replace(" + ", "\n+ ")
+    return (name.replace(" (websockets + ocpp)", "\n(websockets+ocpp)").replace(" + ", "\n+ ")
+            .replace(" (", "\n(").replace(" @ ", "\n@ "))
 
 
 def _bars(ax: Any, names: list[str], values: list[float], fmt: str) -> None:
@@ -62,20 +62,42 @@ def plot_throughput_cpu(data: dict[str, Any], out: Path, title: str) -> Path | N
     systems = {n: r for n, r in systems.items() if r["config"]["mode"] != "open"}
     if not systems:
         return None
+    from bench.report import cpu_bound_rate
+
     names = list(systems)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
-    _bars(ax1, names, [systems[n]["msgs_per_s"] for n in names], "{:,.0f}")
+    cores = int(data.get("machine", {}).get("cpus") or 2)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 5.6))
+    xs = range(len(names))
+    measured = [systems[n]["msgs_per_s"] for n in names]
+    bound = [cpu_bound_rate(systems[n], cores) or 0.0 for n in names]
+    ax1.bar([x - 0.2 for x in xs], measured, width=0.4, color="#1f77b4", label="measured")
+    ax1.bar([x + 0.2 for x in xs], bound, width=0.4, color="#aec7e8", hatch="//",
+            label="CPU-bound (from µs/msg)")
+    for x, v in zip(xs, measured, strict=True):
+        ax1.annotate(f"{v:,.0f}", (x - 0.2, v), ha="center", va="bottom", fontsize=7)
+    for x, v in zip(xs, bound, strict=True):
+        ax1.annotate(f"{v:,.0f}", (x + 0.2, v), ha="center", va="bottom", fontsize=7)
+    ax1.set_xticks(list(xs), [_short(n) for n in names], fontsize=8)
     ax1.set_ylabel("messages per second (CALL + CALLRESULT)")
     ax1.set_title(f"{title}: throughput")
+    ax1.legend(fontsize=8)
     # Grouped, not stacked: the parts differ by two orders of magnitude, so
     # the axis is logarithmic, and stacking on a log axis would mislead.
-    parts = [p for p in PARTS if any(systems[n]["cpu"].get(p, {}).get("us_per_msg")
-                                     for n in names)]
+    # The router and a single-process server fill the same slot ("server").
+    def us(n: str, part: str) -> float:
+        cpu = systems[n]["cpu"]
+        if part == "server":
+            return float((cpu.get("server") or cpu.get("router") or {}).get("us_per_msg") or 0)
+        return float(cpu.get(part, {}).get("us_per_msg") or 0)
+
+    parts = [p for p in ("server", "redis", "backend", "loadgen")
+             if any(us(n, p) for n in names)]
     width = 0.8 / max(1, len(parts))
     for k, part in enumerate(parts):
-        vals = [systems[n]["cpu"].get(part, {}).get("us_per_msg") or 0.0 for n in names]
+        vals = [us(n, part) for n in names]
         xs = [i - 0.4 + width * (k + 0.5) for i in range(len(names))]
-        ax2.bar(xs, vals, width=width, color=COLOURS[part], label=part)
+        ax2.bar(xs, vals, width=width, color=COLOURS[part],
+                label="server / router" if part == "server" else part)
         for x, v in zip(xs, vals, strict=True):
             if v:
                 ax2.annotate(f"{v:.0f}" if v >= 10 else f"{v:.1f}", (x, v), ha="center",
