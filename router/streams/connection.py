@@ -264,7 +264,18 @@ class RedisConnection(asyncio.Protocol):
             assert self._loop is not None
             deadline = self._loop.time() + timeout
         self._queue.append(_Request(n_replies, callback, deadline))
-        transport.write(data)
+        try:
+            transport.write(data)
+        except Exception as exc:
+            # A transport torn down under us may raise (uvloop, on a closed
+            # handle) instead of reporting through connection_lost; fail this
+            # request with the others, from the loop, so no callback is lost.
+            reason = ConnectionLostError(f"write to Redis failed: {exc}")
+            if self._lost_reason is None:
+                self._lost_reason = reason
+            assert self._loop is not None
+            self._loop.call_soon(self._lose, reason)
+            return
         self.bytes_written += len(data)
         if deadline is not None and self._timer is None:
             self._arm_timer()

@@ -19,7 +19,7 @@ from router.streams import (
 )
 from router.streams.reader import Entries
 from tests.conftest import timeout
-from tests.streams.helpers import client, until
+from tests.streams.helpers import client, until, until_async
 from tests.streams.test_publisher import Outcomes
 
 
@@ -140,10 +140,16 @@ async def test_reader_loses_nothing_across_its_own_reconnect(redis_session: Redi
         async with client(redis_session.url) as r:
             await r.xadd(key, {b"n": b"0"})
             await until(lambda: got == [b"0"])
+            victims: list[str] = []
+
+            async def reader_client() -> bool:
+                victims[:] = [c["id"] for c in await r.client_list() if c["name"] == name]
+                return len(victims) == 1
+
             for rnd in range(3):
-                clients = await r.client_list()
-                (victim,) = [c for c in clients if c["name"] == name]
-                await r.client_kill_filter(_id=victim["id"])
+                # The previous round's reconnect may still be under way.
+                await until_async(reader_client, what="the reader's connection")
+                await r.client_kill_filter(_id=victims[0])
                 # Written while the reader's connection is gone or being re-made.
                 for i in range(10):
                     await r.xadd(key, {b"n": b"%d-%d" % (rnd, i)})
