@@ -88,6 +88,9 @@ async def test_closed_loop_against_picows_responder(responder: Service) -> None:
     for part in ("server", "loadgen"):
         assert result["cpu"][part]["us_per_msg"] > 0
     assert result["handshake_rate_per_s"] > 0
+    busy = result["machine_cores_busy"]
+    assert busy["all"] >= busy["measured_processes"] > 0
+    assert set(result["connect_cpu_us_per_conn"]) == {"server", "loadgen"}
     orjson.dumps(result)  # the whole result is JSON
 
 
@@ -133,6 +136,8 @@ async def test_idle_memory_and_storm(responder: Service) -> None:
     assert storm["completed"] and storm["dropped"] == 30 and storm["rebooted"] == 30
     assert storm["handshake_failures"] == 0
     assert storm["seconds_to_all_booted"] > 0
+    assert set(storm["cpu_s"]) == {"server", "loadgen"}
+    assert storm["cpu_bound_estimate_s"] >= 0
     # The drops are the storm's own, not counted as unexpected disconnects.
     assert result["counters"]["disconnects"] == 0
 
