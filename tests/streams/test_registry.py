@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from router.embedded_redis import RedisServer
 from router.streams import KeySpace, RedisConnection, StreamsError, open_connection
-from router.streams.registry import Holder, Registry
+from router.streams.registry import REFRESH_CHUNK, Holder, Registry
 from tests.streams.helpers import client
 
 
@@ -81,6 +81,17 @@ async def test_refresh_reports_missing(registry: Registry, redis_session: RedisS
         assert await registry.refresh(["CP-1", "CP-2"]) == ["CP-2"]
         assert await r.ttl(registry.keys.registry("CP-1")) > 5
     assert await registry.refresh([]) == []
+
+
+async def test_refresh_many_in_chunks(registry: Registry, redis_session: RedisServer) -> None:
+    n = REFRESH_CHUNK * 2 + 7
+    async with client(redis_session.url) as r:
+        async with r.pipeline(transaction=False) as pipe:
+            for i in range(0, n, 2):  # every other identity is registered
+                pipe.hset(registry.keys.registry(f"CP-{i}"), "conn", f"c{i}")
+            await pipe.execute()
+    missing = await registry.refresh(f"CP-{i}" for i in range(n))
+    assert missing == [f"CP-{i}" for i in range(1, n, 2)]
 
 
 async def test_node_alive(registry: Registry, redis_session: RedisServer) -> None:
