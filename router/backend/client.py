@@ -138,6 +138,9 @@ class Client:
         self.validate = validate
         self.reply_ttl = reply_ttl
         self.timeout_grace = TIMEOUT_GRACE
+        # The reply stream's TTL: reply_ttl, or longer once a CALL with a
+        # longer timeout was sent (never shortened while it may be pending).
+        self._ttl = reply_ttl
         self._slots = asyncio.Semaphore(concurrency)
         self._waiting: dict[str, asyncio.Future[Message]] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -317,9 +320,15 @@ class Client:
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._waiting[msg_id] = fut
         try:
-            async with self._slots:
-                await self.redis.xadd(self.keys.out(where.node), fields, maxlen=OUT_MAXLEN,
-                                      approximate=True)
+            async with self._slots, self.redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(self.keys.out(where.node), fields, maxlen=OUT_MAXLEN,
+                          approximate=True)
+                # The answer must land in a stream that still expires: a
+                # router's late XADD to an expired key would recreate it with
+                # no TTL. The reply stream outlives every pending CALL.
+                self._ttl = max(self._ttl, timeout + self.timeout_grace + 60)
+                pipe.pexpire(self.reply_key, int(self._ttl * 1000))
+                await pipe.execute()
             # Wait a little longer than the charger may take, so that the
             # router's own `failed Timeout` entry normally arrives first.
             async with asyncio.timeout(timeout + self.timeout_grace):
@@ -338,6 +347,15 @@ class Client:
         # miss an answer that arrives before the first XREAD.
         last: bytes | str = "0-0"
         backoff = 0.1
+        try:
+            # Create the stream now, with its TTL, so that an answer to a
+            # client that dies early never creates it without one.
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(self.reply_key, {"wake": "0"})
+                pipe.pexpire(self.reply_key, int(self._ttl * 1000))
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("creating %s failed: %s", self.reply_key, exc)
         while not self._closing:
             try:
                 response = cast(StreamReply, await self.redis.xread(
@@ -354,7 +372,7 @@ class Client:
                     # that dies without close().
                     async with self.redis.pipeline(transaction=False) as pipe:
                         pipe.xdel(self.reply_key, *ids)
-                        pipe.pexpire(self.reply_key, int(self.reply_ttl * 1000))
+                        pipe.pexpire(self.reply_key, int(self._ttl * 1000))
                         await pipe.execute()
             except (RedisError, OSError) as exc:
                 log.warning("reading %s failed (%s); retrying in %.1fs",

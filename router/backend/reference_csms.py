@@ -226,12 +226,29 @@ class ReferenceCSMS:
         the charger needs an id to report the (stopped) transaction with."""
         req = msg.json
         ok = self.is_allowed(req["idTag"])
-        tx_id = int(await self.redis.incr(self._key("txseq")))
+        tx_id = await self._transaction_id(msg)
         await self.redis.hset(self._key("tx", msg.cs, str(tx_id)), mapping={
             "connector": req["connectorId"], "idTag": req["idTag"],
             "meterStart": req["meterStart"], "started": req["timestamp"],
             "state": "active" if ok else "refused"})
         return {"idTagInfo": {"status": "Accepted" if ok else "Invalid"}, "transactionId": tx_id}
+
+    async def _transaction_id(self, msg: Message) -> int:
+        """The id for this StartTransaction, the same when it is delivered again.
+
+        Delivery is at least once: had a CSMS died between allocating an id
+        and answering, the redelivered message must not get a second id. The
+        allocation is remembered per connection and message id (OCPP-J message
+        ids are unique per sender and connection, OCPP-J 1.6 §4.1.3).
+        """
+        seen = self._key("txmsg", msg.cs, msg.conn, msg.id)
+        known = await self.redis.get(seen)
+        if known is not None:
+            return int(known)
+        new_id = int(await self.redis.incr(self._key("txseq")))
+        if await self.redis.set(seen, new_id, nx=True, ex=86400):
+            return new_id
+        return int(await self.redis.get(seen) or new_id)  # a concurrent delivery won
 
     async def stop_transaction(self, msg: Message) -> Payload:
         req = msg.json

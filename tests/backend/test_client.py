@@ -187,3 +187,13 @@ async def test_invalid_payload_is_refused_before_sending(
             assert info.value.code == code
             assert await client.call("CP-1", "Reset", {"type": "Soft"}) == {"status": "Accepted"}
     assert [f[b"action"] for f in node.seen] == [b"Reset"]
+
+
+async def test_reply_stream_always_has_a_ttl(redis: aioredis.Redis, keys: KeySpace,
+                                             key_prefix: str) -> None:
+    async with FakeRouter(redis, keys, "node-a", accept) as node:
+        await node.register("CP-1")
+        async with Client(redis, prefix=key_prefix, shards=2, validate=False,
+                          reply_ttl=120) as client:
+            await client.call("CP-1", "Reset", {"type": "Soft"}, timeout=200)
+            assert 200 < await redis.ttl(client.reply_key) <= 262

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,15 +29,19 @@ async def csms(redis: aioredis.Redis, key_prefix: str) -> AsyncIterator[Referenc
     yield ReferenceCSMS(redis, prefix=key_prefix, allow={"04A2B3", "GOOD"}, block=0.2)
 
 
-def entry(proto: str, action: str, payload: dict[str, Any], cs: str = "CP-1") -> Message:
+_ids = itertools.count(1)
+
+
+def entry(proto: str, action: str, payload: dict[str, Any], cs: str = "CP-1",
+          msg_id: str = "42") -> Message:
     return Message("in", "1-1", {
         b"v": b"1", b"kind": b"call", b"cs": cs.encode(), b"proto": proto.encode(),
         b"node": b"node-a", b"conn": b"c1", b"ts": str(int(time.time() * 1000)).encode(),
-        b"id": b"42", b"action": action.encode(), b"payload": orjson.dumps(payload)})
+        b"id": msg_id.encode(), b"action": action.encode(), b"payload": orjson.dumps(payload)})
 
 
 async def answer(csms: ReferenceCSMS, proto: str, action: str, payload: dict[str, Any]) -> Any:
-    msg = entry(proto, action, payload)
+    msg = entry(proto, action, payload, msg_id=f"m{next(_ids)}")
     handler = csms.app.handler_for(msg)
     assert handler is not None, f"no handler for {proto} {action}"
     return await handler(msg)
@@ -132,3 +137,16 @@ async def test_served_through_the_streams(csms: ReferenceCSMS, redis: aioredis.R
     assert (out[b"id"], boot["status"], boot["interval"]) == (b"b1", "Accepted", 300)
     csms.stop()
     await asyncio.wait_for(task, timeout(20))
+
+
+async def test_redelivered_start_transaction_keeps_its_id(csms: ReferenceCSMS) -> None:
+    start = {"connectorId": 1, "idTag": "04A2B3", "meterStart": 0,
+             "timestamp": "2026-11-21T12:00:00Z"}
+    msg = entry("ocpp1.6", "StartTransaction", start)
+    handler = csms.app.handler_for(msg)
+    assert handler is not None
+    first = await handler(msg)
+    again = await handler(entry("ocpp1.6", "StartTransaction", start))  # same conn and id
+    other = await handler(Message("in", "1-2", {**msg.fields, b"id": b"43"}))
+    assert again["transactionId"] == first["transactionId"]
+    assert other["transactionId"] == first["transactionId"] + 1
