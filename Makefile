@@ -38,7 +38,7 @@ test-only: $(BUILT)
 	$(PY) -m pytest -n 2 -q -p no:cacheprovider $(PYTEST_ARGS)
 
 run: $(BUILT)
-	$(VENV)/bin/ocpp-router dev
+	$(VENV)/bin/ocpp-router dev $(DEV_ARGS)
 
 compliance: $(BUILT)
 	$(PY) -m tests.compliance --groups all --report bench/results/autobahn
