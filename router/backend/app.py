@@ -151,6 +151,7 @@ class BackendApp:
         self._handlers: dict[tuple[str, str | None], Handler] = {}
         self._queues: dict[str, collections.deque[Message]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
+        self._side_tasks: set[asyncio.Task[None]] = set()
         self._in_flight: set[tuple[str, str]] = set()
         # Set while fewer than max_in_flight entries are held; the reader waits on it.
         self._room = asyncio.Event()
@@ -264,7 +265,7 @@ class BackendApp:
                     raise
 
     async def _drain_workers(self) -> None:
-        workers = list(self._workers.values())
+        workers = [*self._workers.values(), *self._side_tasks]
         if not workers:
             return
         _done, pending = await asyncio.wait(workers, timeout=self.shutdown_timeout)
@@ -323,6 +324,8 @@ class BackendApp:
         except MalformedEntry as exc:
             self._in_flight.add((stream, entry_id))
             task = asyncio.create_task(self._dead_letter(stream, entry_id, fields or {}, 1, str(exc)))
+            self._side_tasks.add(task)  # a reference, and something to wait for on stop
+            task.add_done_callback(self._side_tasks.discard)
             task.add_done_callback(lambda _t: self._finished(stream, entry_id))
             return
         self._in_flight.add((stream, entry_id))
