@@ -466,3 +466,51 @@ async def test_slow_handler_is_kept_alive_not_claimed_by_others(
     await stopped(worker, worker_task)
     assert runs == ["worker"]
     assert await redis.exists(thief.dead_stream) == 0
+
+
+async def test_results_errors_and_failures_reach_their_handlers(
+        app: BackendApp, redis: aioredis.Redis, keys: KeySpace) -> None:
+    seen: list[tuple[str, str, str]] = []
+
+    @app.on_result("Reset")
+    async def reset_done(msg: Message) -> None:
+        seen.append(("reset", msg.id, msg.json["status"]))
+
+    @app.on_result()
+    async def any_result(msg: Message) -> None:
+        seen.append(("result", msg.id, msg.action))
+
+    @app.on_error()
+    async def refused(msg: Message) -> None:
+        seen.append(("error", msg.id, f"{msg.code}/{msg.error_details()}"))
+
+    @app.on_failed()
+    async def failed(msg: Message) -> None:
+        seen.append(("failed", msg.id, msg.code))
+
+    task = await started(app)
+    await publish(redis, keys, "result", "CP-14", id="r1", action="Reset",
+                  payload={"status": "Accepted"})
+    await publish(redis, keys, "result", "CP-14", id="r2", action="UnlockConnector",
+                  payload={"status": "Unlocked"})
+    await publish(redis, keys, "error", "CP-14", id="r3", action="Reset", code="NotSupported",
+                  description="no", details={"a": 1})
+    last = await publish(redis, keys, "failed", "CP-14", id="r4", action="Reset",
+                         code="QueueFull", description="too many")
+    await wait_acked(redis, keys.inbound_for("CP-14"), GROUP, last)
+    await stopped(app, task)
+    assert seen == [("reset", "r1", "Accepted"), ("result", "r2", "UnlockConnector"),
+                    ("error", "r3", "NotSupported/{'a': 1}"), ("failed", "r4", "QueueFull")]
+    assert await redis.exists(keys.out("node-a")) == 0
+
+
+def test_handler_registration_errors(app: BackendApp) -> None:
+    with pytest.raises(ValueError, match="unknown kind"):
+        app.on("teleport")
+
+    @app.on_call("Heartbeat")
+    async def first(msg: Message) -> dict[str, Any]:
+        return {}
+
+    with pytest.raises(ValueError, match="already registered"):
+        app.on_call("Heartbeat")(first)
