@@ -28,7 +28,7 @@ build: $(BUILT)
 lint: $(BUILT)
 	$(VENV)/bin/ruff check router tests bench
 	$(VENV)/bin/mypy
-	$(VENV)/bin/cython-lint ext
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/cython-lint ext   # it runs pycodestyle from PATH
 
 test: $(BUILT) lint
 	$(PY) -m pytest -n 2 -q -p no:cacheprovider $(PYTEST_ARGS)
