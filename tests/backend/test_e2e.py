@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import os
 import re
+import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -245,3 +246,26 @@ async def test_dev_mode_accepts_a_charger_and_stops_cleanly(sig: signal.Signals)
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_dev_mode_port_in_use_is_one_line_and_cleans_up() -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "router.cli.main", "dev", "--port", str(port),
+            "--admin-port", str(free_port()), env=ENV,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), timeout(60))
+    assert proc.returncode == 1
+    assert out == b""
+    text = err.decode()
+    assert "Traceback" not in text and len(text.strip().splitlines()) == 1
+    assert "the router exited at start" in text and str(port) in text
+    # The router's log is kept for the user, named in the message.
+    log = re.search(r"\(log: (\S+)/router\.log\)", text)
+    assert log is not None
+    shutil.rmtree(log.group(1))
