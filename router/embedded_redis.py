@@ -58,8 +58,12 @@ class RedisServer:
     """
 
     def __init__(self, port: int | None = None, host: str = "127.0.0.1",
-                 binary: str | None = None) -> None:
+                 binary: str | None = None, own_session: bool = False) -> None:
         self.host = host
+        # own_session: out of the owner's process group, so a terminal's Ctrl-C
+        # (sent to the whole foreground group) does not stop Redis before the
+        # owner (`ocpp-router dev`) has stopped what uses it.
+        self.own_session = own_session
         self.port = port or free_port(host)
         self.binary = binary or find_redis_server()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -78,11 +82,9 @@ class RedisServer:
             "--logfile", os.path.join(self._dir, "redis.log"),
         ]
         try:
-            # Own session: a terminal's Ctrl-C goes to the foreground process
-            # group; the owner (e.g. `ocpp-router dev`) stops Redis last, itself.
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                         start_new_session=True)
+                                         start_new_session=self.own_session)
         except OSError as exc:
             self._cleanup()
             raise RedisServerError(f"cannot run {self.binary}: {exc.strerror}") from exc
