@@ -168,7 +168,7 @@ async def run_async(args: argparse.Namespace) -> int:
             redis_url = args.redis_url
         else:
             try:
-                embedded = await asyncio.to_thread(RedisServer().start)
+                embedded = await asyncio.to_thread(RedisServer(own_session=True).start)
             except RedisServerError as exc:
                 raise CLIError(str(exc)) from None
             redis_url = embedded.url

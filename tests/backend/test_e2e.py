@@ -244,8 +244,14 @@ async def test_dev_mode_accepts_a_charger_and_stops_cleanly(sig: signal.Signals)
             w.close()
     finally:
         if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+            # SIGTERM first: dev stops its router and Redis (a SIGKILL would
+            # orphan them, they live in their own sessions).
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout(30))
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
 
 
 async def test_dev_mode_port_in_use_is_one_line_and_cleans_up() -> None:
