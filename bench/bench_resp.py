@@ -9,7 +9,7 @@ with ``--payload`` bytes of payload, ``MAXLEN ~``) to the same real
 redis-server, in batches of ``--batch`` entries per event-loop iteration /
 pipeline, on uvloop. The figure is this process's CPU time
 (``time.process_time``: user + system, all threads) divided by the entries
-acknowledged; Redis runs in its own process and is not counted. Each variant
+acknowledged (or delivered, for the readers); Redis runs in its own process and is not counted. Each variant
 runs ``--rounds`` times and the best round is reported (least disturbed by the
 other work on a shared machine). Variants:
 
@@ -18,6 +18,10 @@ other work on a shared machine). Variants:
   replies parsed by hiredis, one write per batch (what the router does).
 * ``redis-py pipeline``: ``redis.asyncio`` pipeline (``transaction=False``)
   of ``xadd`` calls, hiredis parser installed (redis-py's fastest setup).
+* ``reader``: ``OutboundReader`` draining ``--entries`` backend replies
+  already in the node's out stream, ``COUNT`` = batch, trimming what it read
+  (filling the stream is not measured).
+* ``redis-py XREAD``: the same with ``redis.asyncio`` ``xread`` + ``xtrim``.
 
 Output: one table row per variant and batch size; ``--json`` for machines.
 """
@@ -25,6 +29,7 @@ Output: one table row per variant and batch size; ``--json`` for machines.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import platform
 import sys
@@ -36,7 +41,8 @@ import redis.asyncio as aioredis
 import uvloop
 
 from router.embedded_redis import RedisServer
-from router.streams import CommandBuffer, KeySpace, Publisher, StreamsError
+from router.streams import CommandBuffer, KeySpace, OutboundReader, Publisher, StreamsError
+from router.streams.reader import Entries
 
 PREFIX = "bench-resp"
 CS = "CP-000123"
@@ -105,6 +111,60 @@ async def bench_redis_py(url: str, entries: int, batch: int, payload: bytes) -> 
     return done
 
 
+OUT_KEY = KeySpace(PREFIX).out(NODE)
+
+
+def fill_out_stream(url: str, entries: int, payload: bytes) -> None:
+    """Backend replies waiting in the node's out stream (not measured)."""
+    r = redis.Redis.from_url(url)
+    try:
+        r.delete(OUT_KEY)
+        for start in range(0, entries, 1000):
+            pipe = r.pipeline(transaction=False)
+            for i in range(start, min(entries, start + 1000)):
+                pipe.xadd(OUT_KEY, {"kind": "result", "cs": CS, "conn": CONN, "id": str(i),
+                                    "payload": payload})
+            pipe.execute()
+    finally:
+        r.close()
+
+
+async def bench_reader(url: str, entries: int, batch: int, payload: bytes) -> int:
+    done = asyncio.Event()
+    got = 0
+
+    def on_entries(batch_: Entries) -> None:
+        nonlocal got
+        got += len(batch_)
+        if got >= entries:
+            done.set()
+
+    reader = OutboundReader(url, OUT_KEY, on_entries, count=batch, start_id=b"0-0")
+    await reader.start()
+    try:
+        await done.wait()
+    finally:
+        await reader.stop()
+    return got
+
+
+async def bench_redis_py_reader(url: str, entries: int, batch: int, payload: bytes) -> int:
+    r = aioredis.Redis.from_url(url)
+    got = 0
+    last = b"0-0"
+    try:
+        while got < entries:
+            res = await r.xread({OUT_KEY: last}, count=batch, block=1000)
+            for _, items in res or []:
+                got += len(items)
+                last = items[-1][0]
+                ms, seq = last.split(b"-")
+                await r.xtrim(OUT_KEY, minid=b"%s-%d" % (ms, int(seq) + 1), approximate=False)
+    finally:
+        await r.aclose()
+    return got
+
+
 Variant = Callable[[str, int, int, bytes], Awaitable[int]]
 
 
@@ -116,6 +176,8 @@ async def measure(fn: Variant, url: str, entries: int, batch: int, payload: byte
         r = redis.Redis.from_url(url)
         r.delete(KeySpace(PREFIX).inbound(0))
         r.close()
+        if fn in (bench_reader, bench_redis_py_reader):
+            fill_out_stream(url, entries, payload)
         cpu0 = time.process_time()
         n = await fn(url, entries, batch, payload)
         cpu = time.process_time() - cpu0
@@ -136,10 +198,12 @@ async def main_async(args: argparse.Namespace) -> int:
             ("encode only", lambda _u, n, b, p: bench_encode(n, b, p)),
             ("publisher", bench_publisher),
             ("redis-py pipeline", bench_redis_py),
+            ("reader", bench_reader),
+            ("redis-py XREAD", bench_redis_py_reader),
         ]
         for batch in args.batch or [100, 1000]:
             for name, fn in variants:
-                n = args.entries if name != "redis-py pipeline" else args.entries // 4
+                n = args.entries // 4 if name == "redis-py pipeline" else args.entries
                 us = await measure(fn, url, n, batch, payload, args.rounds)
                 results.append({"variant": name, "batch": batch, "entries": n,
                                 "cpu_us_per_xadd": round(us, 3)})
@@ -152,7 +216,7 @@ async def main_async(args: argparse.Namespace) -> int:
     else:
         print(f"payload {len(payload)} B, best of {args.rounds} rounds, "
               f"Python {sys.version.split()[0]}, uvloop")
-        print(f"{'variant':<20} {'batch':>6} {'entries':>8} {'client CPU µs/XADD':>20}")
+        print(f"{'variant':<20} {'batch':>6} {'entries':>8} {'client CPU µs/entry':>20}")
         for row in results:
             print(f"{row['variant']:<20} {row['batch']:>6} {row['entries']:>8} "
                   f"{row['cpu_us_per_xadd']:>20.2f}")

@@ -74,15 +74,19 @@ class OutboundReader:
         connect_timeout: seconds for one connection attempt.
         backoff_min, backoff_max: reconnect delay bounds in seconds.
         client_name: ``CLIENT SETNAME`` of the connection.
+        start_id: deliver entries after this id; None (the contract's
+            behaviour) starts after the newest entry present at ``start()``,
+            ``b"0-0"`` delivers what is already there too (tools, benchmarks).
 
     Raises:
-        ValueError: a malformed URL or non-positive block_ms/count.
+        ValueError: a malformed URL or start_id, or non-positive block_ms/count.
     """
 
     def __init__(self, url: str, key: bytes, on_entries: Callable[[Entries], None], *,
                  block_ms: int = 1000, count: int = 1000, trim: bool = True,
                  connect_timeout: float = 5.0, backoff_min: float = 0.05,
-                 backoff_max: float = 2.0, client_name: str = "ocpp-router:out-reader") -> None:
+                 backoff_max: float = 2.0, client_name: str = "ocpp-router:out-reader",
+                 start_id: bytes | None = None) -> None:
         if block_ms < 1 or count < 1:
             raise ValueError("block_ms and count must be positive")
         RedisAddress(url)
@@ -97,6 +101,9 @@ class OutboundReader:
         self.backoff_max = backoff_max
         self.client_name = client_name
         self.stats = ReaderStats()
+        self.start_id = start_id
+        if start_id is not None:
+            _id_key(start_id)  # a malformed id fails here
         self.last_id = b"0-0"
         self._conn: RedisConnection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -120,6 +127,11 @@ class OutboundReader:
             raise RuntimeError("OutboundReader already started")
         await self._connect()
         assert self._conn is not None
+        if self.start_id is not None:
+            self.last_id = self.start_id
+            self._task = asyncio.get_running_loop().create_task(self._run(),
+                                                                name="redis-out-reader")
+            return
         try:
             newest = await self._conn.command(b"XREVRANGE", self.key, b"+", b"-", b"COUNT", 1,
                                               timeout=self.connect_timeout)

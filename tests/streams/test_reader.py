@@ -118,3 +118,23 @@ async def test_start_on_wrong_type(redis_session: RedisServer, key_prefix: str) 
     with pytest.raises(RedisReplyError):
         await reader.start()
     await reader.stop()
+
+
+async def test_start_id_delivers_existing_entries(redis_session: RedisServer,
+                                                  key_prefix: str) -> None:
+    key = KeySpace(key_prefix).out("node-4")
+    async with client(redis_session.url) as r:
+        first = await r.xadd(key, {b"n": b"1"})
+        second = await r.xadd(key, {b"n": b"2"})
+        sink = Sink()
+        reader = OutboundReader(redis_session.url, key, sink, block_ms=100, start_id=first)
+        await reader.start()
+        try:
+            await until(lambda: len(sink.entries) == 1)
+            assert sink.entries == [(second, {b"n": b"2"})]
+            # Trimmed up to what was delivered, the entry before start_id included.
+            await until_len(r, key, 0)
+        finally:
+            await reader.stop()
+    with pytest.raises(ValueError):
+        OutboundReader(redis_session.url, key, sink, start_id=b"x-y")
