@@ -93,6 +93,8 @@ class BackendApp:
             connection). The Redis client's pool must allow more connections
             than this: the reader, the claimer, the outbox and ``client``
             use a few more.
+        forget_consumers_after: seconds after which an idle consumer with no
+            pending entries is deleted from the group (dead processes' names).
         answer_calls: this group answers charger CALLs: a ``call`` handler's
             return value is the CALLRESULT payload, and CALLs without a handler
             get a ``NotImplemented`` CALLERROR. Exactly one group of a
@@ -107,7 +109,7 @@ class BackendApp:
                  shards: int = 1, consumer: str | None = None, claim_idle: float = 30.0,
                  claim_interval: float | None = None, max_deliveries: int = 5,
                  batch: int = 100, block: float = 2.0, max_in_flight: int = 1000,
-                 concurrency: int = 50,
+                 concurrency: int = 50, forget_consumers_after: float = 3600.0,
                  answer_calls: bool = True, start_id: str = "$",
                  shutdown_timeout: float = 30.0) -> None:
         if shards < 1:
@@ -144,6 +146,7 @@ class BackendApp:
         self.client = Client(redis, prefix=prefix, shards=shards)
         self.stats: collections.Counter[str] = collections.Counter()
         self.concurrency = concurrency
+        self.forget_consumers_after = forget_consumers_after
         # Bounds the handlers running at once, hence the Redis connections they
         # use; redis-py's pool refuses (MaxConnectionsError) beyond its size.
         self._slots = asyncio.Semaphore(concurrency)
@@ -421,6 +424,7 @@ class BackendApp:
             try:
                 await self.keep_alive()
                 await self.claim_once()
+                await self.forget_idle_consumers()
                 self.stats["sweeps"] += 1
             except (RedisError, OSError) as exc:
                 log.warning("claim sweep failed: %s", exc)
@@ -448,6 +452,29 @@ class BackendApp:
                     pipe.xclaim(stream, self.group, self.consumer, 0, ids[start:start + 1000],
                                 justid=True)
             await pipe.execute()
+
+    async def forget_idle_consumers(self) -> int:
+        """Delete consumers of the group that hold nothing and were idle for long.
+
+        Every process start adds a consumer name to the group; without this,
+        ``XINFO CONSUMERS`` would list every consumer that ever ran. Only
+        consumers with no pending entries are deleted, so nothing is lost; a
+        live one that happened to qualify is recreated by its next read.
+        Returns how many were deleted.
+
+        Raises:
+            redis.exceptions.RedisError: Redis failed.
+        """
+        idle_ms = int(self.forget_consumers_after * 1000)
+        deleted = 0
+        for stream in self.streams:
+            for info in await self.redis.xinfo_consumers(stream, self.group):
+                name = _s(info["name"])
+                if name != self.consumer and int(info["pending"]) == 0 \
+                        and int(info["idle"]) > idle_ms:
+                    await self.redis.xgroup_delconsumer(stream, self.group, name)
+                    deleted += 1
+        return deleted
 
     async def claim_once(self) -> int:
         """Claim entries idle longer than ``claim_idle`` from any consumer of the group.

@@ -514,3 +514,27 @@ def test_handler_registration_errors(app: BackendApp) -> None:
 
     with pytest.raises(ValueError, match="already registered"):
         app.on_call("Heartbeat")(first)
+
+
+async def test_idle_consumers_without_pending_entries_are_forgotten(
+        redis: aioredis.Redis, key_prefix: str, keys: KeySpace) -> None:
+    app = BackendApp(redis, group=GROUP, prefix=key_prefix, shards=3, block=0.2,
+                     forget_consumers_after=0.05, consumer="alive")
+    await app.ensure_groups()
+    stream = keys.inbound(0)
+    for _ in range(3):
+        await redis.xadd(stream, {"v": 1, "kind": "connected", "cs": "x"})
+
+    async def read(consumer: str, ack: bool) -> None:
+        [(_s, [(eid, _f)])] = await redis.xreadgroup(GROUP, consumer, {stream: ">"}, count=1)
+        if ack:
+            await redis.xack(stream, GROUP, eid)
+
+    await read("ghost", ack=True)      # holds nothing: forgotten
+    await read("holder", ack=False)    # holds an entry: kept
+    await read("alive", ack=True)      # this app's own name: kept
+    await asyncio.sleep(0.1)  # let the idle times pass the (tiny) threshold
+    await app.forget_idle_consumers()
+    names = {c["name"] for s in keys.all_inbound() for c in await redis.xinfo_consumers(s, GROUP)}
+    assert b"ghost" not in names
+    assert {b"holder", b"alive"} <= names
