@@ -197,7 +197,9 @@ class RedisConnection(asyncio.Protocol):
                 # per entry): no per-reply queue or length bookkeeping.
                 for _ in range(req.expected - len(replies)):
                     reply = gets()
-                    if reply is False:  # hiredis: no complete reply buffered yet
+                    # hiredis: False = no complete reply buffered yet (RESP2,
+                    # which we speak, has no boolean type: unambiguous).
+                    if reply is False:
                         return
                     append(reply)
                 queue.popleft()
