@@ -14,6 +14,7 @@ from router.streams import (
     NotConnectedError,
     OutboundReader,
     Publisher,
+    RedisReplyError,
     RedisTimeoutError,
     StreamsError,
 )
@@ -232,3 +233,28 @@ async def test_reader_reads_a_rebuilt_stream_from_its_start(redis_server: RedisS
             await until(lambda: got == [b"1", b"2", b"3"])
     finally:
         await reader.stop()
+
+
+async def test_redis_out_of_memory_fails_each_entry_then_recovers(
+        redis_server: RedisServer) -> None:
+    """maxmemory reached with noeviction: every XADD gets -OOM; the connection stays."""
+    pub = Publisher(redis_server.url, keys=KeySpace("ocpp"))
+    await pub.start()
+    try:
+        async with client(redis_server.url) as r:
+            await r.config_set("maxmemory-policy", "noeviction")
+            await r.config_set("maxmemory", 1)
+            out = Outcomes()
+            for tag in range(5):
+                publish(pub, out, tag)
+            await pub.wait_flushed()
+            assert set(out.errors) == set(range(5))
+            assert all(isinstance(e, RedisReplyError) and "OOM" in str(e)
+                       for e in out.errors.values())
+            assert pub.connected and pub.stats.connects == 1
+            await r.config_set("maxmemory", 0)
+            publish(pub, out, 5)
+            await pub.wait_flushed()
+            assert 5 in out.done
+    finally:
+        await pub.close()
