@@ -536,3 +536,18 @@ def test_permessage_deflate_through_the_glue(run: Callable[..., Any], context: b
         server.close()
         assert closes(log) == [("closed", 1000, "")]
     run(main)
+
+
+def test_bytes_after_a_rejection_are_not_parsed_as_frames(run: Callable[..., Any]) -> None:
+    async def main() -> None:
+        server, port, log, done, _ = await serve(on_request=lambda p, r: p.reject(404))
+        # A pipelining client: a second request right behind the first.
+        reader, writer, head = await raw_open(port, upgrade_request() * 2)
+        assert head.startswith(b"HTTP/1.1 404 ")
+        # Nothing follows the error response: no close frame, no second answer.
+        assert await reader.read() == b""
+        await done
+        writer.close()
+        server.close()
+        assert closes(log) == [("rejected",)]
+    run(main)

@@ -308,18 +308,21 @@ cdef class WebSocketProtocol(FrameCodec):
         global _bytes_in
         _bytes_in += <uint64_t>nbytes
         self.last_rx = _coarse_now
-        if self._state == S_OPEN or self._state == S_CLOSING:
-            if self.rstate >= R_CLOSED:
-                return      # after a close frame or a failure: discard (§7.1.1)
-            self.flags |= F_BATCH
-            try:
-                self.receive(_rptr, nbytes)
-            except BaseException as exc:
-                self._fail(exc)
-            finally:
-                self._end_batch()
-        elif self._state == S_CONNECTING:
+        if self._state == S_CONNECTING:
             self._handshake_data(PyBytes_FromStringAndSize(<char*>_rptr, nbytes))
+            return
+        if (self._state == S_CLOSED or not (self.flags & F_OPENED)
+                or self.rstate >= R_CLOSED):
+            # Rejected (the HTTP error is on its way), after a close frame or
+            # after a failure: discard what the peer still sends (§7.1.1).
+            return
+        self.flags |= F_BATCH
+        try:
+            self.receive(_rptr, nbytes)
+        except BaseException as exc:
+            self._fail(exc)
+        finally:
+            self._end_batch()
 
     def eof_received(self):
         # Returning False lets the transport close itself (half-open TCP is of
