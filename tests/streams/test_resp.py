@@ -127,9 +127,16 @@ def test_large_batch_grows_and_shrinks() -> None:
     big = b"x" * (5 * 1024 * 1024)
     buf.append_command(b"SET", b"k", big)
     assert buf.nbytes > len(big)
+    assert buf.capacity >= buf.nbytes
     assert parse_all(buf.take()) == [[b"SET", b"k", big]]
+    assert buf.capacity == 64  # a spike does not pin memory
     buf.append_command(b"PING")
     assert parse_all(buf.take()) == [[b"PING"]]
+    # Below the shrink threshold the block is kept for reuse.
+    buf.append_command(b"SET", b"k", b"y" * 100_000)
+    cap = buf.capacity
+    buf.take()
+    assert buf.capacity == cap > 64
 
 
 def test_xread_entries_shapes() -> None:

@@ -316,6 +316,11 @@ cdef class CommandBuffer:
         """Number of encoded bytes pending."""
         return self._len
 
+    @property
+    def capacity(self):
+        """Bytes allocated for the block (memory accounting, tests)."""
+        return self._cap
+
 
 def xread_entries(reply):
     """Flatten an XREAD reply for one stream into ``[(id, {field: value})]``.
