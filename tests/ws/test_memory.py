@@ -8,6 +8,7 @@ arenas and the shared receive buffer exist.
 
 from __future__ import annotations
 
+import resource
 import socket
 import time
 
@@ -48,8 +49,19 @@ def settle(proc: psutil.Process) -> int:
     return last
 
 
+def ensure_fds(need: int) -> None:
+    """Raise the soft fd limit (inherited by the server child) or skip."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= need:
+        return
+    if hard != resource.RLIM_INFINITY and hard < need:
+        pytest.skip(f"needs {need} file descriptors, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+
+
 @pytest.mark.slow
 def test_idle_connection_costs_at_most_4_kib() -> None:
+    ensure_fds(N + 1000)
     server, port = start_echo_server(["--ping-interval", "60"])
     socks: list[socket.socket] = []
     try:
