@@ -160,8 +160,11 @@ class RedisConnection(asyncio.Protocol):
                 if name:
                     try:
                         await self.command("CLIENT", "SETNAME", _client_name(name))
-                    except RedisReplyError:
-                        pass  # an ACL without CLIENT: the name is only a courtesy
+                    except RedisReplyError as exc:
+                        # An ACL without CLIENT: the name is only a courtesy.
+                        # Anything else (maxclients reached, …) fails the connect.
+                        if not str(exc).startswith("NOPERM"):
+                            raise
         except TimeoutError:
             self.abort()
             raise RedisConnectionError(f"no connection to {address!r} within {timeout}s") from None

@@ -58,6 +58,10 @@ Arg = bytes | str | int | bytearray | memoryview
 
 _ReplyError = hiredis.ReplyError
 
+#: A connection that lived this long (seconds) counts as healthy: when it is
+#: lost, the reconnect is immediate and the backoff starts over.
+HEALTHY_AFTER = 1.0
+
 #: How many recent batches ``PublisherStats`` keeps (latency, size).
 RECENT_BATCHES = 1024
 
@@ -431,8 +435,15 @@ class Publisher:
         delay = self.backoff_min
         while not self._closed:
             if self._conn is not None:
+                since = asyncio.get_running_loop().time()
                 await self._lost.wait()
-                delay = self.backoff_min
+                if asyncio.get_running_loop().time() - since >= HEALTHY_AFTER:
+                    delay = self.backoff_min  # it worked for a while: retry at once
+                    continue
+                # Lost right after connecting (maxclients, a proxy in trouble):
+                # back off, or this loop would spin.
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self.backoff_max)
                 continue
             try:
                 await self._connect_once()

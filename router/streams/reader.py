@@ -171,6 +171,7 @@ class OutboundReader:
         # A blocked XREAD answers within block_ms; past this the connection
         # is considered dead (e.g. a Redis frozen by SIGSTOP or a lost route).
         read_timeout = self.block_ms / 1000 + max(2.0, self.connect_timeout)
+        healthy = True  # the connection start() made was checked by its XREVRANGE
         while True:
             conn = self._conn
             if conn is None or not conn.connected:
@@ -183,6 +184,7 @@ class OutboundReader:
                     continue
                 conn = self._conn
                 assert conn is not None
+                healthy = False   # until one XREAD succeeds on this connection
                 try:
                     await self._resync(conn)
                 except StreamsError:
@@ -204,7 +206,12 @@ class OutboundReader:
                 self.stats.errors += 1
                 conn.abort()
                 self._conn = None
-                continue  # reconnect at once; backoff only if that fails
+                if not healthy:
+                    # Dropped before a single read worked: back off, or a
+                    # server that accepts and drops would make this spin.
+                    await self._backoff(delay)
+                    delay = min(delay * 2, self.backoff_max)
+                continue  # a connection that worked: reconnect at once
             if trim_to is not None and not isinstance(replies[0], RedisReplyError):
                 self._trim_to = None
             reply = replies[-1]
@@ -215,6 +222,7 @@ class OutboundReader:
                 delay = min(delay * 2, self.backoff_max)
                 continue
             delay = self.backoff_min
+            healthy = True
             self.stats.reads += 1
             entries = xread_entries(reply)
             if not entries:

@@ -258,3 +258,33 @@ async def test_redis_out_of_memory_fails_each_entry_then_recovers(
             assert 5 in out.done
     finally:
         await pub.close()
+
+
+async def test_reconnects_back_off_when_redis_refuses_clients(redis_server: RedisServer) -> None:
+    """maxclients reached: Redis accepts the TCP connection, answers an error and
+    closes it. The publisher and the reader must back off, not spin."""
+    key = KeySpace("ocpp").out("node-1")
+    reader = OutboundReader(redis_server.url, key, lambda _e: None, block_ms=100,
+                            client_name="t-reader", backoff_max=2.0)
+    await reader.start()
+    async with client(redis_server.url) as r:
+        # Clients already connected stay (this one and the reader); new ones are refused.
+        await r.config_set("maxclients", 1)
+        pub = Publisher(redis_server.url, keys=KeySpace("ocpp"), backoff_max=2.0)
+        await pub.start(wait=False)
+        try:
+            victim = [c["id"] for c in await r.client_list() if c["name"] == "t-reader"]
+            errors_before = reader.stats.errors
+            await r.client_kill_filter(_id=victim[0])   # and it cannot come back
+            await asyncio.sleep(0.5)
+            # Exponential backoff from 50 ms: a handful of attempts, not thousands.
+            assert 1 <= pub.stats.connect_failures <= 10
+            assert pub.stats.connects == 0  # the refusal fails the handshake
+            assert 1 <= reader.stats.errors - errors_before <= 10
+            assert not pub.connected and not reader.connected
+            await r.config_set("maxclients", 100)
+            await until(lambda: pub.connected and reader.connected, seconds=10,
+                        what="both back after the limit is lifted")
+        finally:
+            await pub.close()
+            await reader.stop()
