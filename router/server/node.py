@@ -587,7 +587,15 @@ class Node:
         while True:
             try:
                 await self.registry.node_alive(self.node_id, int(period * 3))
-                await self.registry.refresh(list(self.by_identity))
+                missing = await self.registry.refresh(list(self.by_identity))
+                for identity in missing:
+                    # Lost in a Redis restart or an outage longer than the TTL:
+                    # backends must find this charger again.
+                    conn = self.by_identity.get(identity)
+                    if conn is not None and conn.opened:
+                        await self.registry.restore(
+                            identity, node=self.node_id, conn=conn.conn_id, proto=conn.proto,
+                            since_ms=conn.since_ms, addr=conn.addr)
             except Exception:
                 self.metrics.inc(self.metrics.redis_errors, "registry")
             await asyncio.sleep(period)

@@ -45,6 +45,16 @@ if old[1] then return {old[1], old[2] or ''} end
 return false
 """
 
+# Restore an entry that vanished (Redis restarted without persistence, or the
+# TTL ran out during an outage) — but never overwrite one a newer connection
+# wrote in the meantime.
+_RESTORE = """\
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'node', ARGV[1], 'conn', ARGV[2], 'proto', ARGV[3],
+           'since', ARGV[4], 'addr', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+return 1
+"""
 # Delete only when this connection still holds the entry.
 _UNREGISTER = """\
 if redis.call('HGET', KEYS[1], 'conn') == ARGV[1] then
@@ -98,6 +108,7 @@ class Registry:
         self.ttl = ttl
         self._register = _Script(_REGISTER)
         self._unregister = _Script(_UNREGISTER)
+        self._restore = _Script(_RESTORE)
 
     # -- public API -----------------------------------------------------------
 
@@ -121,6 +132,20 @@ class Registry:
         if not reply:
             return None
         return Holder(_text(reply[0]), _text(reply[1]))
+
+    async def restore(self, identity: str, *, node: str, conn: str, proto: str,
+                      since_ms: int, addr: str) -> bool:
+        """Write the entry of ``identity`` only if there is none (see
+        :meth:`refresh`): a lost entry comes back, a newer holder's stays.
+
+        Returns:
+            True if written, False if an entry existed.
+
+        Raises:
+            StreamsError: Redis failed or is unreachable.
+        """
+        return bool(await self._eval(self._restore, self.keys.registry(identity),
+                                     node, conn, proto, since_ms, addr, self.ttl))
 
     async def unregister(self, identity: str, conn: str) -> bool:
         """Delete the entry of ``identity`` if ``conn`` still holds it.

@@ -20,7 +20,7 @@ from tests.server.helpers import BOOT, BOOT_REPLY, Charger
 async def answering_backend(url: str, prefix: str, stop: asyncio.Event,
                             answered: set[str]) -> None:
     """Answers every call with a valid BootNotification reply; survives Redis restarts."""
-    last = b"$"
+    last = b"0-0"      # from the start: no CALL published before this task runs is missed
     while not stop.is_set():
         r = aioredis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
         try:
@@ -188,3 +188,38 @@ async def _until_async(probe: Callable[[], object], want: int, limit: float) -> 
     while await probe() != want:  # type: ignore[misc]
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.05)
+
+
+async def test_registry_entries_come_back_after_redis_loses_them(
+        router_factory: Callable[..., RouterNode]) -> None:
+    node = router_factory("--registry-ttl", "3")
+    cp = await Charger.connect(node, "CP-back")
+    r = aioredis.from_url(node.redis_url)
+    key = f"{node.key_prefix}:cs:CP-back"
+    try:
+        await _until_async(lambda: r.exists(key), 1, timeout(5))
+        conn = await r.hget(key, "conn")
+        await r.flushall()                        # a restart without persistence
+        await _until_async(lambda: r.exists(key), 1, timeout(10))
+        assert await r.hget(key, "conn") == conn
+        assert await r.hget(key, "node") == node.node_id.encode()
+    finally:
+        await r.aclose()
+        await cp.close()
+
+
+async def test_restore_never_overwrites_a_newer_holder(redis_server: RedisServer,
+                                                       key_prefix: str) -> None:
+    from router.streams.keys import KeySpace
+    from router.streams.registry import Registry
+
+    r = aioredis.from_url(redis_server.url)
+    registry = Registry(r, KeySpace(key_prefix), ttl=60)
+    try:
+        assert await registry.restore("CP-x", node="a", conn="c1", proto="ocpp1.6",
+                                      since_ms=1, addr="x")
+        assert not await registry.restore("CP-x", node="b", conn="c2", proto="ocpp1.6",
+                                          since_ms=2, addr="y")
+        assert (await registry.lookup("CP-x") or {})["conn"] == "c1"
+    finally:
+        await r.aclose()
