@@ -625,7 +625,7 @@ cdef class WebSocketProtocol(FrameCodec):
 
     cdef int _end_batch(self) except -1:
         try:
-            if self._state != S_CLOSED and not self.transport.is_closing():
+            if _out and self._state != S_CLOSED and not self.transport.is_closing():
                 self._flush()
         finally:
             _out.clear()
