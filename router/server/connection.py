@@ -189,7 +189,7 @@ class ChargerConnection(WebSocketProtocol):
             node.count_handshake("draining")
             self.reject(503, [("Retry-After", str(node.config.retry_after))])
             return
-        if node.connection_count >= node.config.max_connections:
+        if node.overloaded():
             node.count_handshake("overloaded")
             self.reject(503, [("Retry-After", str(node.config.retry_after))])
             return

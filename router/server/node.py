@@ -302,16 +302,15 @@ class Node:
     # ----------------------------------------------------------- connections
     def handshake_started(self, conn: ChargerConnection) -> None:
         self.handshakes.add(conn)
-        if len(self.handshakes) > self.config.max_handshakes:
-            self.count_handshake("overloaded")
-            conn.reject(503, [("Retry-After", str(self.config.retry_after))])
+
+    def overloaded(self) -> bool:
+        """Admission control: too many connections or handshakes in progress
+        (the latter counts slow clients that have not finished their request)."""
+        return (len(self.connections) >= self.config.max_connections
+                or len(self.handshakes) > self.config.max_handshakes)
 
     def handshake_finished(self, conn: ChargerConnection) -> None:
         self.handshakes.discard(conn)
-
-    @property
-    def connection_count(self) -> int:
-        return len(self.connections)
 
     def count_handshake(self, outcome: str) -> None:
         self.metrics.inc(self.metrics.handshakes, outcome)

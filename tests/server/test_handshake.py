@@ -6,6 +6,7 @@ import asyncio
 import base64
 import socket
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -135,6 +136,24 @@ def test_max_connections_gives_503_with_retry_after(
             s.close()
 
 
+def test_max_handshakes_gives_503(router_factory: Callable[..., RouterNode]) -> None:
+    node = router_factory("--max-handshakes", "2", "--retry-after", "3")
+    slow = [socket.create_connection(("127.0.0.1", node.port)) for _ in range(2)]
+    try:
+        for s in slow:
+            s.sendall(b"GET /ocpp/CP-slow HTTP/1.1\r\n")     # unfinished requests
+        time.sleep(0.2)
+        response = raw_request(node, "/ocpp/CP-next")
+        assert status_of(response) == 503 and b"Retry-After: 3" in response
+    finally:
+        for s in slow:
+            s.close()
+    deadline = time.monotonic() + timeout(5)
+    while status_of(raw_request(node, "/ocpp/CP-next")) != 101:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
 def test_handshake_timeout_closes_slow_clients(
         router_factory: Callable[..., RouterNode]) -> None:
     node = router_factory("--handshake-timeout", "1")
@@ -232,3 +251,38 @@ def test_trusted_proxy_header(router_factory: Callable[..., RouterNode]) -> None
                                "--trusted-proxy-networks", "10.0.0.0/8")
     assert status_of(raw_request(untrusted, "/ocpp/CP-px",
                                  extra="X-SSL-Client-S-DN: CN=CP-px\r\n")) == 401
+
+
+async def test_tls_profile_2_basic_auth_over_tls(router_factory: Callable[..., RouterNode],
+                                                 pki: Path) -> None:
+    import ssl
+
+    node = router_factory("--auth", "basic", "--tls-cert", str(pki / "server.pem"),
+                          "--tls-key", str(pki / "server.key"))
+    r = redis.Redis.from_url(node.redis_url)
+    r.set(f"{node.key_prefix}:auth:CP-p2", hash_password("0123456789abcdef"))
+    r.close()
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    url = f"wss://127.0.0.1:{node.port}/ocpp/CP-p2"
+    header = {"Authorization": "Basic " + base64.b64encode(b"CP-p2:0123456789abcdef").decode()}
+    ws = await websockets.connect(url, subprotocols=["ocpp1.6"], ssl=ctx,  # type: ignore[list-item]
+                                  additional_headers=header)
+    assert ws.subprotocol == "ocpp1.6"
+    await ws.close()
+    with pytest.raises(websockets.InvalidStatus) as info:
+        await websockets.connect(url, subprotocols=["ocpp1.6"], ssl=ctx)  # type: ignore[list-item]
+    assert info.value.response.status_code == 401
+    # TLS below 1.2 is refused (security profiles 2 and 3).
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)   # TLS 1.1 is, on purpose
+        old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        old.load_verify_locations(str(pki / "ca.pem"))
+        try:
+            old.minimum_version = ssl.TLSVersion.TLSv1_1
+            old.maximum_version = ssl.TLSVersion.TLSv1_1
+        except (ValueError, ssl.SSLError):
+            return       # this OpenSSL cannot even offer TLS 1.1
+        with pytest.raises((ssl.SSLError, OSError)):
+            await websockets.connect(url, subprotocols=["ocpp1.6"], ssl=old)  # type: ignore[list-item]
