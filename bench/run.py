@@ -254,33 +254,53 @@ def wait_for_quiet(limit: float, threshold: float = 0.3) -> dict[str, float]:
             return {"waited_s": round(time.monotonic() - t0, 1), "busy_cores": round(cores, 2)}
 
 
-async def measure(name: str, system_cm: Callable[[], Any], cfg: LoadConfig) -> dict[str, Any]:
-    """Start a system, run one load against it, stop it. Never raises for a
-    missing or failing system: the error becomes part of the result."""
-    log(f"{name}: {cfg.mode}, {cfg.chargers} chargers"
-        + (f", rate {cfg.rate:.0f}/s" if cfg.mode == "open" else "")
-        + (", storm" if cfg.storm else ""))
+# A load to run, made from the results of the loads before it on the same
+# system (the 50 % open loop needs the closed loop's maximum); None skips it.
+LoadStep = tuple[str, Callable[[dict[str, dict[str, Any]]], LoadConfig | None]]
+
+
+async def measure_series(system_cm: Callable[[], Any], steps: list[LoadStep]
+                         ) -> dict[str, dict[str, Any]]:
+    """Start a system once, run the loads of ``steps`` one after the other on
+    it, stop it. Never raises for a missing or failing system: the error
+    becomes the result of every step."""
+    results: dict[str, dict[str, Any]] = {}
     try:
         async with system_cm() as system:
-            cfg.url = system.url
-            cfg.watch = dict(system.watch)
-            if settle:
-                result_settle = await asyncio.to_thread(wait_for_quiet, settle)
-            result = await run_load(cfg)
-            result["server_part"] = system.server_part
-            result["parallelism"] = {**system.parallelism, "loadgen": result["procs"]}
-            if settle:
-                result["settle"] = result_settle
+            for name, make in steps:
+                cfg = make(results)
+                if cfg is None:
+                    continue
+                log(f"{name}: {cfg.mode}, {cfg.chargers} chargers"
+                    + (f", rate {cfg.rate:.0f}/s" if cfg.mode == "open" else "")
+                    + (", storm" if cfg.storm else ""))
+                cfg.url = system.url
+                cfg.watch = dict(system.watch)
+                quiet = await asyncio.to_thread(wait_for_quiet, settle) if settle else None
+                try:
+                    result = await run_load(cfg)
+                except LoadgenError as exc:
+                    log(f"{name}: load generator failed: {exc}")
+                    results[name] = {"available": False, "reason": f"load generator: {exc}"}
+                    continue
+                result["server_part"] = system.server_part
+                result["parallelism"] = {**system.parallelism, "loadgen": result["procs"]}
+                if quiet is not None:
+                    result["settle"] = quiet
+                result["available"] = True
+                log(f"{name}: {_one_line(result)}")
+                results[name] = result
     except NotAvailable as exc:
-        log(f"{name}: not available: {exc}")
-        return {"available": False, "reason": str(exc)}
-    except LoadgenError as exc:
-        log(f"{name}: load generator failed: {exc}")
-        return {"available": False, "reason": f"load generator: {exc}"}
-    result["available"] = True
-    summary = _one_line(result)
-    log(f"{name}: {summary}")
-    return result
+        for name, _ in steps:
+            if name not in results:
+                log(f"{name}: not available: {exc}")
+                results[name] = {"available": False, "reason": str(exc)}
+    return results
+
+
+async def measure(name: str, system_cm: Callable[[], Any], cfg: LoadConfig) -> dict[str, Any]:
+    """One load on a freshly started system (see :func:`measure_series`)."""
+    return (await measure_series(system_cm, [(name, lambda _r: cfg)]))[name]
 
 
 def _one_line(r: dict[str, Any]) -> str:
@@ -322,15 +342,21 @@ async def scenario_e2e(a: argparse.Namespace) -> dict[str, Any]:
     systems[PICOWS] = await measure(PICOWS, lambda: anchor("bench.anchors.picows_responder"),
                                     closed())
     rw = a.router_workers or 1
-    systems[ROUTER_FAST] = await measure(ROUTER_FAST, lambda: router_stack("fast", rw), closed())
-    top = systems[ROUTER_FAST]
-    if top.get("available") and top.get("msgs_per_s"):
-        half = LoadConfig(url="", chargers=n, mode="open", rate=top["msgs_per_s"] / 2,
+
+    def half(prev: dict[str, dict[str, Any]]) -> LoadConfig | None:
+        top = prev.get(ROUTER_FAST, {})
+        if not top.get("msgs_per_s"):
+            return None
+        # Open loop at half the maximum just measured, on the same running
+        # system (same processes, same warm caches, minutes apart at most).
+        return LoadConfig(url="", chargers=n, mode="open", rate=top["msgs_per_s"] / 2,
                           duration=d, warmup=w, procs=1, progress=a.progress)
-        systems[ROUTER_FAST + " @ 50% load"] = await measure(
-            ROUTER_FAST + " @ 50% load", lambda: router_stack("fast", rw), half)
-    systems[ROUTER_FAST + " (mixed versions)"] = await measure(
-        ROUTER_FAST + " (mixed versions)", lambda: router_stack("fast", rw), closed("mix"))
+
+    systems.update(await measure_series(lambda: router_stack("fast", rw), [
+        (ROUTER_FAST, lambda _r: closed()),
+        (ROUTER_FAST + " @ 50% load", half),
+        (ROUTER_FAST + " (mixed versions)", lambda _r: closed("mix")),
+    ]))
     systems[ROUTER_CSMS] = await measure(ROUTER_CSMS, lambda: router_stack("csms", rw), closed())
     return {"systems": systems, "chargers": n, "duration_s": d, "router_workers": rw}
 

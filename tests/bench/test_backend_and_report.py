@@ -101,3 +101,26 @@ async def test_report_and_plots_from_a_real_run(tmp_path: Path) -> None:
     assert f"{closed['msgs_per_s']:,.0f}" in text
     rows = {row[0]: row for row in report.goals(tmp_path)}
     assert rows["Reconnect storm of 20,000 chargers"][-1] == "not measured"
+
+
+async def test_runner_series_on_one_system_and_not_available() -> None:
+    from bench import run
+
+    steps: list[run.LoadStep] = [
+        ("closed", lambda _r: LoadConfig(url="", chargers=5, duration=0.5, warmup=0.2,
+                                         progress=False)),
+        # Made from the first step's result, as the 50 % open loop is.
+        ("open", lambda prev: LoadConfig(url="", chargers=5, mode="open", duration=0.5,
+                                         warmup=0.2, rate=prev["closed"]["msgs_per_s"] / 100,
+                                         progress=False)),
+    ]
+    results = await run.measure_series(lambda: run.anchor("bench.anchors.picows_responder"),
+                                       steps)
+    assert results["closed"]["available"] and results["open"]["available"]
+    assert results["open"]["config"]["rate"] == pytest.approx(
+        results["closed"]["msgs_per_s"] / 100)
+    assert results["closed"]["parallelism"] == {"server": 1, "loadgen": 1}
+
+    missing = await run.measure("nothing", lambda: run.anchor("bench.anchors.no_such_anchor"),
+                                LoadConfig(url="", chargers=1, progress=False))
+    assert missing["available"] is False and "exited" in missing["reason"]
