@@ -48,7 +48,8 @@ cdef uint64_t frames_in_total():
 
 
 def counters():
-    """Process-wide codec counters (read at scrape time)."""
+    """Process-wide codec counters, read at scrape time: ``frames_in`` and
+    ``messages_in`` (router.server.wsconn.stats() includes them)."""
     return {"frames_in": _frames_in, "messages_in": _messages_in}
 
 

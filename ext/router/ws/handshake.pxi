@@ -38,7 +38,11 @@ cdef inline bint _has_token(object value, str token):
 
 
 def accept_key(str key):
-    """Sec-WebSocket-Accept for a Sec-WebSocket-Key (RFC 6455 §4.2.2 step 5.4)."""
+    """Sec-WebSocket-Accept for a Sec-WebSocket-Key (RFC 6455 §4.2.2 step 5.4).
+
+    Args:
+        key: the client's Sec-WebSocket-Key (base64 of 16 bytes).
+    """
     return base64.b64encode(hashlib.sha1(key.encode("ascii") + _WS_GUID).digest()).decode()
 
 

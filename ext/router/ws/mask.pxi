@@ -45,7 +45,15 @@ cdef inline void unmask_copy(uint8_t* dst, const uint8_t* src, Py_ssize_t n,
 
 
 def mask(data, key):
-    """XOR ``data`` with the 4-byte ``key`` (client-side masking, for tests)."""
+    """XOR ``data`` with the 4-byte ``key`` (client-side masking, for tests).
+
+    Args:
+        data: payload (bytes-like).
+        key: the 4-byte masking key.
+
+    Raises:
+        ValueError: the key is not 4 bytes long.
+    """
     cdef const uint8_t[::1] v = data
     cdef const uint8_t[::1] kv = key
     cdef bytes out

@@ -83,6 +83,10 @@ cdef uint32_t utf8_step(uint32_t st, const uint8_t* p, Py_ssize_t n) noexcept no
 
 
 def validate_utf8(data):
-    """True if ``data`` is complete, valid UTF-8 (for tests and fuzzing)."""
+    """True if ``data`` is complete, valid UTF-8 (the codec's validator).
+
+    Args:
+        data: bytes-like.
+    """
     cdef const uint8_t[::1] v = data
     return utf8_step(0, &v[0] if len(v) else NULL, len(v)) == 0
