@@ -5,6 +5,8 @@ keepalive, backpressure, hooks called exactly once."""
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 import struct
 import sys
 from collections.abc import Awaitable, Callable
@@ -550,4 +552,36 @@ def test_bytes_after_a_rejection_are_not_parsed_as_frames(run: Callable[..., Any
         writer.close()
         server.close()
         assert closes(log) == [("rejected",)]
+    run(main)
+
+
+def test_frames_split_across_many_reads(run: Callable[..., Any]) -> None:
+    # Real TCP segments cut at arbitrary points (headers, masks, control
+    # frames, UTF-8 sequences): the shared receive buffer path must keep the
+    # partial state per connection.
+    rnd = random.Random(6455)
+    text = "zażółć gęślą jaźń ✓".encode() * 50
+
+    async def main() -> None:
+        server, port, log, done, _ = await serve()
+        reader, writer, _ = await raw_open(port)
+        stream = (client_frame(1, text[:7], fin=False) + client_frame(9, b"mid")
+                  + client_frame(0, text[7:]) + client_frame(2, os.urandom(70_000))
+                  + client_frame(8, close_payload(1000, b"done")))
+        pos = 0
+        while pos < len(stream):
+            step = rnd.choice([1, 2, 3, 7, 50, 1000, 3000])
+            writer.write(stream[pos:pos + step])
+            await writer.drain()
+            await asyncio.sleep(0)
+            pos += step
+        assert await read_frame(reader) == (10, b"mid")
+        assert await read_frame(reader) == (1, text)
+        op, payload = await read_frame(reader)
+        assert op == 2 and len(payload) == 70_000
+        assert await read_frame(reader) == (8, close_payload(1000, b"done"))
+        await done
+        writer.close()
+        server.close()
+        assert closes(log) == [("closed", 1000, "done")]
     run(main)
