@@ -585,3 +585,19 @@ def test_frames_split_across_many_reads(run: Callable[..., Any]) -> None:
         server.close()
         assert closes(log) == [("closed", 1000, "done")]
     run(main)
+
+
+def test_on_open_raising_closes_1011(run: Callable[..., Any]) -> None:
+    def on_open(proto: Recorder) -> None:
+        raise RuntimeError("application bug")
+
+    async def main() -> None:
+        server, port, log, done, _ = await serve(on_open=on_open)
+        reader, writer, head = await raw_open(port)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        assert await read_frame(reader) == (8, struct.pack("!H", 1011) + b"internal error")
+        writer.close()
+        await done
+        server.close()
+        assert closes(log) == [("closed", 1011, "internal error")]
+    run(main)

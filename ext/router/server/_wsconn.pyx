@@ -395,7 +395,12 @@ cdef class WebSocketProtocol(FrameCodec):
         self.transport.write(resp)
         self.read_pause &= ~P_HANDSHAKE
         self._update_reading()
-        self.on_open()
+        try:
+            self.on_open()
+        except Exception as exc:
+            # Like any hook failure on an open connection: close 1011.
+            self._fail(exc)
+            return
         if self.early is not None and self._state == S_OPEN:
             self._receive_early()
 
