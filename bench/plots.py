@@ -179,8 +179,10 @@ def plot_storm(data: dict[str, Any], out: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(8, 4.8))
     names = list(systems)
-    _bars(ax, [f"{n}\n{systems[n]['storm']['dropped']:,} chargers" for n in names],
-          [systems[n]["storm"]["seconds_to_all_booted"] for n in names], "{:.1f} s")
+    secs = [systems[n]["storm"]["seconds_to_all_booted"] for n in names]
+    _bars(ax, [f"{n}\n{systems[n]['storm']['dropped']:,} chargers, "
+               f"{systems[n]['storm']['rebooted'] / max(s, 1e-9):,.0f}/s"
+               for n, s in zip(names, secs, strict=True)], secs, "{:.1f} s")
     ax.axhline(10.0, color="#d62728", linestyle="--", linewidth=1)
     ax.set_ylabel("seconds until every charger is booted again")
     ax.set_title("Reconnect storm")
