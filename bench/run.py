@@ -25,6 +25,7 @@ import contextlib
 import importlib.util
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -482,13 +483,23 @@ def machine() -> dict[str, Any]:
     }
 
 
+_NUMBER_LIST = re.compile(rb"\[\s*((?:-?[0-9.eE+]+,\s*)*-?[0-9.eE+]+)\s*\]")
+
+
+def compact_json(data: Any) -> bytes:
+    """Indented JSON, but a list of numbers (a histogram bucket, a timeline
+    point) on one line, so results files stay readable and diffable."""
+    raw = orjson.dumps(data, option=orjson.OPT_INDENT_2)
+    return _NUMBER_LIST.sub(lambda m: b"[" + re.sub(rb",\s+", b", ", m.group(1)) + b"]", raw)
+
+
 def save(scenario: str, data: dict[str, Any], argv: list[str]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{scenario}.json"
     data = {"scenario": scenario, "finished": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": "python -m bench.run " + shlex.join(argv), "machine": machine(), **data}
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+    tmp.write_bytes(compact_json(data))
     tmp.replace(path)
     return path
 
