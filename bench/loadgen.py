@@ -326,6 +326,12 @@ class Worker:
             self.cycles["none"] = [self.cycles["ocpp1.6"][0]]
         self.active: set[Charger] = set()
         self.chargers: dict[int, Charger] = {}
+        # Open loop: start time, CALLs issued, round-robin list and position.
+        self._open_start = 0
+        self._issued = 0
+        self._rr: list[Charger] = []
+        self._rr_pos = 0
+        self._interval_ns = 1e9 / self.rate if self.rate > 0 else 0.0
         self.running = False
         self.measuring = False
         self.quitting = False
@@ -468,7 +474,7 @@ class Worker:
         elif self.mode == "open":
             self._open_start = _perf_ns()
             self._issued = 0
-            self._rr: list[Charger] = []
+            self._rr = []
             self._rr_pos = 0
             self._interval_ns = 1e9 / self.rate
             self._tick()
