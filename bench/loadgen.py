@@ -93,6 +93,7 @@ class LoadConfig:
     duration: float = 10.0
     warmup: float = 2.0
     rate: float = 0.0
+    tick_ms: float = 2.0
     hold: float = 3.0
     storm: bool = False
     storm_timeout: float = 60.0
@@ -319,6 +320,7 @@ class Worker:
         self.reconnect: bool = cfg["reconnect"]
         self.id_prefix: str = cfg["id_prefix"]
         self.rate: float = cfg["rate"]
+        self.tick_s: float = cfg.get("tick_ms", 2.0) / 1000
         self.cycles = {p: [body for _, body in messages.mix(p)] for p in messages.PROTOCOLS}
         self.boot_bodies = {p: messages.boot_body(p) for p in messages.PROTOCOLS}
         if self.echo:
@@ -504,7 +506,7 @@ class Worker:
                         if not n:
                             break
                 self._rr_pos = pos
-        self.loop.call_later(0.002, self._tick)
+        self.loop.call_later(self.tick_s, self._tick)
 
     def measure(self) -> None:
         self.lat = array("q")
@@ -737,7 +739,7 @@ async def run_load(cfg: LoadConfig, log: Callable[[str], None] | None = None) ->
                 "connect_concurrency": cfg.connect_concurrency,
                 "connect_timeout": cfg.connect_timeout,
                 "handshake_timeout": cfg.handshake_timeout,
-                "storm_timeout": cfg.storm_timeout}
+                "storm_timeout": cfg.storm_timeout, "tick_ms": cfg.tick_ms}
         first += count
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.loadgen", "--worker", orjson.dumps(wcfg).decode(),
@@ -942,6 +944,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=10.0, help="measurement window, s")
     p.add_argument("--warmup", type=float, default=2.0, help="load before the window, s")
     p.add_argument("--rate", type=float, default=0.0, help="open loop: total CALLs per second")
+    p.add_argument("--tick-ms", type=float, default=2.0,
+                   help="open loop: the pacing tick; CALLs due in one tick leave together")
     p.add_argument("--hold", type=float, default=3.0, help="idle: hold before measuring, s")
     p.add_argument("--storm", action="store_true",
                    help="idle: then drop every connection at once and reconnect")
@@ -973,7 +977,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cfg = LoadConfig(
         url=args.url, chargers=args.chargers, mode=args.mode, proto=args.proto,
-        duration=args.duration, warmup=args.warmup, rate=args.rate, hold=args.hold,
+        duration=args.duration, warmup=args.warmup, rate=args.rate, tick_ms=args.tick_ms,
+        hold=args.hold,
         storm=args.storm, storm_timeout=args.storm_timeout, procs=args.procs,
         source_addrs=args.source_addrs, connect_concurrency=args.connect_concurrency,
         connect_timeout=args.connect_timeout, handshake_timeout=args.handshake_timeout,
