@@ -45,6 +45,9 @@ from bench.services import REPO, Service, ServiceError, python_module
 from router.embedded_redis import RedisServer, RedisServerError, free_port
 
 RESULTS = REPO / "bench" / "results"
+# Where this run writes (``--results``); bench/RESULTS.md is only rewritten
+# from the default directory.
+results_dir = RESULTS
 SCENARIOS = ("e2e", "idle", "storm", "echo", "validation")
 
 # System names as they appear in the results, tables and plots.
@@ -437,9 +440,9 @@ async def scenario_validation(a: argparse.Namespace) -> dict[str, Any]:
     script = REPO / "bench" / "bench_validation.py"
     if not script.exists():
         return {"available": False, "reason": "bench/bench_validation.py is not in this build"}
-    out = RESULTS / "validation.raw.json"
+    out = results_dir / "validation.raw.json"
     argv = [sys.executable, str(script.relative_to(REPO)), "--json",
-            str(out.relative_to(REPO))]
+            os.path.relpath(out, REPO)]
     log("validation: " + shlex.join(argv))
     proc = await asyncio.create_subprocess_exec(
         *argv, cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -499,8 +502,8 @@ def compact_json(data: Any) -> bytes:
 
 
 def save(scenario: str, data: dict[str, Any], argv: list[str]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{scenario}.json"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{scenario}.json"
     data = {"scenario": scenario, "finished": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": "python -m bench.run " + shlex.join(argv), "machine": machine(), **data}
     tmp = path.with_suffix(".json.tmp")
@@ -530,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settle", type=float, default=0.0, metavar="S",
                    help="before each measurement wait up to S seconds until other jobs use "
                    "< 0.3 cores (shared machines)")
+    p.add_argument("--results", default=str(RESULTS), metavar="DIR",
+                   help="write results and plots here (default bench/results; only that "
+                   "one updates bench/RESULTS.md)")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--quiet", dest="progress", action="store_false",
                    help="no per-second progress of the generator")
@@ -537,21 +543,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _main(args: argparse.Namespace, argv: list[str]) -> int:
-    global settle
+    global settle, results_dir
     settle = args.settle
+    results_dir = Path(args.results).resolve()
     scenarios = list(SCENARIOS) if args.standard else args.scenario
     t0 = time.monotonic()
     for scenario in scenarios:
         log(f"=== scenario {scenario}")
         data = await RUNNERS[scenario](args)
         path = save(scenario, data, argv)
-        log(f"=== {scenario} done, {path.relative_to(REPO)} ({time.monotonic() - t0:.0f} s so far)")
+        log(f"=== {scenario} done, {os.path.relpath(path, REPO)} "
+            f"({time.monotonic() - t0:.0f} s so far)")
     if not args.no_plots:
         from bench import plots, report
 
-        for png in plots.draw_all(RESULTS):
-            log(f"plot {png.relative_to(REPO)}")
-        if args.standard:
+        for png in plots.draw_all(results_dir):
+            log(f"plot {os.path.relpath(png, REPO)}")
+        if args.standard and results_dir == RESULTS:
             report.update_results_md(RESULTS, REPO / "bench" / "RESULTS.md")
             log("bench/RESULTS.md updated")
     log(f"all done in {time.monotonic() - t0:.0f} s")
