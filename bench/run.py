@@ -86,6 +86,11 @@ class System:
 
 @contextlib.asynccontextmanager
 async def anchor(module: str, *extra: str) -> AsyncIterator[System]:
+    """Run an anchor server (``python -m module --port P``) for the block.
+
+    Raises:
+        NotAvailable: it did not start listening.
+    """
     port = free_port()
     svc = Service(module.rsplit(".", 1)[-1], python_module(module, "--port", str(port), *extra),
                   port)
