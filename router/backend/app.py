@@ -493,14 +493,36 @@ class BackendApp:
             while True:
                 reply = await self.redis.xautoclaim(
                     stream, self.group, self.consumer, idle_ms, start_id=start, count=self.batch)
-                start = _s(reply[0])
+                batch_start, start = start, _s(reply[0])
                 entries = [(_s(eid), fields) for eid, fields in reply[1] if eid is not None]
                 claimed += len(entries)
+                if len(entries) < len(reply[1]):
+                    await self._ack_deleted(stream, batch_start, start, entries)
                 if entries:
                     await self._handle_claimed(stream, entries)
                 if start == "0-0":
                     break
         return claimed
+
+    async def _ack_deleted(self, stream: str, first: str, after: str,
+                           entries: list[tuple[str, dict[bytes, bytes]]]) -> None:
+        """Drop claimed entries that no longer exist (trimmed by ``MAXLEN``).
+
+        Redis ≥ 7 removes them from the pending list itself and reports their
+        ids; Redis 6.2 returns them as nil without ids and keeps them pending
+        forever. They are the entries now ours in the claimed id range that
+        came back without data and that we are not working on.
+        """
+        last = "+" if after == "0-0" else f"({after}"
+        mine = await self.redis.xpending_range(stream, self.group, first, last,
+                                               self.batch * 2, consumername=self.consumer)
+        present = {eid for eid, _fields in entries}
+        ids = [_s(cast(bytes, p["message_id"])) for p in mine]
+        gone = [eid for eid in ids if eid not in present and (stream, eid) not in self._in_flight]
+        if gone:
+            await self.redis.xack(stream, self.group, *gone)
+            log.warning("%d pending entries of %s were trimmed before they were handled",
+                        len(gone), stream)
 
     async def _handle_claimed(self, stream: str,
                               entries: list[tuple[str, dict[bytes, bytes]]]) -> None:

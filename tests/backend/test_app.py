@@ -538,3 +538,17 @@ async def test_idle_consumers_without_pending_entries_are_forgotten(
     names = {c["name"] for s in keys.all_inbound() for c in await redis.xinfo_consumers(s, GROUP)}
     assert b"ghost" not in names
     assert {b"holder", b"alive"} <= names
+
+
+async def test_claimed_entries_that_were_trimmed_leave_the_pending_list(
+        redis: aioredis.Redis, key_prefix: str, keys: KeySpace) -> None:
+    app = BackendApp(redis, group=GROUP, prefix=key_prefix, shards=3, claim_idle=0.01)
+    await app.ensure_groups()
+    stream = keys.inbound(0)
+    gone = await redis.xadd(stream, {"v": 1, "kind": "connected", "cs": "x", "node": "n",
+                                     "conn": "c"})
+    await redis.xreadgroup(GROUP, "dead", {stream: ">"}, count=1)
+    await redis.xdel(stream, gone)  # as XADD … MAXLEN ~ does to old entries
+    await asyncio.sleep(0.05)       # past claim_idle
+    await app.claim_once()
+    assert await pending_count(redis, stream, GROUP) == 0
