@@ -241,6 +241,7 @@ class Client:
             ChargerError: the charger answered with a CALLERROR.
             CallTimeout: no answer in time.
             DeliveryFailed: the router could not deliver it (``QueueFull``, ``Closed`` …).
+            TypeError: ``payload`` is not a JSON object.
             redis.exceptions.RedisError: Redis failed.
         """
         data = encode_payload(payload)
