@@ -66,7 +66,7 @@ def plot_throughput_cpu(data: dict[str, Any], out: Path, title: str) -> Path | N
 
     names = list(systems)
     cores = int(data.get("machine", {}).get("cpus") or 2)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 5.6))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(13, 10))
     xs = range(len(names))
     measured = [systems[n]["msgs_per_s"] for n in names]
     bound = [cpu_bound_rate(systems[n], cores) or 0.0 for n in names]
