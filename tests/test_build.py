@@ -19,7 +19,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXT = ROOT / "ext"
-MODULES = ["router.ws._codec", "router.server._wsconn"]
+MODULES = ["router.ws._codec", "router.server._wsconn", "router.server._charger",
+           "router.ocppj._envelope", "router.streams._resp"]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -89,3 +90,13 @@ def test_codec_does_not_compile_without_its_pxd(tmp_path: Path) -> None:
     shutil.copy(EXT / "router" / "ws" / "_codec.pxd", src / "_codec.pxd")
     present = _cythonize(src / "_codec.pyx", tmp_path / "present.c")
     assert present.returncode == 0, present.stderr
+
+
+def test_charger_state_is_in_c_fields() -> None:
+    # ChargerConnection keeps no __dict__: its state is ChargerCore's C fields
+    # (declared in ext/router/server/_charger.pxd), tens of thousands per process.
+    from router.server.connection import ChargerConnection
+
+    assert "__dict__" not in dir(ChargerConnection)
+    assert not hasattr(ChargerConnection, "__dictoffset__") or \
+        ChargerConnection.__dictoffset__ == 0

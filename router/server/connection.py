@@ -17,6 +17,7 @@ Nothing here blocks and nothing here starts a task per message.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -29,11 +30,10 @@ from urllib.parse import unquote
 
 from router.ocppj import Message
 from router.ocppj.errors import OCPPJError
-from router.server.wsconn import WebSocketProtocol
+from router.server._charger import ChargerCore
 from router.ws import UpgradeRequest
 
 if TYPE_CHECKING:
-    from router.ocppj import Dialect
     from router.server.node import Node
 
 log = logging.getLogger("router.connection")
@@ -131,33 +131,15 @@ def cn_from_header(value: str) -> str | None:
     return None
 
 
-class ChargerConnection(WebSocketProtocol):
-    """The router's per-connection state machine."""
+class ChargerConnection(ChargerCore, asyncio.BufferedProtocol):
+    """The router's per-connection state machine.
 
-    # Slots, not a __dict__: tens of thousands of these live in one process.
-    __slots__ = ("addr", "call_action", "call_deadline", "call_id", "call_started", "conn_b", "conn_id",
-                 "dialect", "identity", "inflight", "node", "opened", "proto", "queue", "shard",
-                 "since_ms")
+    The state lives in C fields of :class:`router.server._charger.ChargerCore`
+    (declared in ext/router/server/_charger.pxd), which also runs the
+    per-message paths; this class adds the handshake and the uncommon cases.
+    """
 
-    # Python attributes (the compiled base class has its own C fields).
-    node: Node
-    identity: str | None
-    proto: str
-    dialect: Dialect
-    conn_id: str
-    conn_b: bytes       # conn_id as bytes, compared with out-stream entries
-    addr: str
-    since_ms: int
-    shard: int
-    opened: bool
-    # The charger's CALL waiting for the backend (OCPP-J: at most one).
-    call_id: str | None
-    call_action: str
-    call_deadline: float
-    call_started: float
-    # Backend CALLs: the one in flight and those queued behind it.
-    inflight: BackendCall | None
-    queue: deque[BackendCall] | None
+    __slots__ = ()
 
     def __init__(self, node: Node) -> None:
         super().__init__(node.ws_settings)
@@ -171,8 +153,6 @@ class ChargerConnection(WebSocketProtocol):
         self.opened = False
         self.call_id = None
         self.call_action = ""
-        self.call_deadline = 0.0
-        self.call_started = 0.0
         self.inflight = None
         self.queue = None
         node.handshake_started(self)
@@ -234,6 +214,7 @@ class ChargerConnection(WebSocketProtocol):
         if not self.proto:   # accepted only to close (no common subprotocol)
             return
         self.opened = True
+        self.bind(self.node)
         self.conn_id = new_conn_id()
         self.conn_b = self.conn_id.encode()
         self.since_ms = int(time.time() * 1000)
@@ -252,69 +233,54 @@ class ChargerConnection(WebSocketProtocol):
             self.node.handshake_finished(self)
 
     # ------------------------------------------------------ charger -> router
-    def on_text(self, data: bytes) -> None:
-        try:
-            msg = self.dialect.decode(data)
-        except OCPPJError as exc:
-            self.node.count_validation_error(exc, self.proto)
-            if exc.msgtype in (CALLRESULT, CALLERROR, CALLRESULTERROR, SEND):
-                # OCPP-J answers only a CALL with a CALLERROR; a broken answer
-                # or SEND is dropped (a backend CALL it meant to answer ends
-                # as failed Timeout).
-                self.node.metrics.inc(self.node.metrics.ignored, "invalid_non_call")
-                return
-            self.send_text(self.dialect.error_for(exc))
+    # on_text and the CALL path are compiled (ChargerCore); these are the
+    # uncommon cases it hands back.
+    def invalid_message(self, exc: OCPPJError) -> None:
+        self.node.count_validation_error(exc, self.proto)
+        if exc.msgtype in (CALLRESULT, CALLERROR, CALLRESULTERROR, SEND):
+            # OCPP-J answers only a CALL with a CALLERROR; a broken answer or
+            # SEND is dropped (a backend CALL it meant to answer ends as
+            # failed Timeout).
+            self.node.metrics.inc(self.node.metrics.ignored, "invalid_non_call")
             return
+        self.send_text(self.dialect.error_for(exc))
+
+    def other_message(self, msg: Message | None) -> None:
+        """Anything but a CALL; None for an unknown message type (ignored)."""
+        node = self.node
         if msg is None:
-            self.node.metrics.inc(self.node.metrics.ignored, "unknown_message_type")
+            node.metrics.inc(node.metrics.ignored, "unknown_message_type")
             return
         mtype = msg.msgtype
-        if mtype == CALL:
-            self._charger_call(msg)
-        elif mtype == CALLRESULT or mtype == CALLERROR:
+        if mtype == CALLRESULT or mtype == CALLERROR:
             self._charger_answer(msg)
         elif mtype == SEND:
-            self.node.count_message("in", "send", msg.action or "")
-            self.node.publish(self, b"send", msg.id, msg.action, msg.payload)
+            node.count_message("in", "send", msg.action or "")
+            node.publish(self, b"send", msg.id, msg.action, msg.payload)
         elif mtype == CALLRESULTERROR:
-            self.node.count_message("in", "callresulterror", "")
-            self.node.publish(self, b"error", msg.id, msg.action, None, msg.code,
-                              msg.description, msg.details, (b"msgtype", b"5"))
+            node.count_message("in", "callresulterror", "")
+            node.publish(self, b"error", msg.id, msg.action, None, msg.code,
+                         msg.description, msg.details, (b"msgtype", b"5"))
 
     def on_binary(self, data: bytes) -> None:
         # OCPP-J uses text frames only (OCPP-J 1.6 §4.1.1, 2.0.1 §4.1.1).
         self.node.metrics.inc(self.node.metrics.ignored, "binary_frame")
         self.close(1003, "OCPP-J messages are text frames")
 
-    def _charger_call(self, msg: Message) -> None:
-        node = self.node
-        action = msg.action
-        assert action is not None
-        if self.call_id is not None:
-            # OCPP-J §4.1.1: one CALL at a time. The previous one is still
-            # waiting for the backend; refuse this one without publishing.
-            code = "GenericError" if self.proto == "ocpp1.6" else "RpcFrameworkError"
-            node.metrics.inc(node.metrics.validation_errors, code)
-            self.send_text(self.dialect.encode_error(
-                msg.id, code, "previous CALL is still unanswered (OCPP-J: one CALL at a time)"))
-            return
-        if action == "Heartbeat" and node.edge_heartbeat:
-            node.metrics.inc(node.metrics.edge_answers, action)
-            self.send_text(self.dialect.encode_result(msg.id, node.heartbeat_payload()))
-            return
-        now = time.monotonic()
-        self.call_id = msg.id
-        self.call_action = action
-        self.call_started = now
-        self.call_deadline = now + node.reply_timeout
-        node.timed.add(self)
-        key = ("in", "call", action)
-        counts = node.metrics.messages
-        counts[key] = counts.get(key, 0) + 1
-        node.publish(self, b"call", msg.id, action, msg.payload,
-                     on_error=self._call_publish_failed)
+    def second_call(self, msg: Message) -> None:
+        """OCPP-J §4.1.1: one CALL at a time. The previous one still waits for
+        the backend; refuse this one without publishing."""
+        code = "GenericError" if self.proto == "ocpp1.6" else "RpcFrameworkError"
+        self.node.metrics.inc(self.node.metrics.validation_errors, code)
+        self.send_text(self.dialect.encode_error(
+            msg.id, code, "previous CALL is still unanswered (OCPP-J: one CALL at a time)"))
 
-    def _call_publish_failed(self, exc: BaseException) -> None:
+    def edge_answer(self, msg: Message) -> None:
+        """Heartbeat answered by the router itself (``--heartbeat edge``)."""
+        self.node.metrics.inc(self.node.metrics.edge_answers, "Heartbeat")
+        self.send_text(self.dialect.encode_result(msg.id, self.node.heartbeat_payload()))
+
+    def call_publish_failed(self, exc: BaseException) -> None:
         """Redis did not take the pending CALL's entry: tell the charger now so
         it keeps the message and retries (InternalError). Never a success.
 
@@ -356,49 +322,47 @@ class ChargerConnection(WebSocketProtocol):
         self._send_next_call()
 
     # ------------------------------------------------------ backend -> charger
+    def reply_not_pending(self, msg_id: str, ref: bytes) -> None:
+        self.node.fail(self.identity or "", msg_id, None, "NoPendingCall",
+                       "no charger CALL with this id is waiting for a reply", conn=self, ref=ref)
+
+    def reply_invalid(self, msg_id: str, action: str, exc: OCPPJError, ref: bytes) -> None:
+        """Never send the charger a reply that breaks its schema: it gets
+        InternalError (it will retry), the backend gets a failed entry."""
+        self.call_id = None
+        self.send_text(self.dialect.encode_error(
+            msg_id, "InternalError", "the CSMS could not process the request"))
+        self.node.fail(self.identity or "", msg_id, action, "InvalidPayload", exc.description,
+                       conn=self, ref=ref)
+
     def backend_reply(self, kind: bytes, msg_id: str, fields: dict[bytes, bytes],
                       ref: bytes) -> None:
         """A ``result``/``error`` entry from the out stream for this connection."""
+        if kind == b"result":
+            self.backend_result(msg_id, fields.get(b"payload", b""), ref)
+            return
         node = self.node
         if self.call_id != msg_id:
-            node.fail(self.identity or "", msg_id, None, "NoPendingCall",
-                      "no charger CALL with this id is waiting for a reply", conn=self, ref=ref)
+            self.reply_not_pending(msg_id, ref)
             return
         action = self.call_action
-        if kind == b"result":
-            payload = fields.get(b"payload", b"")
-            try:
-                self.dialect.validate_response(action, payload)
-            except OCPPJError as exc:
-                # Never send the charger a reply that breaks its schema: it gets
-                # InternalError (it will retry), the backend gets a failed entry.
-                self.call_id = None
-                self.send_text(self.dialect.encode_error(
-                    msg_id, "InternalError", "the CSMS could not process the request"))
-                node.fail(self.identity or "", msg_id, action, "InvalidPayload",
-                          exc.description, conn=self, ref=ref)
-                return
-            frame = self.dialect.encode_result(msg_id, payload)
-            node.count_message("out", "result", action)
-        else:
-            code = fields.get(b"code", b"").decode("utf-8", "replace")
-            if code not in node.error_codes[self.proto]:
-                self.call_id = None
-                self.send_text(self.dialect.encode_error(
-                    msg_id, "InternalError", "the CSMS could not process the request"))
-                node.fail(self.identity or "", msg_id, action, "Malformed",
-                          f"error code {code[:40]!r} does not exist in {self.proto}",
-                          conn=self, ref=ref)
-                return
-            description = fields.get(b"description", b"").decode("utf-8", "replace")
-            details = fields.get(b"details") or b"{}"
-            if not node.is_json_object(details):
-                details = b"{}"
-            frame = self.dialect.encode_error(msg_id, code, description, details)
-            node.count_message("out", "error", action)
+        code = fields.get(b"code", b"").decode("utf-8", "replace")
+        if code not in node.error_codes[self.proto]:
+            self.call_id = None
+            self.send_text(self.dialect.encode_error(
+                msg_id, "InternalError", "the CSMS could not process the request"))
+            node.fail(self.identity or "", msg_id, action, "Malformed",
+                      f"error code {code[:40]!r} does not exist in {self.proto}",
+                      conn=self, ref=ref)
+            return
+        description = fields.get(b"description", b"").decode("utf-8", "replace")
+        details = fields.get(b"details") or b"{}"
+        if not node.is_json_object(details):
+            details = b"{}"
+        node.count_message("out", "error", action)
         self.call_id = None
         node.metrics.reply_latency.observe(time.monotonic() - self.call_started)
-        self.send_text(frame)
+        self.send_text(self.dialect.encode_error(msg_id, code, description, details))
 
     def backend_call(self, call: BackendCall) -> None:
         """Queue a validated backend CALL; send it if nothing is in flight."""

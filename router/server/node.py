@@ -471,10 +471,12 @@ class Node:
         if kind == b"result":
             # The hot path: a backend's reply to a charger CALL, well formed.
             cs, want_conn, raw_id = fields.get(b"cs"), fields.get(b"conn"), fields.get(b"id")
-            if cs is not None and want_conn is not None and raw_id is not None:
+            payload = fields.get(b"payload")
+            if cs is not None and want_conn is not None and raw_id is not None and (
+                    payload is not None and 0 < len(raw_id) <= 36):
                 conn = self.by_identity.get(cs.decode("utf-8", "replace"))
                 if conn is not None and conn.conn_b == want_conn:
-                    conn.backend_reply(kind, raw_id.decode("utf-8", "replace"), fields, ref)
+                    conn.backend_result(raw_id.decode("utf-8", "replace"), payload, ref)
                     return
         identity = _text(fields.get(b"cs"))
         msg_id = _opt_text(fields.get(b"id"))

@@ -1,0 +1,40 @@
+# The declaration file of router.server._charger: the per-message hot path of
+# a charger connection (router.server.connection.ChargerConnection subclasses
+# ChargerCore and adds everything that is not per message).
+#
+# It sits beside _charger.pyx at the path of the dotted module name, so Cython
+# finds it; the .pyx declares no field itself, so a lost .pxd fails the build.
+
+from router.server._wsconn cimport WebSocketProtocol
+
+
+cdef class ChargerCore(WebSocketProtocol):
+    # --- identity of the connection (set by the handshake and on_open)
+    cdef public object node             # router.server.node.Node
+    cdef public object identity         # str, once the URL was accepted
+    cdef public str proto               # negotiated subprotocol ("" until accepted)
+    cdef public object dialect          # router.ocppj.Dialect of proto
+    cdef public str conn_id             # 16 hex digits, unique across nodes
+    cdef public bytes conn_b            # conn_id as bytes (compared with out entries)
+    cdef public str addr                # "ip:port" of the charger
+    cdef public object since_ms         # int: when the connection opened
+    cdef public int shard               # inbound shard of identity
+    cdef public bint opened             # on_open ran and on_closed did not yet
+    # --- the charger's CALL waiting for the backend (OCPP-J: at most one)
+    cdef public object call_id          # str or None
+    cdef public str call_action
+    cdef public double call_started     # monotonic seconds
+    cdef public double call_deadline
+    # --- backend CALLs: the one in flight and those queued behind it
+    cdef public object inflight         # BackendCall or None
+    cdef public object queue            # deque[BackendCall] or None (idle: None)
+    # --- shortcuts to node state, bound once in bind() (no lookups per message)
+    cdef object publish_inbound         # node.publisher.publish_inbound
+    cdef dict messages                  # node.metrics.messages
+    cdef object reply_hist              # node.metrics.reply_latency
+    cdef set timed                      # node.timed
+    cdef bytes node_b
+    cdef double reply_timeout
+    cdef bint edge_heartbeat
+
+    cdef int _charger_call(self, object msg) except -1

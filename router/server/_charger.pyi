@@ -1,0 +1,26 @@
+from collections import deque
+from typing import Any
+
+from router.ocppj import Dialect
+from router.server._wsconn import WebSocketProtocol
+
+class ChargerCore(WebSocketProtocol):
+    node: Any
+    identity: str | None
+    proto: str
+    dialect: Dialect
+    conn_id: str
+    conn_b: bytes
+    addr: str
+    since_ms: int
+    shard: int
+    opened: bool
+    call_id: str | None
+    call_action: str
+    call_started: float
+    call_deadline: float
+    inflight: Any
+    queue: deque[Any] | None
+    def bind(self, node: Any) -> None: ...
+    def on_text(self, data: bytes) -> None: ...
+    def backend_result(self, msg_id: str, payload: bytes, ref: bytes) -> None: ...
