@@ -45,8 +45,9 @@ Handler = Callable[[Message], Awaitable[Any]]
 H = TypeVar("H", bound=Handler)
 
 DEAD_MAXLEN = 100_000
-# Connections used besides the handlers': reader, claimer, outbox, client replies, spare.
-RESERVED_CONNECTIONS = 6
+# Connections used besides the handlers' and the readers' (one per shard):
+# claimer, outbox, client replies, spares.
+RESERVED_CONNECTIONS = 5
 
 
 def default_consumer_name() -> str:
@@ -88,7 +89,8 @@ class BackendApp:
         block: seconds one XREADGROUP blocks; also the longest delay of
             :meth:`stop`. Keep it below the Redis client's socket timeout
             (redis-py ≥ 8 defaults to 5 s).
-        max_in_flight: entries read but not finished; reading pauses above it.
+        max_in_flight: entries read but not finished; reading pauses above it
+            (each shard's reader may overshoot by one ``batch``).
         concurrency: handlers running at once (each may hold a Redis
             connection). The Redis client's pool must allow more connections
             than this: the reader, the claimer, the outbox and ``client``
@@ -119,10 +121,11 @@ class BackendApp:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         pool_size = getattr(redis.connection_pool, "max_connections", None)
-        if isinstance(pool_size, int) and pool_size < concurrency + RESERVED_CONNECTIONS:
+        needed = concurrency + shards + RESERVED_CONNECTIONS
+        if isinstance(pool_size, int) and pool_size < needed:
             raise ValueError(
                 f"the Redis connection pool allows {pool_size} connections; concurrency="
-                f"{concurrency} needs at least {concurrency + RESERVED_CONNECTIONS} "
+                f"{concurrency} with {shards} shards needs at least {needed} "
                 f"(pass max_connections= to the client or lower concurrency)")
         self.redis = redis
         self.group = group
@@ -246,9 +249,16 @@ class BackendApp:
         log.info("consumer %s of group %s reading %s", self.consumer, self.group,
                  " ".join(self.streams))
         claimer = asyncio.create_task(self._claim_loop(), name="backend-claimer")
+        # One reader per shard: a multi-stream XREADGROUP would be a cross-slot
+        # command on Redis Cluster, where each shard's hash tag picks a slot.
+        readers = [asyncio.create_task(self._read_loop(stream), name=f"backend-reader-{stream}")
+                   for stream in self.streams]
         try:
-            await self._read_loop()
+            await asyncio.gather(*readers)
         finally:
+            for reader in readers:
+                reader.cancel()  # only after an error in one of them; normally done
+            await asyncio.gather(*readers, return_exceptions=True)
             self._stopping.set()
             await asyncio.gather(claimer, return_exceptions=True)
             await self._drain_workers()
@@ -283,8 +293,8 @@ class BackendApp:
 
     # ------------------------------------------------------------------ reading
 
-    async def _read_loop(self) -> None:
-        streams: dict[Any, Any] = dict.fromkeys(self.streams, ">")
+    async def _read_loop(self, stream: str) -> None:
+        streams: dict[Any, Any] = {stream: ">"}
         block_ms = max(1, int(self.block * 1000))
         backoff = 0.1
         while not self._stopping.is_set():
@@ -309,9 +319,9 @@ class BackendApp:
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
-            for stream, entries in response or ():
+            for _key, entries in response or ():
                 for entry_id, fields in entries:
-                    self._dispatch(_s(stream), _s(entry_id), fields)
+                    self._dispatch(stream, _s(entry_id), fields)
 
     async def _sleep(self, seconds: float) -> None:
         try:
