@@ -46,6 +46,7 @@ log = logging.getLogger("router.node")
 
 SWEEP_INTERVAL = 0.25      # seconds between deadline checks (reply/call timeouts)
 REPLY_TO_MAXLEN = 10_000   # docs/streams.md: reply_to copies are capped like this
+REDIS_POOL_SIZE = 16       # connections for registry writes and password look-ups
 _json_object = msgspec.json.Decoder(dict[str, Any])
 
 
@@ -94,8 +95,14 @@ class Node:
         self._auth_tasks: set[asyncio.Task[Any]] = set()
         self.server: asyncio.Server | None = None
         self.admin: AdminServer | None = None
-        self.redis = aioredis.from_url(config.redis_url, socket_timeout=5,
-                                       socket_connect_timeout=5)
+        # Registry writes and password look-ups (not the hot path). A blocking
+        # pool: a burst of handshakes waits for a connection instead of
+        # failing (redis-py's default pool raises past 100 connections) and
+        # never opens one Redis connection per charger.
+        self._redis_pool = aioredis.BlockingConnectionPool.from_url(
+            config.redis_url, max_connections=REDIS_POOL_SIZE, timeout=10,
+            socket_timeout=5, socket_connect_timeout=5)
+        self.redis = aioredis.Redis(connection_pool=self._redis_pool)
         self.publisher = Publisher(
             config.redis_url, keys=self.keys, maxlen=config.stream_maxlen,
             timeout=config.publish_timeout, max_pending=config.max_pending_publishes,
@@ -219,6 +226,7 @@ class Node:
             await self.admin.close()
         try:
             await self.redis.aclose()
+            await self._redis_pool.disconnect()
         except Exception:  # the process is ending; nothing to tell anyone
             log.debug("closing redis client failed", exc_info=True)
         self.stopped.set()

@@ -434,3 +434,21 @@ async def test_backend_error_reply_codes_are_checked(router_node: RouterNode,
     assert (await cp.recv())[:3] == [4, msg_id, "InternalError"]
     assert (await backend.next("failed", cs="CP-ec"))["code"] == "Malformed"
     await cp.close()
+
+
+async def test_a_burst_of_connections_is_registered(router_node: RouterNode,
+                                                    backend: Backend) -> None:
+    # 300 handshakes at once: registry writes queue on a bounded pool instead
+    # of failing (redis-py's default pool refuses past 100 connections).
+    chargers = await asyncio.gather(*(Charger.connect(router_node, f"CP-burst{i}")
+                                      for i in range(300)))
+    deadline = time.monotonic() + 20
+    while True:
+        n = len([k async for k in backend.redis.scan_iter(
+            f"{router_node.key_prefix}:cs:CP-burst*", count=1000)])
+        if n == 300 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert n == 300
+    assert router_node.metric("ocpp_router_redis_errors_total") == 0
+    await asyncio.gather(*(cp.close() for cp in chargers))
