@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, generate_latest
 
 from router.auth import PasswordFormatError, VerifiedCache
@@ -36,6 +35,7 @@ from router.server.connection import (
 )
 from router.server.wsconn import ConnectionState, start_timers
 from router.server.wsconn import stats as ws_stats
+from router.streams.connection import SharedConnection
 from router.streams.keys import KeySpace
 from router.streams.publisher import Publisher
 from router.streams.reader import OutboundReader
@@ -46,7 +46,6 @@ log = logging.getLogger("router.node")
 
 SWEEP_INTERVAL = 0.25      # seconds between deadline checks (reply/call timeouts)
 REPLY_TO_MAXLEN = 10_000   # docs/streams.md: reply_to copies are capped like this
-REDIS_POOL_SIZE = 16       # connections for registry writes and password look-ups
 _json_object = msgspec.json.Decoder(dict[str, Any])
 
 
@@ -95,14 +94,10 @@ class Node:
         self._auth_tasks: set[asyncio.Task[Any]] = set()
         self.server: asyncio.Server | None = None
         self.admin: AdminServer | None = None
-        # Registry writes and password look-ups (not the hot path). A blocking
-        # pool: a burst of handshakes waits for a connection instead of
-        # failing (redis-py's default pool raises past 100 connections) and
-        # never opens one Redis connection per charger.
-        self._redis_pool = aioredis.BlockingConnectionPool.from_url(
-            config.redis_url, max_connections=REDIS_POOL_SIZE, timeout=10,
-            socket_timeout=5, socket_connect_timeout=5)
-        self.redis = aioredis.Redis(connection_pool=self._redis_pool)
+        # Registry writes and password look-ups: light, but bursty in a
+        # reconnect storm. One pipelined connection takes any burst (commands
+        # queue FIFO on the socket) without a pool to contend for.
+        self.redis = SharedConnection(config.redis_url, name=f"ocpp-router:{node_id}:registry")
         self.publisher = Publisher(
             config.redis_url, keys=self.keys, maxlen=config.stream_maxlen,
             timeout=config.publish_timeout, max_pending=config.max_pending_publishes,
@@ -225,8 +220,7 @@ class Node:
         if self.admin is not None:
             await self.admin.close()
         try:
-            await self.redis.aclose()
-            await self._redis_pool.disconnect()
+            await self.redis.close()
         except Exception:  # the process is ending; nothing to tell anyone
             log.debug("closing redis client failed", exc_info=True)
         self.stopped.set()
@@ -286,7 +280,7 @@ class Node:
     async def _authenticate(self, conn: ChargerConnection, request: UpgradeRequest,
                             identity: str, password: bytes) -> None:
         try:
-            stored = await self.redis.get(self.keys.auth(identity))
+            stored = await self.redis.command(b"GET", self.keys.auth(identity))
         except Exception:
             self.metrics.inc(self.metrics.redis_errors, "auth")
             self.count_handshake("redis_unavailable")

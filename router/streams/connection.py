@@ -446,3 +446,76 @@ async def open_connection(url: str, *, timeout: float = 5.0, name: str | None = 
     conn = RedisConnection(on_lost=on_lost)
     await conn.connect(url, timeout=timeout, name=name)
     return conn
+
+
+class SharedConnection:
+    """One pipelined connection shared by many callers, opened on first use
+    and opened again after it was lost.
+
+    For the router's light traffic that is not worth a connection of its own
+    but comes in bursts: registry writes and password look-ups during a
+    reconnect storm. Thousands of concurrent commands queue FIFO on one socket
+    (Redis answers in order) instead of contending for a pool.
+
+    Args:
+        url: Redis URL.
+        name: ``CLIENT SETNAME`` of the connection.
+        connect_timeout: seconds for one connection attempt.
+    """
+
+    def __init__(self, url: str, *, name: str | None = None,
+                 connect_timeout: float = 5.0) -> None:
+        RedisAddress(url)   # a malformed URL fails here, not at first use
+        self.url = url
+        self.name = name
+        self.connect_timeout = connect_timeout
+        self._conn: RedisConnection | None = None
+        self._opening: asyncio.Future[RedisConnection] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and self._conn.connected
+
+    async def _get(self) -> RedisConnection:
+        conn = self._conn
+        if conn is not None and conn.connected:
+            return conn
+        opening = self._opening
+        if opening is None:
+            # One attempt shared by every caller that arrives meanwhile.
+            opening = self._opening = asyncio.ensure_future(
+                open_connection(self.url, timeout=self.connect_timeout, name=self.name))
+            opening.add_done_callback(self._opened)
+        return await asyncio.shield(opening)
+
+    def _opened(self, fut: asyncio.Future[RedisConnection]) -> None:
+        self._opening = None
+        if not fut.cancelled() and fut.exception() is None:
+            self._conn = fut.result()
+
+    async def command(self, *args: bytes | str | int, timeout: float | None = None) -> Any:
+        """Run one command (see :meth:`RedisConnection.command`).
+
+        Raises:
+            StreamsError: connecting failed, the connection broke, timeout, or
+                an error reply.
+        """
+        return await (await self._get()).command(*args, timeout=timeout)
+
+    async def pipeline(self, commands: Sequence[Sequence[bytes | str | int]],
+                       timeout: float | None = None) -> list[Any]:
+        """Run several commands in one write (see :meth:`RedisConnection.pipeline`).
+
+        Raises:
+            StreamsError: connecting failed, the connection broke or timeout.
+        """
+        return await (await self._get()).pipeline(commands, timeout=timeout)
+
+    async def close(self) -> None:
+        opening, self._opening = self._opening, None
+        if opening is not None:
+            opening.cancel()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+            await conn.wait_closed()

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
-from router.streams.connection import RedisConnection
+from router.streams.connection import RedisConnection, SharedConnection
 from router.streams.errors import (
     ConnectionLostError,
     RedisReplyError,
@@ -99,7 +99,8 @@ class Registry:
         ValueError: a TTL below one second.
     """
 
-    def __init__(self, redis: aioredis.Redis | RedisConnection, keys: KeySpace,
+    def __init__(self, redis: aioredis.Redis | RedisConnection | SharedConnection,
+                 keys: KeySpace,
                  ttl: int = 300) -> None:
         if ttl < 1:
             raise ValueError("the registry TTL must be at least 1 s")
@@ -233,7 +234,7 @@ class Registry:
 
     async def _command(self, *args: bytes | str | int) -> Any:
         redis = self.redis
-        if isinstance(redis, RedisConnection):
+        if isinstance(redis, RedisConnection | SharedConnection):
             return await redis.command(*args, timeout=_TIMEOUT)
         try:
             return await redis.execute_command(*args)  # type: ignore[no-untyped-call]
@@ -244,7 +245,7 @@ class Registry:
 
     async def _pipeline(self, commands: Sequence[tuple[bytes | str | int, ...]]) -> list[Any]:
         redis = self.redis
-        if isinstance(redis, RedisConnection):
+        if isinstance(redis, RedisConnection | SharedConnection):
             return await redis.pipeline(commands, timeout=_TIMEOUT)
         try:
             async with redis.pipeline(transaction=False) as pipe:
