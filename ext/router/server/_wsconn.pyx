@@ -26,7 +26,8 @@ from cpython.bytes cimport (
 from libc.stdint cimport uint8_t, uint64_t
 
 from router.ws._codec cimport (
-    FrameCodec, UpgradeRequest, encode_frame, encode_close, R_CLOSED, R_FAILED,
+    FrameCodec, UpgradeRequest, encode_frame, encode_close, write_frame_header, R_CLOSED,
+    R_FAILED,
 )
 from router.ws._codec import HandshakeParser, accept_response, error_response, negotiate_deflate
 from router.ws.errors import (
@@ -774,19 +775,6 @@ cdef class WebSocketProtocol(FrameCodec):
 
 cdef bytes _large_header(int opcode, Py_ssize_t n):
     cdef uint8_t b[10]
-    b[0] = 0x80 | opcode
-    if n < 65536:
-        b[1] = 126
-        b[2] = <uint8_t>(n >> 8)
-        b[3] = <uint8_t>n
-        return (<char*>b)[:4]
-    b[1] = 127
-    b[2] = <uint8_t>(<uint64_t>n >> 56)
-    b[3] = <uint8_t>(<uint64_t>n >> 48)
-    b[4] = <uint8_t>(<uint64_t>n >> 40)
-    b[5] = <uint8_t>(<uint64_t>n >> 32)
-    b[6] = <uint8_t>(n >> 24)
-    b[7] = <uint8_t>(n >> 16)
-    b[8] = <uint8_t>(n >> 8)
-    b[9] = <uint8_t>n
-    return (<char*>b)[:10]
+    cdef Py_ssize_t hlen = 4 if n < 65536 else 10
+    write_frame_header(b, opcode, n, hlen, False)
+    return (<char*>b)[:hlen]

@@ -129,3 +129,27 @@ cdef class Connection(FrameCodec):
 cdef bytes encode_frame(int opcode, const uint8_t* p, Py_ssize_t n, bint rsv1)
 cdef bytes encode_close(int code, str reason)
 cdef uint64_t frames_in_total()
+
+
+cdef inline void write_frame_header(uint8_t* b, int opcode, Py_ssize_t n, Py_ssize_t hlen,
+                                    bint rsv1) noexcept nogil:
+    # The header of an unmasked FIN frame (server to client, RFC 6455 §5.2);
+    # hlen is 2, 4 or 10 for the 7-, 16- and 64-bit length forms. Inline here,
+    # in the .pxd, so the codec and the connection glue share one copy.
+    b[0] = 0x80 | (0x40 if rsv1 else 0) | opcode
+    if hlen == 2:
+        b[1] = <uint8_t>n
+    elif hlen == 4:
+        b[1] = 126
+        b[2] = <uint8_t>(n >> 8)
+        b[3] = <uint8_t>n
+    else:
+        b[1] = 127
+        b[2] = <uint8_t>(<uint64_t>n >> 56)
+        b[3] = <uint8_t>(<uint64_t>n >> 48)
+        b[4] = <uint8_t>(<uint64_t>n >> 40)
+        b[5] = <uint8_t>(<uint64_t>n >> 32)
+        b[6] = <uint8_t>(n >> 24)
+        b[7] = <uint8_t>(n >> 16)
+        b[8] = <uint8_t>(n >> 8)
+        b[9] = <uint8_t>n

@@ -82,31 +82,10 @@ cdef bytes encode_frame(int opcode, const uint8_t* p, Py_ssize_t n, bint rsv1):
     cdef Py_ssize_t hlen = 2 if n < 126 else (4 if n < 65536 else 10)
     cdef bytes out = PyBytes_FromStringAndSize(NULL, hlen + n)
     cdef uint8_t* b = <uint8_t*>PyBytes_AS_STRING(out)
-    _write_header(b, opcode, n, hlen, rsv1)
+    write_frame_header(b, opcode, n, hlen, rsv1)
     if n:
         memcpy(b + hlen, p, n)
     return out
-
-
-cdef inline void _write_header(uint8_t* b, int opcode, Py_ssize_t n, Py_ssize_t hlen,
-                               bint rsv1) noexcept nogil:
-    b[0] = 0x80 | (0x40 if rsv1 else 0) | opcode
-    if hlen == 2:
-        b[1] = <uint8_t>n
-    elif hlen == 4:
-        b[1] = 126
-        b[2] = <uint8_t>(n >> 8)
-        b[3] = <uint8_t>n
-    else:
-        b[1] = 127
-        b[2] = <uint8_t>(<uint64_t>n >> 56)
-        b[3] = <uint8_t>(<uint64_t>n >> 48)
-        b[4] = <uint8_t>(<uint64_t>n >> 40)
-        b[5] = <uint8_t>(<uint64_t>n >> 32)
-        b[6] = <uint8_t>(n >> 24)
-        b[7] = <uint8_t>(n >> 16)
-        b[8] = <uint8_t>(n >> 8)
-        b[9] = <uint8_t>n
 
 
 cdef bytes encode_close(int code, str reason):

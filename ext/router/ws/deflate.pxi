@@ -204,7 +204,7 @@ cdef bytes deflate_frame(z_stream* s, int opcode, const uint8_t* p, Py_ssize_t n
             b[10] = 0
             clen = 1
         hlen = 2 if clen < 126 else (4 if clen < 65536 else 10)
-        _write_header(b + 10 - hlen, opcode, clen, hlen, True)
+        write_frame_header(b + 10 - hlen, opcode, clen, hlen, True)
         if hlen != 10:
             memmove(b, b + 10 - hlen, hlen + clen)
         if _PyBytes_Resize(&out, hlen + clen) < 0:
