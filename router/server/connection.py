@@ -196,7 +196,7 @@ class ChargerConnection(ChargerCore, asyncio.BufferedProtocol):
                 chosen = proto
                 break
         if chosen is None:
-            # OCPP-J 1.6 §3.1.2 / 2.0.1 §3.2: complete the handshake without
+            # OCPP-J 2.0.1 §3.2: complete the handshake without
             # Sec-WebSocket-Protocol, then close at once.
             self.node.count_handshake("no_subprotocol")
             self.accept(None)

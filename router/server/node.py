@@ -8,6 +8,7 @@ metrics, one sweep timer for every deadline, and the drain on SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import signal
 import socket
@@ -24,7 +25,7 @@ from router.auth import PasswordFormatError, VerifiedCache
 from router.config import Config
 from router.metrics import RouterMetrics
 from router.ocppj import Options, dialect
-from router.ocppj.errors import OCPPJError, error_codes
+from router.ocppj.errors import ActionNotImplemented, NotSupported, OCPPJError, error_codes
 from router.server.admin import AdminServer
 from router.server.connection import (
     BackendCall,
@@ -252,8 +253,6 @@ class Node:
                 return "certificate_mismatch"
         if c.trusted_proxy_header:
             peer = conn.transport.get_extra_info("peername") if conn.transport else None
-            import ipaddress
-
             try:
                 source = ipaddress.ip_address(peer[0]) if peer else None
             except ValueError:
@@ -518,6 +517,21 @@ class Node:
                       f"SEND does not exist in {conn.proto}", conn=conn, ref=ref,
                       reply_to=reply_to)
             return
+        if kind == b"send":
+            # OCPP 2.1 SEND: the action must be one a CSMS may SEND.
+            try:
+                dia.validate_send(action, payload, from_charger=False)
+            except (ActionNotImplemented, NotSupported):
+                self.fail(identity, msg_id, action, "UnknownAction",
+                          f"{action[:60]} is not a SEND a CSMS may send in {conn.proto}",
+                          conn=conn, ref=ref, reply_to=reply_to)
+                return
+            except OCPPJError as exc:
+                self.fail(identity, msg_id, action, "InvalidPayload", exc.description,
+                          conn=conn, ref=ref, reply_to=reply_to)
+                return
+            conn.backend_send(msg_id, action, payload)
+            return
         if action not in dia.csms_actions:
             self.fail(identity, msg_id, action, "UnknownAction",
                       f"{action[:60]} is not a CSMS-initiated action of {conn.proto}",
@@ -528,9 +542,6 @@ class Node:
         except OCPPJError as exc:
             self.fail(identity, msg_id, action, "InvalidPayload", exc.description,
                       conn=conn, ref=ref, reply_to=reply_to)
-            return
-        if kind == b"send":
-            conn.backend_send(msg_id, action, payload)
             return
         timeout = self.config.call_timeout
         raw_timeout = fields.get(b"timeout")

@@ -391,10 +391,17 @@ async def test_ocpp21_send_both_ways(router_node: RouterNode, backend: Backend) 
                     "data": [{"t": 0.5, "v": "1"}]}])
     sent = await backend.next("send", cs="CP-send")
     assert sent["id"] == "s2" and sent["action"] == "NotifyPeriodicEventStream"
-    await backend.out(router_node.node_id, kind="send", cs="CP-send", conn=conn, id="b1",
-                      action="NotifyWebPaymentStarted",
-                      payload={"evseId": 1, "timeout": 60})
-    assert (await cp.recv())[:3] == [6, "b1", "NotifyWebPaymentStarted"]
+    # OCPP 2.1 defines SEND only from the charger (NotifyPeriodicEventStream):
+    # a backend SEND, or a CALL action sent as SEND, is refused.
+    for action, payload in (("NotifyPeriodicEventStream", {"id": 1, "pending": 0,
+                              "basetime": "2026-11-21T12:00:00Z", "data": []}),
+                            ("NotifyWebPaymentStarted", {"evseId": 1, "timeout": 60})):
+        await backend.out(router_node.node_id, kind="send", cs="CP-send", conn=conn,
+                          id="b1", action=action, payload=payload)
+        failed = await backend.next("failed", cs="CP-send", action=action)
+        assert failed["code"] == "UnknownAction"
+    with pytest.raises(TimeoutError):
+        await cp.recv(wait=0.2)
     await cp.close()
 
 
