@@ -1,4 +1,5 @@
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from router.ocppj import Dialect
@@ -24,3 +25,10 @@ class ChargerCore(WebSocketProtocol):
     def bind(self, node: Any) -> None: ...
     def on_text(self, data: bytes) -> None: ...
     def backend_result(self, msg_id: str, payload: bytes, ref: bytes) -> None: ...
+
+def dispatch_out_entries(
+    entries: list[tuple[bytes, dict[bytes, bytes]]],
+    by_identity: dict[str, Any],
+    slow: Callable[[bytes, dict[bytes, bytes]], None],
+    failed: Callable[[bytes, dict[bytes, bytes], BaseException], None],
+) -> None: ...

@@ -14,7 +14,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from router.config import Config
 from router.metrics import RouterMetrics
 from router.ocppj import Options, dialect
 from router.ocppj.errors import ActionNotImplemented, NotSupported, OCPPJError, error_codes
+from router.server._charger import dispatch_out_entries
 from router.server.admin import AdminServer
 from router.server.connection import (
     BackendCall,
@@ -457,28 +458,21 @@ class Node:
                           None, extra)
 
     # ------------------------------------------------------------ out stream
-    def on_out_entries(self, entries: Iterable[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        """Entries a backend added to ``ocpp:out:<node>``, in order."""
-        for ref, fields in entries:
-            try:
-                self._out_entry(ref, fields)
-            except Exception:   # one bad entry must not stop the others
-                log.exception("out-stream entry %r could not be handled", ref)
-                self.fail(_text(fields.get(b"cs")), _opt_text(fields.get(b"id")), None,
-                          "Malformed", "entry could not be processed", ref=ref)
+    def on_out_entries(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        """Entries a backend added to ``ocpp:out:<node>``, in order. Backend
+        replies to charger CALLs take the compiled path; the rest come to
+        :meth:`_out_entry`."""
+        dispatch_out_entries(entries, self.by_identity, self._out_entry, self._out_entry_failed)
+
+    def _out_entry_failed(self, ref: bytes, fields: dict[bytes, bytes],
+                          exc: BaseException) -> None:
+        # One bad entry must not stop the others.
+        log.error("out-stream entry %r could not be handled", ref, exc_info=exc)
+        self.fail(_text(fields.get(b"cs")), _opt_text(fields.get(b"id")), None,
+                  "Malformed", "entry could not be processed", ref=ref)
 
     def _out_entry(self, ref: bytes, fields: dict[bytes, bytes]) -> None:
         kind = fields.get(b"kind")
-        if kind == b"result":
-            # The hot path: a backend's reply to a charger CALL, well formed.
-            cs, want_conn, raw_id = fields.get(b"cs"), fields.get(b"conn"), fields.get(b"id")
-            payload = fields.get(b"payload")
-            if cs is not None and want_conn is not None and raw_id is not None and (
-                    payload is not None and 0 < len(raw_id) <= 36):
-                conn = self.by_identity.get(cs.decode("utf-8", "replace"))
-                if conn is not None and conn.conn_b == want_conn:
-                    conn.backend_result(raw_id.decode("utf-8", "replace"), payload, ref)
-                    return
         identity = _text(fields.get(b"cs"))
         msg_id = _opt_text(fields.get(b"id"))
         reply_to = fields.get(b"reply_to") or None

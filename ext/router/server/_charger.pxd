@@ -38,3 +38,4 @@ cdef class ChargerCore(WebSocketProtocol):
     cdef bint edge_heartbeat
 
     cdef int _charger_call(self, object msg) except -1
+    cdef int _result(self, str msg_id, bytes payload, bytes ref) except -1

@@ -74,21 +74,56 @@ cdef class ChargerCore(WebSocketProtocol):
     def backend_result(self, str msg_id, bytes payload, bytes ref):
         """A backend ``result`` for this connection: validated, then sent as
         the CALLRESULT of the pending charger CALL ``msg_id``."""
+        self._result(msg_id, payload, ref)
+
+    cdef int _result(self, str msg_id, bytes payload, bytes ref) except -1:
         cdef object action
         cdef tuple key
         cdef bytes frame
         if self.call_id != msg_id:
             self.reply_not_pending(msg_id, ref)
-            return
+            return 0
         action = self.call_action
         try:
             self.dialect.validate_response(action, payload)
         except OCPPJError as exc:
             self.reply_invalid(msg_id, action, exc, ref)
-            return
+            return 0
         frame = self.dialect.encode_result(msg_id, payload)
         key = ("out", "result", action)
         self.messages[key] = self.messages.get(key, 0) + 1
         self.call_id = None
         self.reply_hist.observe(monotonic() - self.call_started)
         self.send_text(frame)
+        return 0
+
+
+def dispatch_out_entries(list entries, dict by_identity, object slow, object failed):
+    """Hand a batch of out-stream entries to their connections, in order.
+
+    A well-formed ``result`` for a connection this node holds (the common
+    case: a backend answering a charger CALL) goes straight to its
+    connection; every other entry goes to ``slow(ref, fields)``. An exception
+    while handling one entry is reported through ``failed(ref, fields, exc)`` and
+    does not stop the others.
+    """
+    cdef object item, ref, cs, want, raw_id, payload, conn
+    cdef dict fields
+    for item in entries:
+        ref, fields = item
+        try:
+            if fields.get(b"kind") == b"result":
+                cs = fields.get(b"cs")
+                want = fields.get(b"conn")
+                raw_id = fields.get(b"id")
+                payload = fields.get(b"payload")
+                if (cs is not None and want is not None and raw_id is not None
+                        and payload is not None and 0 < len(raw_id) <= 36):
+                    conn = by_identity.get(cs.decode("utf-8", "replace"))
+                    if conn is not None and (<ChargerCore>conn).conn_b == want:
+                        (<ChargerCore>conn)._result(raw_id.decode("utf-8", "replace"),
+                                                    payload, ref)
+                        continue
+            slow(ref, fields)
+        except Exception as exc:
+            failed(ref, fields, exc)
