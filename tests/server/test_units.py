@@ -65,3 +65,23 @@ def test_merge_metrics_sums_workers() -> None:
     assert 'x_total{k="a"} 5' in merged
     assert 'x_total{k="b"} 1' in merged
     assert "\ng 5\n" in merged
+
+
+def test_dispatch_isolates_a_failing_entry() -> None:
+    from router.server._charger import dispatch_out_entries
+
+    seen: list[bytes] = []
+    failed: list[tuple[bytes, str]] = []
+
+    def slow(ref: bytes, fields: dict[bytes, bytes]) -> None:
+        if fields.get(b"boom"):
+            raise ValueError("bad entry")
+        seen.append(ref)
+
+    entries = [(b"1-0", {b"kind": b"call"}), (b"2-0", {b"kind": b"call", b"boom": b"1"}),
+               (b"3-0", {b"kind": b"result", b"cs": b"nobody", b"conn": b"x", b"id": b"1",
+                         b"payload": b"{}"})]
+    dispatch_out_entries(entries, {}, slow,
+                         lambda ref, fields, exc: failed.append((ref, str(exc))))
+    assert seen == [b"1-0", b"3-0"]        # a result for an unknown charger takes the slow path
+    assert failed == [(b"2-0", "bad entry")]
