@@ -413,17 +413,5 @@ def _check(c: Config) -> None:
                           f"rediss:// or unix://")
 
 
-def describe() -> list[dict[str, str]]:
-    """The option table, for docs and ``--help`` consistency tests."""
-    rows = []
-    for opt in OPTIONS:
-        default = opt.default
-        if isinstance(default, tuple):
-            default = ",".join(str(d) for d in default)
-        rows.append({"flag": opt.flag, "env": opt.env, "default": str(default),
-                     "group": opt.group, "help": opt.help})
-    return rows
-
-
 def config_field_names() -> Sequence[str]:
     return [f.name for f in fields(Config) if f.name != "sources"]

@@ -382,7 +382,7 @@ class ChargerConnection(ChargerCore, asyncio.BufferedProtocol):
     def _start_call(self, call: BackendCall) -> None:
         self.inflight = call
         call.deadline = time.monotonic() + call.timeout
-        self.node.watch(self)
+        self.node.timed.add(self)     # the node's sweep checks its deadline
         self.node.count_message("out", "call", call.action)
         self.send_text(self.dialect.encode_call(call.id, call.action, call.payload))
 

@@ -578,9 +578,6 @@ class Node:
             return False
         return True
 
-    def watch(self, conn: ChargerConnection) -> None:
-        self.timed.add(conn)
-
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)

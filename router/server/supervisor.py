@@ -81,7 +81,7 @@ class Worker:
 
 
 class Supervisor:
-    """Forks and watches the workers; serves the aggregated admin port."""
+    """Starts and watches the worker processes; serves the aggregated admin port."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
