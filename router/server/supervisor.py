@@ -1,7 +1,7 @@
 """Running the router: one process, or a supervisor with N workers.
 
 With ``--workers 1`` the node runs in this process and serves the admin port
-itself. With ``--workers N`` this process forks N workers that share the
+itself. With ``--workers N`` this process starts N worker interpreters that share the
 charger port with SO_REUSEPORT (the kernel spreads connections), each its own
 node (``<node-id>-<index>``), each with a private admin port on loopback. The
 supervisor serves the public admin port: ``/metrics`` sums the workers'
