@@ -1,7 +1,9 @@
 """The router's publisher: every XADD of one event-loop iteration in one write.
 
 ``publish_inbound`` / ``xadd`` only append pre-encoded RESP to a buffer
-(``router.streams._resp``); the first append of an iteration schedules one
+(``router.streams._resp``); this per-entry work and the batch's completion are
+compiled (``PublisherCore``, ``router.streams._publisher``), this module adds
+the lifecycle. The first append of an iteration schedules one
 flush with ``loop.call_soon``, which runs after every callback already queued
 for this iteration (the reads of all ready sockets), so one ``transport.write``
 carries the whole batch. Replies are parsed by hiredis and matched to entries
@@ -35,28 +37,12 @@ import asyncio
 import collections
 import contextlib
 import random
-from collections.abc import Callable, Sequence
-from functools import partial
-from typing import Any
+from collections.abc import Callable
 
-import hiredis
-
-from router.streams._resp import CommandBuffer
-from router.streams.connection import RedisAddress, RedisConnection, Replies
-from router.streams.errors import (
-    NotConnectedError,
-    PublishOverloadError,
-    RedisConnectionError,
-    RedisReplyError,
-    StreamsError,
-)
+from router.streams._publisher import PublisherCore
+from router.streams.connection import RedisAddress, RedisConnection
+from router.streams.errors import RedisConnectionError
 from router.streams.keys import KeySpace
-
-ErrorCallback = Callable[[StreamsError], None]
-DoneCallback = Callable[[bytes], None]
-Arg = bytes | str | int | bytearray | memoryview
-
-_ReplyError = hiredis.ReplyError
 
 #: A connection that lived this long (seconds) counts as healthy: when it is
 #: lost, the reconnect is immediate and the backoff starts over.
@@ -90,19 +76,7 @@ class PublisherStats:
             maxlen=RECENT_BATCHES)
 
 
-class _Batch:
-    __slots__ = ("dones", "errors", "n", "nbytes", "started")
-
-    def __init__(self, n: int, nbytes: int, errors: list[ErrorCallback | None],
-                 dones: list[tuple[int, DoneCallback]], started: float) -> None:
-        self.n = n
-        self.nbytes = nbytes
-        self.errors = errors
-        self.dones = dones
-        self.started = started
-
-
-class Publisher:
+class Publisher(PublisherCore):
     """Publishes inbound entries (and any other XADD) to Redis in batches.
 
     Args:
@@ -152,22 +126,9 @@ class Publisher:
         self.on_resume = on_resume
         self.on_batch = on_batch
         self.stats = PublisherStats()
-        self.paused = False
-        self.pending = 0              # entries buffered or awaiting their reply
-        self._inflight_bytes = 0
         self._inbound = keys.all_inbound()
-        self._buf = CommandBuffer(64 * 1024)
-        self._errors: list[ErrorCallback | None] = []
-        # on_done callbacks are rare (the router uses on_error only): keep
-        # (index in batch, callback) pairs instead of a None per entry.
-        self._dones: list[tuple[int, DoneCallback]] = []
-        self._flush_scheduled = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._conn: RedisConnection | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._lost: asyncio.Event | None = None
-        self._closed = False
-        self._flushed_waiters: list[asyncio.Future[None]] = []
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -238,177 +199,6 @@ class Publisher:
         fut: asyncio.Future[None] = self._loop.create_future()
         self._flushed_waiters.append(fut)
         await fut
-
-    # -- publishing (hot path) --------------------------------------------------
-
-    def publish_inbound(self, cs: str, kind: Arg, proto: Arg, node: Arg, conn: Arg,
-                        ts_ms: int, id: Arg | None = None, action: Arg | None = None,
-                        payload: Arg | None = None, extra: Sequence[Arg] = (), *,
-                        shard: int | None = None,
-                        on_error: ErrorCallback | None = None,
-                        on_done: DoneCallback | None = None) -> None:
-        """Queue the XADD of one inbound entry (docs/streams.md) for this iteration's write.
-
-        Args:
-            cs: the charger identity (its shard is ``keys.shard_of(cs)``).
-            kind, proto, node, conn, ts_ms, id, action, payload: contract fields;
-                id/action/payload are left out when None.
-            extra: more name/value pairs (``code``, ``description``, ``addr`` …).
-            shard: the charger's shard when the caller has it cached.
-            on_error: called with the error if this entry was not written.
-            on_done: called with the new entry id once Redis acknowledged it.
-
-        Raises:
-            RuntimeError: the publisher was not started.
-            TypeError, ValueError: a malformed field (nothing is queued).
-        """
-        loop = self._loop
-        if loop is None:
-            raise RuntimeError("Publisher not started")
-        key = self._inbound[shard] if shard is not None else self.keys.inbound_for(cs)
-        if (self.pending >= 2 * self.max_pending
-                or self._inflight_bytes + self._buf.nbytes >= 2 * self.max_pending_bytes):
-            self._refuse(on_error)
-            return
-        self._buf.append_inbound(key, self.maxlen, kind, cs, proto, node, conn, ts_ms,
-                                 id, action, payload, extra)
-        # (Same bookkeeping as in xadd, inlined: this runs once per charger message.)
-        errors = self._errors
-        if on_done is not None:
-            self._dones.append((len(errors), on_done))
-        errors.append(on_error)
-        self.pending += 1
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush)
-        if not self.paused and (
-                self.pending >= self.max_pending
-                or self._inflight_bytes + self._buf.nbytes >= self.max_pending_bytes):
-            self._pause()
-
-    def xadd(self, key: bytes, fields: Sequence[Arg], maxlen: int | None,
-             on_error: ErrorCallback | None = None,
-             on_done: DoneCallback | None = None) -> None:
-        """Queue any XADD (``failed`` entries, ``reply_to`` copies) for this iteration's write.
-
-        Args:
-            key: the stream key.
-            fields: alternating field names and values.
-            maxlen: ``MAXLEN ~`` cap, or None.
-            on_error, on_done: as for :meth:`publish_inbound`.
-
-        Raises:
-            RuntimeError: the publisher was not started.
-            TypeError, ValueError: malformed fields (nothing is queued).
-        """
-        loop = self._loop
-        if loop is None:
-            raise RuntimeError("Publisher not started")
-        if (self.pending >= 2 * self.max_pending
-                or self._inflight_bytes + self._buf.nbytes >= 2 * self.max_pending_bytes):
-            self._refuse(on_error)
-            return
-        self._buf.append_xadd(key, maxlen, fields)
-        errors = self._errors
-        if on_done is not None:
-            self._dones.append((len(errors), on_done))
-        errors.append(on_error)
-        self.pending += 1
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush)
-        if not self.paused and (
-                self.pending >= self.max_pending
-                or self._inflight_bytes + self._buf.nbytes >= self.max_pending_bytes):
-            self._pause()
-
-    def _pause(self) -> None:
-        self.paused = True
-        if self.on_pause is not None:
-            self.on_pause()
-
-    def _refuse(self, on_error: ErrorCallback | None) -> None:
-        self.stats.failed += 1
-        if on_error is not None:
-            self._loop.call_soon(  # type: ignore[union-attr]
-                on_error, PublishOverloadError("publish buffer full"))
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        n = len(self._buf)
-        if n == 0:
-            return
-        data = self._buf.take()
-        errors, dones = self._errors, self._dones
-        self._errors, self._dones = [], []
-        assert self._loop is not None
-        batch = _Batch(n, len(data), errors, dones, self._loop.time())
-        conn = self._conn
-        self._inflight_bytes += batch.nbytes
-        if conn is None or not conn.connected or self._closed:
-            self._finish(batch, NotConnectedError("not connected to Redis"))
-            return
-        conn.send_raw(data, n, partial(self._finish, batch), self.timeout)
-        self.stats.batches += 1
-        self.stats.writes_bytes += batch.nbytes
-
-    def _finish(self, batch: _Batch, result: Replies) -> None:
-        stats = self.stats
-        self.pending -= batch.n
-        self._inflight_bytes -= batch.nbytes
-        if isinstance(result, StreamsError):
-            stats.failed += batch.n
-            if result.code == "timeout":
-                stats.timeouts += 1
-            for cb in batch.errors:
-                if cb is not None:
-                    self._call(cb, result)
-        else:
-            assert self._loop is not None
-            elapsed = self._loop.time() - batch.started
-            stats.recent.append((batch.n, elapsed))
-            # Fast path: scan the reply types in C (set(map(type, …))); error
-            # replies are rare and take the slow loop.
-            nerr = 0
-            if _ReplyError in set(map(type, result)):
-                errors = batch.errors
-                for i, reply in enumerate(result):
-                    if type(reply) is _ReplyError:
-                        nerr += 1
-                        ecb = errors[i]
-                        if ecb is not None:
-                            self._call(ecb, RedisReplyError(str(reply)))
-                stats.failed += nerr
-                stats.reply_errors += nerr
-            stats.entries += batch.n - nerr
-            for i, dcb in batch.dones:
-                reply = result[i]
-                if type(reply) is not _ReplyError:
-                    self._call(dcb, reply)
-            if self.on_batch is not None:
-                self._call(self.on_batch, batch.n, elapsed)
-        if self.paused and self.pending <= self.max_pending // 2 and (
-                self._inflight_bytes + self._buf.nbytes <= self.max_pending_bytes // 2):
-            self.paused = False
-            if self.on_resume is not None:
-                self._call(self.on_resume)
-        if self.pending == 0 and self._flushed_waiters:
-            waiters, self._flushed_waiters = self._flushed_waiters, []
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
-
-    def _call(self, cb: Callable[..., Any], *args: Any) -> None:
-        # A failing callback is a bug in the caller; it must not cost other
-        # entries their callbacks.
-        try:
-            cb(*args)
-        except Exception as exc:
-            assert self._loop is not None
-            self._loop.call_exception_handler({
-                "message": "exception in a publish callback",
-                "exception": exc,
-            })
 
     # -- connection supervision -------------------------------------------------
 

@@ -6,6 +6,7 @@
 # finds it; the .pyx declares no field itself, so a lost .pxd fails the build.
 
 from router.server._wsconn cimport WebSocketProtocol
+from router.streams._publisher cimport PublisherCore
 
 
 cdef class ChargerCore(WebSocketProtocol):
@@ -29,7 +30,7 @@ cdef class ChargerCore(WebSocketProtocol):
     cdef public object inflight         # BackendCall or None
     cdef public object queue            # deque[BackendCall] or None (idle: None)
     # --- shortcuts to node state, bound once in bind() (no lookups per message)
-    cdef object publish_inbound         # node.publisher.publish_inbound
+    cdef PublisherCore publisher        # node.publisher
     cdef dict messages                  # node.metrics.messages
     cdef object reply_hist              # node.metrics.reply_latency
     cdef set timed                      # node.timed

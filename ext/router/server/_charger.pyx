@@ -11,9 +11,10 @@ provides the methods called here for the uncommon cases:
 ``call_publish_failed``, ``reply_not_pending``, ``reply_invalid``.
 """
 
-from time import monotonic, time
+from time import monotonic
 
 from router.ocppj._envelope cimport Message
+from router.streams._publisher cimport now_ms
 from router.ocppj.errors import OCPPJError
 from router.server._wsconn cimport WebSocketProtocol
 
@@ -25,7 +26,7 @@ cdef class ChargerCore(WebSocketProtocol):
 
     def bind(self, node):
         """Take the node's shared objects once, at open, for the hot path."""
-        self.publish_inbound = node.publisher.publish_inbound
+        self.publisher = node.publisher
         self.messages = node.metrics.messages
         self.reply_hist = node.metrics.reply_latency
         self.timed = node.timed
@@ -66,9 +67,9 @@ cdef class ChargerCore(WebSocketProtocol):
         self.timed.add(self)
         key = ("in", "call", action)
         self.messages[key] = self.messages.get(key, 0) + 1
-        self.publish_inbound(self.identity, b"call", self.proto, self.node_b, self.conn_id,
-                             int(time() * 1000), msg.id, action, msg.payload, (),
-                             shard=self.shard, on_error=self.call_publish_failed)
+        self.publisher.inbound(self.shard, self.identity, b"call", self.proto, self.node_b,
+                               self.conn_id, now_ms(), msg.id, action, msg.payload, (),
+                               self.call_publish_failed, None)
         return 0
 
     def backend_result(self, str msg_id, bytes payload, bytes ref):
