@@ -10,7 +10,6 @@ action list.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,6 +21,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from router import _metrics
+
 NS = "ocpp_router"
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -29,21 +30,9 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 
-class Histogram:
-    """Fixed buckets, cumulative on export."""
-
-    __slots__ = ("bounds", "counts", "n", "total")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.total = 0.0
-        self.n = 0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.total += value
-        self.n += 1
+class Histogram(_metrics.Histogram):
+    """Fixed buckets, cumulative on export; counted in C (``router._metrics``),
+    so the compiled hot paths observe without a Python call."""
 
     def family(self, name: str, doc: str) -> HistogramMetricFamily:
         buckets: list[tuple[str, float]] = []

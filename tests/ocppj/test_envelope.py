@@ -376,6 +376,19 @@ def test_encoders() -> None:
         D16.encode_call("x" * 37, "Reset", b"{}")
 
 
+@pytest.mark.parametrize("msg_id", ["1", "a" * 36, "", 'q"', "back\\slash", "tab\t", "del\x7f",
+                                    "\u00e9t\u00e9", "\U0001f600", " spaced id "])
+def test_encode_result_any_id(msg_id: str) -> None:
+    # The one-allocation path (printable ASCII) and the escaping path agree
+    # with a JSON parser on every id.
+    frame = D16.encode_result(msg_id, b'{"status":"Accepted"}')
+    assert json.loads(frame) == [3, msg_id, {"status": "Accepted"}]
+    if msg_id.isascii() and msg_id.isprintable() and '"' not in msg_id and "\\" not in msg_id:
+        assert frame == b'[3,"' + msg_id.encode() + b'",{"status":"Accepted"}]'
+    with pytest.raises(ValueError, match="36"):
+        D16.encode_result("x" * 37, b"{}")
+
+
 def test_encode_error_description_and_details() -> None:
     frame = D201.encode_error("1", "GenericError", '"\\' * 200, b'{"a": [1]}')
     parsed = json.loads(frame)

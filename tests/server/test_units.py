@@ -6,6 +6,7 @@ import base64
 
 import pytest
 
+from router.metrics import Histogram
 from router.server.connection import basic_credentials, cn_from_header, parse_identity
 from router.server.supervisor import merge_metrics
 
@@ -85,3 +86,22 @@ def test_dispatch_isolates_a_failing_entry() -> None:
                          lambda ref, fields, exc: failed.append((ref, str(exc))))
     assert seen == [b"1-0", b"3-0"]        # a result for an unknown charger takes the slow path
     assert failed == [(b"2-0", "bad entry")]
+
+
+def test_histogram_buckets_match_prometheus_le() -> None:
+    # A value lands in the first bucket whose bound is >= the value (Prometheus
+    # "le"); above every bound it counts only in +Inf.
+    h = Histogram((0.001, 0.01, 0.1))
+    for v in (0.0, 0.001, 0.0011, 0.01, 0.05, 0.1, 7.0, 7.0):
+        h.observe(v)
+    assert h.counts == [2, 2, 2, 2]
+    assert h.n == 8 and h.total == pytest.approx(14.1621)
+    fam = h.family("x", "doc")
+    buckets = {s.labels["le"]: s.value for s in fam.samples if s.name == "x_bucket"}
+    assert buckets == {"0.001": 2, "0.01": 4, "0.1": 6, "+Inf": 8}
+
+
+@pytest.mark.parametrize("bounds", [(2.0, 1.0), (1.0, 1.0), tuple(float(i) for i in range(33))])
+def test_histogram_rejects_bad_bounds(bounds: tuple[float, ...]) -> None:
+    with pytest.raises(ValueError):
+        Histogram(bounds)

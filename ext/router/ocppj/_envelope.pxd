@@ -29,6 +29,9 @@ cdef struct Span:
     bint plain                   # string only: ASCII without escapes (slice == value)
 
 
+cdef bytes result_frame(str id, bytes payload)
+
+
 cdef class Message:
     # One decoded OCPP-J message. Created with Message.__new__ from a freelist;
     # every field is set by the decoder (None where the type has no such field).

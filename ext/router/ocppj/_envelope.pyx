@@ -434,6 +434,42 @@ cdef bytes _join(list parts):
     return out
 
 
+cdef extern from "Python.h":
+    bint PyUnicode_IS_COMPACT_ASCII(object s)
+    void* PyUnicode_DATA(object s)
+
+
+cdef bytes result_frame(str id, bytes payload):
+    """The CALLRESULT frame ``[3,"<id>",<payload>]`` in one allocation (the
+    router's reply path); ``encode_result`` with its checks otherwise.
+
+    Raises:
+        ValueError: id longer than 36 characters.
+    """
+    cdef Py_ssize_t i, n = len(id), m = PyBytes_GET_SIZE(payload)
+    cdef const unsigned char* src
+    cdef unsigned char ch
+    cdef bytes out
+    cdef char* dst
+    _check_id(id)
+    if not PyUnicode_IS_COMPACT_ASCII(id):
+        return _join([b"[3,", _json_str(id), b",", payload, b"]"])
+    src = <const unsigned char*>PyUnicode_DATA(id)
+    for i in range(n):
+        ch = src[i]
+        if ch < 0x20 or ch == 0x22 or ch == 0x5C or ch == 0x7F:
+            return _join([b"[3,", _json_str(id), b",", payload, b"]"])
+    out = PyBytes_FromStringAndSize(NULL, n + m + 7)
+    dst = PyBytes_AS_STRING(out)
+    memcpy(dst, b'[3,"', 4)
+    memcpy(dst + 4, src, n)
+    dst[4 + n] = b'"'
+    dst[5 + n] = b','
+    memcpy(dst + 6 + n, PyBytes_AS_STRING(payload), m)
+    dst[6 + n + m] = b']'
+    return out
+
+
 cdef int _check_id(str message_id) except -1:
     if len(message_id) > MAX_ID_LEN:
         raise ValueError("message id longer than 36 characters (OCPP-J 2.0.1 §4.1.3)")
@@ -761,8 +797,7 @@ cdef class Core:
         Raises:
             ValueError: id longer than 36 characters.
         """
-        _check_id(id)
-        return _join([b"[3,", _json_str(id), b",", payload, b"]"])
+        return result_frame(id, payload)
 
     def encode_error(self, str id, str code, str description, bytes details=b"{}"):
         """The CALLERROR frame ``[4, id, code, description, details]``.

@@ -5,6 +5,7 @@
 # It sits beside _charger.pyx at the path of the dotted module name, so Cython
 # finds it; the .pyx declares no field itself, so a lost .pxd fails the build.
 
+from router._metrics cimport Histogram
 from router.server._wsconn cimport WebSocketProtocol
 from router.streams._publisher cimport PublisherCore
 
@@ -32,7 +33,7 @@ cdef class ChargerCore(WebSocketProtocol):
     # --- shortcuts to node state, bound once in bind() (no lookups per message)
     cdef PublisherCore publisher        # node.publisher
     cdef dict messages                  # node.metrics.messages
-    cdef object reply_hist              # node.metrics.reply_latency
+    cdef Histogram reply_hist           # node.metrics.reply_latency
     cdef set timed                      # node.timed
     cdef bytes node_b
     cdef double reply_timeout

@@ -11,10 +11,9 @@ provides the methods called here for the uncommon cases:
 ``call_publish_failed``, ``reply_not_pending``, ``reply_invalid``.
 """
 
-from time import monotonic
-
 from router.ocppj._envelope cimport Message
-from router.streams._publisher cimport now_ms
+from router._clock cimport epoch_ms, monotonic_s
+from router.ocppj._envelope cimport Core, result_frame
 from router.ocppj.errors import OCPPJError
 from router.server._wsconn cimport WebSocketProtocol
 
@@ -59,7 +58,7 @@ cdef class ChargerCore(WebSocketProtocol):
         if self.edge_heartbeat and action == "Heartbeat":
             self.edge_answer(msg)
             return 0
-        now = monotonic()
+        now = monotonic_s()
         self.call_id = msg.id
         self.call_action = action
         self.call_started = now
@@ -68,7 +67,7 @@ cdef class ChargerCore(WebSocketProtocol):
         key = ("in", "call", action)
         self.messages[key] = self.messages.get(key, 0) + 1
         self.publisher.inbound(self.shard, self.identity, b"call", self.proto, self.node_b,
-                               self.conn_id, now_ms(), msg.id, action, msg.payload, (),
+                               self.conn_id, epoch_ms(), msg.id, action, msg.payload, (),
                                self.call_publish_failed, None)
         return 0
 
@@ -86,15 +85,16 @@ cdef class ChargerCore(WebSocketProtocol):
             return 0
         action = self.call_action
         try:
-            self.dialect.validate_response(action, payload)
+            (<Core?>self.dialect)._validate(
+                (<Core>self.dialect).response_decoders, action, payload, True, msg_id, 3)
         except OCPPJError as exc:
             self.reply_invalid(msg_id, action, exc, ref)
             return 0
-        frame = self.dialect.encode_result(msg_id, payload)
+        frame = result_frame(msg_id, payload)
         key = ("out", "result", action)
         self.messages[key] = self.messages.get(key, 0) + 1
         self.call_id = None
-        self.reply_hist.observe(monotonic() - self.call_started)
+        self.reply_hist.add(monotonic_s() - self.call_started)
         self.send_text(frame)
         return 0
 

@@ -5,9 +5,6 @@
 from router.streams._resp cimport CommandBuffer
 
 
-cdef long long now_ms()
-
-
 cdef class _Batch:
     # One write to Redis and its entries' callbacks; called with the replies.
     cdef object owner           # the PublisherCore

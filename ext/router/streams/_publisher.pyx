@@ -12,8 +12,6 @@ The router's charger path calls :meth:`PublisherCore.inbound` directly from C
 (``router.server._charger``), with no Python call per message.
 """
 
-from libc.time cimport time_t
-
 from router.streams._resp cimport CommandBuffer
 
 import hiredis
@@ -26,22 +24,6 @@ from router.streams.errors import (
 )
 
 cdef object _ReplyError = hiredis.ReplyError
-
-cdef extern from "<time.h>" nogil:
-    ctypedef int clockid_t
-    cdef struct timespec:
-        time_t tv_sec
-        long tv_nsec
-    int clock_gettime(clockid_t clk_id, timespec* tp)
-    clockid_t CLOCK_REALTIME
-
-
-cdef long long now_ms():
-    """Wall-clock milliseconds since the Unix epoch (the contract's ``ts``)."""
-    cdef timespec ts
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return <long long>ts.tv_sec * 1000 + ts.tv_nsec // 1000000
-
 
 cdef class _Batch:
     """One write to Redis: its entries' callbacks, called back with the replies."""
