@@ -4,6 +4,7 @@ from typing import Any
 
 from router.ocppj import Dialect
 from router.server._wsconn import WebSocketProtocol
+from router.streams._resp import StreamEntries
 
 class ChargerCore(WebSocketProtocol):
     node: Any
@@ -27,7 +28,7 @@ class ChargerCore(WebSocketProtocol):
     def backend_result(self, msg_id: str, payload: bytes, ref: bytes) -> None: ...
 
 def dispatch_out_entries(
-    entries: list[tuple[bytes, dict[bytes, bytes]]],
+    entries: StreamEntries,
     by_identity: dict[str, Any],
     slow: Callable[[bytes, dict[bytes, bytes]], None],
     failed: Callable[[bytes, dict[bytes, bytes], BaseException], None],

@@ -37,6 +37,7 @@ from router.server.connection import (
 )
 from router.server.wsconn import ConnectionState, start_timers
 from router.server.wsconn import stats as ws_stats
+from router.streams._resp import StreamEntries
 from router.streams.connection import SharedConnection
 from router.streams.keys import KeySpace
 from router.streams.publisher import Publisher
@@ -458,7 +459,7 @@ class Node:
                           None, extra)
 
     # ------------------------------------------------------------ out stream
-    def on_out_entries(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+    def on_out_entries(self, entries: StreamEntries) -> None:
         """Entries a backend added to ``ocpp:out:<node>``, in order. Backend
         replies to charger CALLs take the compiled path; the rest come to
         :meth:`_out_entry`."""

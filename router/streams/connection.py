@@ -1,7 +1,8 @@
-"""One asyncio Redis connection for the hot path: raw RESP out, hiredis in.
+"""One asyncio Redis connection for the hot path: raw RESP out and in.
 
-Requests are written as pre-encoded RESP (``router.streams._resp``) and their
-replies matched first-in first-out: Redis answers the commands of one
+Requests are written as pre-encoded RESP and replies parsed by the compiled
+``ReplyReader`` (both in ``router.streams._resp``); replies are matched
+first-in first-out: Redis answers the commands of one
 connection in the order it received them
 (https://redis.io/docs/latest/develop/reference/protocol-spec/#request-response-model),
 so a queue of ``(replies expected, callback)`` is all the bookkeeping there is.
@@ -21,9 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import hiredis
-
-from router.streams._resp import CommandBuffer
+from router.streams._resp import CommandBuffer, ReplyReader
 from router.streams.errors import (
     ConnectionLostError,
     NotConnectedError,
@@ -35,12 +34,10 @@ from router.streams.errors import (
 )
 
 #: What a ``send_raw`` callback receives: the replies of its commands, in
-#: order (an error reply is a ``hiredis.ReplyError`` instance in that list), or
-#: the exception that ended the connection before all of them arrived.
+#: order (an error reply is a :class:`RedisReplyError` instance in that list),
+#: or the exception that ended the connection before all of them arrived.
 Replies = list[Any] | StreamsError
 ReplyCallback = Callable[[Replies], None]
-
-_ReplyError = hiredis.ReplyError
 
 
 class RedisAddress:
@@ -86,12 +83,14 @@ class RedisAddress:
 
 
 class _Request:
-    __slots__ = ("callback", "deadline", "expected", "replies")
+    __slots__ = ("callback", "deadline", "expected", "replies", "xread")
 
-    def __init__(self, expected: int, callback: ReplyCallback, deadline: float | None) -> None:
+    def __init__(self, expected: int, callback: ReplyCallback, deadline: float | None,
+                 xread: bool) -> None:
         self.expected = expected
         self.callback = callback
         self.deadline = deadline
+        self.xread = xread          # the last reply is an XREAD's: parsed as StreamEntries
         self.replies: list[Any] = []
 
 
@@ -106,7 +105,7 @@ class RedisConnection(asyncio.Protocol):
     def __init__(self, *, on_lost: Callable[[StreamsError], None] | None = None) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.Transport | None = None
-        self._reader = hiredis.Reader()
+        self._reader = ReplyReader()
         self._queue: collections.deque[_Request] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
         self._on_lost = on_lost
@@ -198,10 +197,15 @@ class RedisConnection(asyncio.Protocol):
                 append = replies.append
                 # Tight loop per request (a publish batch expects one reply
                 # per entry): no per-reply queue or length bookkeeping.
-                for _ in range(req.expected - len(replies)):
+                # False = no complete reply buffered yet (RESP2, which we
+                # speak, has no boolean type: unambiguous).
+                for _ in range(req.expected - len(replies) - req.xread):
                     reply = gets()
-                    # hiredis: False = no complete reply buffered yet (RESP2,
-                    # which we speak, has no boolean type: unambiguous).
+                    if reply is False:
+                        return
+                    append(reply)
+                if req.xread:
+                    reply = reader.gets_xread()
                     if reply is False:
                         return
                     append(reply)
@@ -209,8 +213,8 @@ class RedisConnection(asyncio.Protocol):
                 self._deliver(req.callback, replies)
             if gets() is not False:
                 self._lose(RedisProtocolError("reply without a request"))
-        except hiredis.ProtocolError as exc:
-            self._lose(RedisProtocolError(f"bad RESP from Redis: {exc}"))
+        except RedisProtocolError as exc:
+            self._lose(exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -242,12 +246,12 @@ class RedisConnection(asyncio.Protocol):
         return len(self._queue)
 
     def send_raw(self, data: bytes, n_replies: int, callback: ReplyCallback,
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, *, xread: bool = False) -> None:
         """Write pre-encoded commands; ``callback`` gets their ``n_replies`` replies.
 
         The callback runs exactly once, from the event loop, never from inside
         this call: with the list of replies (error replies as
-        ``hiredis.ReplyError`` items), or with a :class:`StreamsError` when the
+        :class:`RedisReplyError` items), or with a :class:`StreamsError` when the
         connection ended first (:class:`ConnectionLostError`,
         :class:`RedisTimeoutError`, …).
 
@@ -257,6 +261,8 @@ class RedisConnection(asyncio.Protocol):
             callback: receives the replies or the error.
             timeout: seconds to wait for all replies; past it the connection is
                 dropped and every request on it fails. None waits forever.
+            xread: the last command is an XREAD; its reply comes as a
+                ``StreamEntries`` (``router.streams._resp``).
 
         Raises:
             NotConnectedError: the connection is not open (nothing was written).
@@ -268,7 +274,7 @@ class RedisConnection(asyncio.Protocol):
         if timeout is not None:
             assert self._loop is not None
             deadline = self._loop.time() + timeout
-        self._queue.append(_Request(n_replies, callback, deadline))
+        self._queue.append(_Request(n_replies, callback, deadline, xread))
         try:
             transport.write(data)
         except Exception as exc:
@@ -310,9 +316,11 @@ class RedisConnection(asyncio.Protocol):
         return await self.command_async(*args, timeout=timeout)
 
     async def pipeline(self, commands: Sequence[Sequence[bytes | str | int]],
-                       timeout: float | None = None) -> list[Any]:
+                       timeout: float | None = None, *, xread: bool = False) -> list[Any]:
         """Run several commands in one write; error replies come back as
         :class:`RedisReplyError` items of the list instead of being raised.
+        With ``xread``, the last command is an XREAD and its reply comes as a
+        ``StreamEntries``.
 
         Raises:
             NotConnectedError: the connection is not open.
@@ -325,7 +333,8 @@ class RedisConnection(asyncio.Protocol):
             buf.append_command(*cmd)
         assert self._loop is not None
         fut: asyncio.Future[list[Any]] = self._loop.create_future()
-        self.send_raw(buf.take(), len(commands), lambda r: _settle_many(fut, r), timeout)
+        self.send_raw(buf.take(), len(commands), lambda r: _settle_many(fut, r), timeout,
+                      xread=xread)
         return await fut
 
     # -- closing --------------------------------------------------------------
@@ -419,8 +428,8 @@ def _settle_one(fut: asyncio.Future[Any], result: Replies) -> None:
         fut.set_exception(result)
         return
     reply = result[0]
-    if isinstance(reply, _ReplyError):
-        fut.set_exception(RedisReplyError(str(reply)))
+    if isinstance(reply, RedisReplyError):
+        fut.set_exception(reply)
     else:
         fut.set_result(reply)
 
@@ -431,7 +440,7 @@ def _settle_many(fut: asyncio.Future[list[Any]], result: Replies) -> None:
     if isinstance(result, StreamsError):
         fut.set_exception(result)
         return
-    fut.set_result([RedisReplyError(str(r)) if isinstance(r, _ReplyError) else r for r in result])
+    fut.set_result(result)
 
 
 async def open_connection(url: str, *, timeout: float = 5.0, name: str | None = None,

@@ -6,8 +6,7 @@ compiled (``PublisherCore``, ``router.streams._publisher``), this module adds
 the lifecycle. The first append of an iteration schedules one
 flush with ``loop.call_soon``, which runs after every callback already queued
 for this iteration (the reads of all ready sockets), so one ``transport.write``
-carries the whole batch. Replies are parsed by hiredis and matched to entries
-in order.
+carries the whole batch. Replies are matched to entries in order.
 
 Failure semantics (what the router relies on to never tell a charger
 "accepted" for a message the backend will not see):

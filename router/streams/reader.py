@@ -21,11 +21,12 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from router.streams._resp import xread_entries
+from router.streams._resp import StreamEntries
 from router.streams.connection import RedisAddress, RedisConnection
 from router.streams.errors import RedisConnectionError, RedisReplyError, StreamsError
 
-Entries = list[tuple[bytes, dict[bytes, bytes]]]
+#: What ``on_entries`` receives: a sequence of ``(id, {field: value})``.
+Entries = StreamEntries
 
 
 def next_id(entry_id: bytes) -> bytes:
@@ -65,9 +66,11 @@ class OutboundReader:
     Args:
         url: Redis URL.
         key: the stream (``KeySpace.out(node)``).
-        on_entries: called from the event loop with ``[(id, {field: value})]``
-            in stream order; the entries are deleted from the stream once it
-            returns (also when it raises: they were delivered).
+        on_entries: called from the event loop with a :class:`StreamEntries`
+            (a sequence of ``(id, {field: value})``, in stream order, that
+            compiled code reads without building them); the entries are
+            deleted from the stream once it returns (also when it raises:
+            they were delivered).
         block_ms: XREAD BLOCK time (the connection is checked at least this often).
         count: XREAD COUNT, the largest batch.
         trim: delete delivered entries (the contract's behaviour).
@@ -201,7 +204,7 @@ class OutboundReader:
             commands.append((b"XREAD", b"COUNT", self.count, b"BLOCK", self.block_ms,
                              b"STREAMS", self.key, self.last_id))
             try:
-                replies = await conn.pipeline(commands, timeout=read_timeout)
+                replies = await conn.pipeline(commands, timeout=read_timeout, xread=True)
             except StreamsError:
                 self.stats.errors += 1
                 conn.abort()
@@ -224,10 +227,11 @@ class OutboundReader:
             delay = self.backoff_min
             healthy = True
             self.stats.reads += 1
-            entries = xread_entries(reply)
-            if not entries:
+            entries: StreamEntries = reply
+            last_id = entries.last_id
+            if last_id is None:
                 continue
-            self.last_id = entries[-1][0]
+            self.last_id = last_id
             self.stats.entries += len(entries)
             if self.trim:
                 self._trim_to = self.last_id

@@ -9,6 +9,7 @@ import pytest
 from router.metrics import Histogram
 from router.server.connection import basic_credentials, cn_from_header, parse_identity
 from router.server.supervisor import merge_metrics
+from tests.resp import stream_entries
 
 
 @pytest.mark.parametrize(("path", "expected"), [
@@ -79,9 +80,10 @@ def test_dispatch_isolates_a_failing_entry() -> None:
             raise ValueError("bad entry")
         seen.append(ref)
 
-    entries = [(b"1-0", {b"kind": b"call"}), (b"2-0", {b"kind": b"call", b"boom": b"1"}),
-               (b"3-0", {b"kind": b"result", b"cs": b"nobody", b"conn": b"x", b"id": b"1",
-                         b"payload": b"{}"})]
+    entries = stream_entries([
+        (b"1-0", {b"kind": b"call"}), (b"2-0", {b"kind": b"call", b"boom": b"1"}),
+        (b"3-0", {b"kind": b"result", b"cs": b"nobody", b"conn": b"x", b"id": b"1",
+                  b"payload": b"{}"})])
     dispatch_out_entries(entries, {}, slow,
                          lambda ref, fields, exc: failed.append((ref, str(exc))))
     assert seen == [b"1-0", b"3-0"]        # a result for an unknown charger takes the slow path

@@ -1,5 +1,5 @@
 """The compiled RESP encoder: differential against hiredis's RESP parser and a
-round trip through a real Redis."""
+round trip through a real Redis. The reply parser: tests/streams/test_replies.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from router.embedded_redis import RedisServer
 from router.streams import CommandBuffer, open_connection
-from router.streams._resp import xread_entries
 from tests.streams.helpers import client
 
 
@@ -137,14 +136,6 @@ def test_large_batch_grows_and_shrinks() -> None:
     cap = buf.capacity
     buf.take()
     assert buf.capacity == cap > 64
-
-
-def test_xread_entries_shapes() -> None:
-    assert xread_entries(None) == []
-    reply = [[b"s", [[b"1-0", [b"a", b"1", b"b", b"2"]], [b"2-0", None]]]]
-    assert xread_entries(reply) == [(b"1-0", {b"a": b"1", b"b": b"2"}), (b"2-0", {})]
-    with pytest.raises(ValueError):
-        xread_entries([[b"s", [[b"1-0", [b"a"]]]]])
 
 
 async def test_round_trip_through_redis(redis_session: RedisServer, key_prefix: str) -> None:

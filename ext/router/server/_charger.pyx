@@ -12,10 +12,15 @@ provides the methods called here for the uncommon cases:
 """
 
 from router.ocppj._envelope cimport Message
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.string cimport memcmp
+
 from router._clock cimport epoch_ms, monotonic_s
 from router.ocppj._envelope cimport Core, result_frame
 from router.ocppj.errors import OCPPJError
 from router.server._wsconn cimport WebSocketProtocol
+from router.streams._resp cimport EntryRec, Span, StreamEntries
 
 cdef int CALL = 2
 
@@ -99,32 +104,65 @@ cdef class ChargerCore(WebSocketProtocol):
         return 0
 
 
-def dispatch_out_entries(list entries, dict by_identity, object slow, object failed):
+cdef inline bint _span_is(const char* base, Span* sp, const char* lit, Py_ssize_t n):
+    return sp.len == n and memcmp(base + sp.off, lit, n) == 0
+
+
+def dispatch_out_entries(StreamEntries entries, dict by_identity, object slow, object failed):
     """Hand a batch of out-stream entries to their connections, in order.
 
     A well-formed ``result`` for a connection this node holds (the common
     case: a backend answering a charger CALL) goes straight to its
-    connection; every other entry goes to ``slow(ref, fields)``. An exception
-    while handling one entry is reported through ``failed(ref, fields, exc)`` and
-    does not stop the others.
+    connection, its fields read from the reply's bytes without a dict; every
+    other entry goes to ``slow(ref, fields)``. An exception while handling one
+    entry is reported through ``failed(ref, fields, exc)`` and does not stop
+    the others.
     """
-    cdef object item, ref, cs, want, raw_id, payload, conn
-    cdef dict fields
-    for item in entries:
-        ref, fields = item
+    cdef const char* base = entries.base()
+    cdef const char* name
+    cdef EntryRec* rec
+    cdef Span* sp
+    cdef Span* kind
+    cdef Span* cs
+    cdef Span* want
+    cdef Span* raw_id
+    cdef Span* payload
+    cdef Py_ssize_t i, j
+    cdef object conn
+    cdef bytes conn_b
+    for i in range(entries._n):
+        rec = &entries._ent[i]
+        kind = cs = want = raw_id = payload = NULL
+        # One pass over the names; a repeated name: the last one wins, as in a dict.
+        for j in range(rec.first, rec.first + 2 * rec.nfields, 2):
+            sp = &entries._spans[j]
+            name = base + sp.off
+            if sp.len == 2:
+                if name[0] == b"c" and name[1] == b"s":
+                    cs = sp + 1
+                elif name[0] == b"i" and name[1] == b"d":
+                    raw_id = sp + 1
+            elif sp.len == 4:
+                if memcmp(name, b"kind", 4) == 0:
+                    kind = sp + 1
+                elif memcmp(name, b"conn", 4) == 0:
+                    want = sp + 1
+            elif sp.len == 7 and memcmp(name, b"payload", 7) == 0:
+                payload = sp + 1
         try:
-            if fields.get(b"kind") == b"result":
-                cs = fields.get(b"cs")
-                want = fields.get(b"conn")
-                raw_id = fields.get(b"id")
-                payload = fields.get(b"payload")
-                if (cs is not None and want is not None and raw_id is not None
-                        and payload is not None and 0 < len(raw_id) <= 36):
-                    conn = by_identity.get(cs.decode("utf-8", "replace"))
-                    if conn is not None and (<ChargerCore>conn).conn_b == want:
-                        (<ChargerCore>conn)._result(raw_id.decode("utf-8", "replace"),
-                                                    payload, ref)
+            if (kind != NULL and _span_is(base, kind, b"result", 6) and cs != NULL
+                    and want != NULL and raw_id != NULL and payload != NULL
+                    and 0 < raw_id.len <= 36):
+                conn = by_identity.get(PyUnicode_DecodeUTF8(base + cs.off, cs.len, "replace"))
+                if conn is not None:
+                    conn_b = (<ChargerCore>conn).conn_b
+                    if conn_b is not None and _span_is(base, want, PyBytes_AS_STRING(conn_b),
+                                                       PyBytes_GET_SIZE(conn_b)):
+                        (<ChargerCore>conn)._result(
+                            PyUnicode_DecodeUTF8(base + raw_id.off, raw_id.len, "replace"),
+                            PyBytes_FromStringAndSize(base + payload.off, payload.len),
+                            entries.ref_c(i))
                         continue
-            slow(ref, fields)
+            slow(entries.ref_c(i), entries.fields_c(i))
         except Exception as exc:
-            failed(ref, fields, exc)
+            failed(entries.ref_c(i), entries.fields_c(i), exc)

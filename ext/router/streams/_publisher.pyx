@@ -14,16 +14,12 @@ The router's charger path calls :meth:`PublisherCore.inbound` directly from C
 
 from router.streams._resp cimport CommandBuffer
 
-import hiredis
-
 from router.streams.errors import (
     NotConnectedError,
     PublishOverloadError,
     RedisReplyError,
     StreamsError,
 )
-
-cdef object _ReplyError = hiredis.ReplyError
 
 cdef class _Batch:
     """One write to Redis: its entries' callbacks, called back with the replies."""
@@ -185,18 +181,18 @@ cdef class PublisherCore:
             stats.recent.append((batch.n, elapsed))
             for i in range(len(replies)):
                 reply = replies[i]
-                if type(reply) is _ReplyError:
+                if type(reply) is RedisReplyError:
                     nerr += 1
                     cb = batch.errors[i]
                     if cb is not None:
-                        self._call(cb, (RedisReplyError(str(reply)),))
+                        self._call(cb, (reply,))
             if nerr:
                 stats.failed += nerr
                 stats.reply_errors += nerr
             stats.entries += batch.n - nerr
             for i, cb in batch.dones:
                 reply = replies[i]
-                if type(reply) is not _ReplyError:
+                if type(reply) is not RedisReplyError:
                     self._call(cb, (reply,))
             if self.on_batch is not None:
                 self._call(self.on_batch, (batch.n, elapsed))

@@ -25,3 +25,57 @@ cdef class CommandBuffer:
     cdef inline int _bulk_int(self, long long v) except -1
     cdef int _arg(self, object value) except -1
     cdef int _xadd_head(self, object key, object maxlen, Py_ssize_t nfields) except -1
+
+
+cdef class ReplyReader:
+    # Received bytes live in one block; [_start, _end) is not parsed yet.
+    cdef char* _buf
+    cdef Py_ssize_t _cap
+    cdef Py_ssize_t _initial
+    cdef Py_ssize_t _start
+    cdef Py_ssize_t _end
+    # Completeness scan of the reply at _start, resumed across feeds:
+    cdef Py_ssize_t _scan_pos        # where to continue (-1: not started)
+    cdef long long _need             # elements still to see
+    cdef Py_ssize_t _reply_end       # one past the reply once _scan returned 1
+
+    cdef int _append(self, const char* p, Py_ssize_t n) except -1
+    cdef int _consumed(self, Py_ssize_t upto) except -1
+    cdef Py_ssize_t _line(self, Py_ssize_t pos) except -2
+    cdef long long _int(self, Py_ssize_t pos, Py_ssize_t stop) except? -9
+    cdef int _scan(self) except -1
+    cdef object _build(self, Py_ssize_t* at, int depth)
+
+
+cdef struct Span:
+    Py_ssize_t off                   # offset in StreamEntries._raw
+    Py_ssize_t len
+
+
+cdef struct EntryRec:
+    Span id
+    Py_ssize_t first                 # index of its first field name in _spans
+    Py_ssize_t nfields               # name/value pairs
+
+
+cdef class StreamEntries:
+    cdef bytes _raw                  # the whole reply, as received
+    cdef EntryRec* _ent
+    cdef Py_ssize_t _n
+    cdef Py_ssize_t _ent_cap
+    cdef Span* _spans                # name, value, name, value ... of every entry
+    cdef Py_ssize_t _nspans
+    cdef Py_ssize_t _span_cap
+
+    cdef int _grow(self) except -1
+    cdef int _grow_spans(self, Py_ssize_t need) except -1
+    cdef long long _header(self, const char* buf, Py_ssize_t* at, char kind) except? -9
+    cdef int _bulk(self, const char* buf, Py_ssize_t* at, Span* out) except -1
+    cdef int _entries(self, const char* buf, Py_ssize_t* at) except -1
+    cdef int _index(self) except -1
+    cdef int _skip_bulk(self, const char* buf, Py_ssize_t* at) except -1
+    cdef inline bytes _bytes(self, Span* sp)
+    cdef bytes ref_c(self, Py_ssize_t i)
+    cdef dict fields_c(self, Py_ssize_t i)
+    cdef const char* base(self)
+    cdef Py_ssize_t _check(self, Py_ssize_t i) except -1

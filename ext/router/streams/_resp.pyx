@@ -1,4 +1,5 @@
-"""RESP2 request encoding of the hot Redis commands (compiled core).
+"""RESP2 for the router's Redis connections (compiled core): request
+encoding of the hot commands, and a reply parser.
 
 ``CommandBuffer`` appends complete commands to one growing byte block;
 ``take()`` hands the whole batch out as one ``bytes`` object, ready for one
@@ -11,6 +12,15 @@ Arguments are accepted as ``bytes``, ``str`` (encoded as UTF-8), ``int``
 a contiguous buffer (``bytearray``, ``memoryview``). A failed append (bad
 argument type, lone surrogate in a ``str``) leaves the buffer exactly as it
 was, so a half-written command never reaches Redis.
+
+``ReplyReader`` parses replies. ``gets()`` builds Python objects the way
+hiredis does (bytes, int, None, lists; error replies as
+:class:`RedisReplyError` values). ``gets_xread()`` takes an XREAD reply as
+one ``StreamEntries``: the raw bytes of the
+reply and the offsets of every entry id, field name and value, with no Python
+object per field. The router's out-stream dispatch reads the fields it needs
+from there in C (``router.server._charger``); everything else asks for a
+dict per entry.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
@@ -20,10 +30,13 @@ from cpython.bytes cimport (
     PyBytes_FromStringAndSize,
     PyBytes_GET_SIZE,
 )
+from cpython.unicode cimport PyUnicode_DecodeUTF8
 from cpython.long cimport PyLong_AsLongLong, PyLong_Check
 from cpython.unicode cimport PyUnicode_Check
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy
+from libc.string cimport memchr, memcpy, memmove
+
+from router.streams.errors import RedisProtocolError, RedisReplyError
 
 cdef extern from "Python.h":
     # Returns the str's cached UTF-8 form (no copy for ASCII strings).
@@ -322,39 +335,398 @@ cdef class CommandBuffer:
         return self._cap
 
 
-def xread_entries(reply):
-    """Flatten an XREAD reply for one stream into ``[(id, {field: value})]``.
+# -- replies ------------------------------------------------------------------
 
-    hiredis returns ``[[key, [[id, [f1, v1, ...]], ...]]]`` for XREAD and None
-    when BLOCK timed out (https://redis.io/commands/xread/). An entry whose field
-    list is nil (deleted while pending, XREADGROUP only) yields an empty dict.
+# Nesting limit of a reply built as Python objects (hiredis allows 7 levels;
+# the deepest reply the router reads, XREAD, has 5).
+cdef int MAX_DEPTH = 32
 
-    Args:
-        reply: the parsed XREAD reply.
 
-    Raises:
-        TypeError, ValueError: the reply does not have the XREAD shape.
+cdef class ReplyReader:
+    """An incremental RESP2 reply parser
+    (https://redis.io/docs/latest/develop/reference/protocol-spec/).
+
+    ``feed`` appends bytes as they arrive; ``gets`` and ``gets_xread``
+    return one complete reply, or False while it is incomplete. A reply is
+    scanned for completeness once, resuming where the last feed ended, and
+    built only when whole.
+
+    Raises (from ``gets`` / ``gets_entries``):
+        RedisProtocolError: bytes that are not RESP2; the stream cannot be
+            resynchronised, so the connection must be dropped.
     """
-    cdef list out = []
-    cdef list stream_entries
-    cdef list entry
-    cdef list flat
-    cdef dict fields
-    cdef Py_ssize_t i, n
-    if reply is None:
+
+    def __cinit__(self, Py_ssize_t initial=65536):
+        if initial < 64:
+            initial = 64
+        self._buf = <char*>malloc(initial)
+        if self._buf == NULL:
+            raise MemoryError()
+        self._cap = initial
+        self._initial = initial
+        self._start = 0
+        self._end = 0
+        self._scan_pos = -1
+        self._need = 0
+
+    def __dealloc__(self):
+        free(self._buf)
+        self._buf = NULL
+
+    def feed(self, data):
+        """Append received bytes (any contiguous buffer)."""
+        cdef Py_buffer view
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            self._append(<const char*>view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef int _append(self, const char* p, Py_ssize_t n) except -1:
+        cdef Py_ssize_t live = self._end - self._start, cap
+        cdef char* block
+        if n == 0:
+            return 0
+        if self._end + n > self._cap:
+            if self._start > 0:
+                # Move the unparsed tail to the front (scan offsets move with it).
+                memmove(self._buf, self._buf + self._start, live)
+                if self._scan_pos >= 0:
+                    self._scan_pos -= self._start
+                self._start = 0
+                self._end = live
+            if self._end + n > self._cap:
+                cap = self._cap
+                while cap < self._end + n:
+                    cap *= 2
+                block = <char*>realloc(self._buf, cap)
+                if block == NULL:
+                    raise MemoryError()
+                self._buf = block
+                self._cap = cap
+        memcpy(self._buf + self._end, p, n)
+        self._end += n
+        return 0
+
+    cdef int _consumed(self, Py_ssize_t upto) except -1:
+        cdef char* block
+        self._start = upto
+        self._scan_pos = -1
+        if self._start == self._end:
+            self._start = self._end = 0
+            if self._cap > SHRINK_ABOVE and self._initial < self._cap:
+                block = <char*>realloc(self._buf, self._initial)
+                if block != NULL:
+                    self._buf = block
+                    self._cap = self._initial
+        return 0
+
+    cdef Py_ssize_t _line(self, Py_ssize_t pos) except -2:
+        # Offset of the "\r\n" ending the line that starts at pos; -1 if not here yet.
+        cdef const char* nl = <const char*>memchr(self._buf + pos, b'\n', self._end - pos)
+        cdef Py_ssize_t at
+        if nl == NULL:
+            return -1
+        at = nl - self._buf
+        if at == pos or self._buf[at - 1] != b'\r':
+            raise RedisProtocolError("bad RESP from Redis: line not ended by CRLF")
+        return at - 1
+
+    cdef long long _int(self, Py_ssize_t pos, Py_ssize_t stop) except? -9:
+        # The decimal integer in buf[pos:stop] (RESP lengths and integers).
+        cdef unsigned long long v = 0
+        cdef bint neg = False
+        cdef char ch
+        if pos < stop and self._buf[pos] == b'-':
+            neg = True
+            pos += 1
+        if pos == stop or stop - pos > 19:
+            raise RedisProtocolError("bad RESP from Redis: malformed number")
+        while pos < stop:
+            ch = self._buf[pos]
+            if ch < b'0' or ch > b'9':
+                raise RedisProtocolError("bad RESP from Redis: malformed number")
+            v = v * 10 + <unsigned long long>(ch - 48)
+            pos += 1
+        if v > <unsigned long long>9223372036854775807ULL:
+            raise RedisProtocolError("bad RESP from Redis: number out of range")
+        return -<long long>v if neg else <long long>v
+
+    cdef int _scan(self) except -1:
+        """1 when a whole reply is buffered (ending at self._reply_end), else 0."""
+        cdef Py_ssize_t pos, eol
+        cdef long long n
+        cdef char t
+        if self._scan_pos < 0:
+            self._scan_pos = self._start
+            self._need = 1
+        elif self._need == 0:
+            return 1            # scanned whole before, not consumed yet
+        pos = self._scan_pos
+        while self._need > 0:
+            if pos >= self._end:
+                self._scan_pos = pos
+                return 0
+            eol = self._line(pos)
+            if eol < 0:
+                self._scan_pos = pos
+                return 0
+            t = self._buf[pos]
+            if t == b'$':
+                n = self._int(pos + 1, eol)
+                if n >= 0:
+                    if eol + 2 + n + 2 > self._end:
+                        self._scan_pos = pos
+                        return 0
+                    if self._buf[eol + 2 + n] != b'\r' or self._buf[eol + 3 + n] != b'\n':
+                        raise RedisProtocolError("bad RESP from Redis: bulk string length")
+                    eol += n + 2
+                elif n != -1:
+                    raise RedisProtocolError("bad RESP from Redis: negative length")
+            elif t == b'*':
+                n = self._int(pos + 1, eol)
+                if n > 0:
+                    self._need += n
+                elif n < -1:
+                    raise RedisProtocolError("bad RESP from Redis: negative length")
+            elif t == b':':
+                self._int(pos + 1, eol)
+            elif t != b'+' and t != b'-':
+                raise RedisProtocolError(
+                    f"bad RESP from Redis: unknown type byte {bytes([<unsigned char>t])!r}")
+            pos = eol + 2
+            self._need -= 1
+        self._scan_pos = pos
+        self._reply_end = pos
+        return 1
+
+    cdef object _build(self, Py_ssize_t* at, int depth):
+        # The reply at *at as Python objects; *at moves past it. Only called
+        # on a reply _scan found whole and well-formed.
+        cdef Py_ssize_t pos = at[0]
+        cdef Py_ssize_t eol = self._line(pos)
+        cdef long long n, i
+        cdef char t = self._buf[pos]
+        cdef list items
+        at[0] = eol + 2
+        if t == b'$':
+            n = self._int(pos + 1, eol)
+            if n < 0:
+                return None
+            at[0] = eol + 2 + n + 2
+            return PyBytes_FromStringAndSize(self._buf + eol + 2, n)
+        if t == b'*':
+            n = self._int(pos + 1, eol)
+            if n < 0:
+                return None
+            if depth >= MAX_DEPTH:
+                raise RedisProtocolError("bad RESP from Redis: nested too deeply")
+            items = [None] * n
+            for i in range(n):
+                items[i] = self._build(at, depth + 1)
+            return items
+        if t == b':':
+            return self._int(pos + 1, eol)
+        if t == b'+':
+            return PyBytes_FromStringAndSize(self._buf + pos + 1, eol - pos - 1)
+        return RedisReplyError(PyUnicode_DecodeUTF8(self._buf + pos + 1, eol - pos - 1,
+                                                    "replace"))
+
+    def gets(self):
+        """The next reply as Python objects (bytes, int, None, list,
+        :class:`RedisReplyError` for an error reply), or False if incomplete."""
+        cdef Py_ssize_t at
+        cdef object reply
+        if not self._scan():
+            return False
+        at = self._start
+        reply = self._build(&at, 0)
+        self._consumed(self._reply_end)
+        return reply
+
+    def gets_xread(self):
+        """The next reply, an XREAD's, as a :class:`StreamEntries` (empty when
+        BLOCK timed out); an error reply as :class:`RedisReplyError`; False if
+        incomplete.
+
+        Raises:
+            RedisProtocolError: not RESP2, or not the shape of an XREAD reply.
+        """
+        cdef StreamEntries entries
+        if not self._scan():
+            return False
+        if self._buf[self._start] == b'-':
+            return self.gets()
+        entries = StreamEntries.__new__(StreamEntries)
+        entries._raw = PyBytes_FromStringAndSize(self._buf + self._start,
+                                                 self._reply_end - self._start)
+        self._consumed(self._reply_end)
+        entries._index()
+        return entries
+
+
+cdef class StreamEntries:
+    """The entries of one XREAD reply, kept as the reply's bytes and offsets.
+
+    A sequence of ``(id, {field: value})`` tuples (built on access), plus
+    ``ref(i)`` / ``fields(i)`` / ``last_id`` that build only what they return.
+    The entries of several streams are flattened in reply order.
+    """
+
+    def __dealloc__(self):
+        free(self._ent)
+        free(self._spans)
+
+    cdef int _grow(self) except -1:
+        cdef Py_ssize_t cap = self._ent_cap * 2 if self._ent_cap else 16
+        cdef EntryRec* block = <EntryRec*>realloc(self._ent, cap * sizeof(EntryRec))
+        if block == NULL:
+            raise MemoryError()
+        self._ent = block
+        self._ent_cap = cap
+        return 0
+
+    cdef int _grow_spans(self, Py_ssize_t need) except -1:
+        cdef Py_ssize_t cap = self._span_cap * 2 if self._span_cap else 128
+        cdef Span* block
+        while cap < need:
+            cap *= 2
+        block = <Span*>realloc(self._spans, cap * sizeof(Span))
+        if block == NULL:
+            raise MemoryError()
+        self._spans = block
+        self._span_cap = cap
+        return 0
+
+    cdef long long _header(self, const char* buf, Py_ssize_t* at, char kind) except? -9:
+        # Parse "<kind><n>\r\n" at *at (the reply was checked whole by the
+        # scanner); return n and move past the line.
+        cdef Py_ssize_t pos = at[0], stop
+        cdef long long v = 0
+        cdef bint neg = False
+        if buf[pos] != kind:
+            raise RedisProtocolError("bad RESP from Redis: not the shape of a stream read")
+        pos += 1
+        if buf[pos] == b'-':
+            neg = True
+            pos += 1
+        stop = pos
+        while buf[stop] != b'\r':
+            v = v * 10 + (buf[stop] - 48)
+            stop += 1
+        at[0] = stop + 2
+        return -v if neg else v
+
+    cdef int _bulk(self, const char* buf, Py_ssize_t* at, Span* out) except -1:
+        cdef long long n = self._header(buf, at, b'$')
+        if n < 0:
+            raise RedisProtocolError("bad RESP from Redis: nil in a stream entry")
+        out.off = at[0]
+        out.len = n
+        at[0] += n + 2
+        return 0
+
+    cdef int _entries(self, const char* buf, Py_ssize_t* at) except -1:
+        # *<m> entries, each *2 [id, *<2k> fields | *-1]
+        cdef long long m = self._header(buf, at, b'*'), k, j, _e
+        cdef EntryRec* rec
+        for _e in range(m):
+            if self._n == self._ent_cap:
+                self._grow()
+            rec = &self._ent[self._n]
+            if self._header(buf, at, b'*') != 2:
+                raise RedisProtocolError("bad RESP from Redis: not the shape of a stream read")
+            self._bulk(buf, at, &rec.id)
+            rec.first = self._nspans
+            if buf[at[0]] == b'$':
+                k = self._header(buf, at, b'$')     # a nil written as a nil bulk
+                if k != -1:
+                    raise RedisProtocolError(
+                        "bad RESP from Redis: not the shape of a stream read")
+            else:
+                k = self._header(buf, at, b'*')
+            if k < 0:
+                k = 0       # XREADGROUP: an entry deleted while pending
+            if k % 2:
+                raise RedisProtocolError("bad RESP from Redis: odd field list in a stream entry")
+            if self._nspans + k > self._span_cap:
+                self._grow_spans(self._nspans + k)
+            for j in range(k):
+                self._bulk(buf, at, &self._spans[self._nspans + j])
+            self._nspans += k
+            rec.nfields = k // 2
+            self._n += 1
+        return 0
+
+    cdef int _index(self) except -1:
+        # XREAD: nil (BLOCK timed out) or *<streams> of *2 [key, *<entries>].
+        cdef const char* buf = PyBytes_AS_STRING(self._raw)
+        cdef Py_ssize_t at = 0
+        cdef long long nstreams, _i
+        self._n = 0
+        self._nspans = 0
+        nstreams = self._header(buf, &at, b'*')
+        for _i in range(nstreams):
+            if self._header(buf, &at, b'*') != 2:
+                raise RedisProtocolError("bad RESP from Redis: not the shape of an XREAD reply")
+            self._skip_bulk(buf, &at)
+            self._entries(buf, &at)
+        return 0
+
+    cdef int _skip_bulk(self, const char* buf, Py_ssize_t* at) except -1:
+        cdef Span ignored
+        return self._bulk(buf, at, &ignored)
+
+    # -- access ------------------------------------------------------------
+
+    cdef inline bytes _bytes(self, Span* sp):
+        return PyBytes_FromStringAndSize(PyBytes_AS_STRING(self._raw) + sp.off, sp.len)
+
+    cdef bytes ref_c(self, Py_ssize_t i):
+        return self._bytes(&self._ent[i].id)
+
+    cdef dict fields_c(self, Py_ssize_t i):
+        cdef EntryRec* rec = &self._ent[i]
+        cdef dict out = {}
+        cdef Py_ssize_t j
+        for j in range(rec.first, rec.first + 2 * rec.nfields, 2):
+            out[self._bytes(&self._spans[j])] = self._bytes(&self._spans[j + 1])
         return out
-    for stream in reply:
-        stream_entries = stream[1]
-        for entry in stream_entries:
-            fields = {}
-            flat = entry[1]
-            if flat is not None:
-                n = len(flat)
-                if n % 2:
-                    raise ValueError("odd field list in a stream entry")
-                i = 0
-                while i < n:
-                    fields[flat[i]] = flat[i + 1]
-                    i += 2
-            out.append((entry[0], fields))
-    return out
+
+    cdef const char* base(self):
+        return PyBytes_AS_STRING(self._raw)
+
+    def __len__(self):
+        return self._n
+
+    cdef Py_ssize_t _check(self, Py_ssize_t i) except -1:
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError("entry index out of range")
+        return i
+
+    def __getitem__(self, Py_ssize_t i):
+        i = self._check(i)
+        return (self.ref_c(i), self.fields_c(i))
+
+    def __iter__(self):
+        cdef Py_ssize_t i
+        for i in range(self._n):
+            yield (self.ref_c(i), self.fields_c(i))
+
+    def ref(self, Py_ssize_t i):
+        """The id of entry ``i``."""
+        return self.ref_c(self._check(i))
+
+    def fields(self, Py_ssize_t i):
+        """The fields of entry ``i`` as a dict (the last of a repeated name wins)."""
+        return self.fields_c(self._check(i))
+
+    @property
+    def last_id(self):
+        """The id of the last entry, or None when there is none."""
+        return self.ref_c(self._n - 1) if self._n else None
+
+    def __repr__(self):
+        return f"<StreamEntries of {self._n} entries>"
