@@ -51,6 +51,10 @@ class RouterMetrics:
         self.handshakes: dict[str, int] = {}
         # (direction, kind, action) -> count; direction "in" (from chargers) / "out"
         self.messages: dict[tuple[str, str, str], int] = {}
+        # The two counts of every routed CALL, kept by action alone (a str
+        # key: no tuple per message); folded into ``messages`` at scrape time.
+        self.calls_in: dict[str, int] = {}       # ("in", "call", action)
+        self.results_out: dict[str, int] = {}    # ("out", "result", action)
         self.validation_errors: dict[str, int] = {}
         self.backend_failed: dict[str, int] = {}
         self.redis_errors: dict[str, int] = {}
@@ -65,6 +69,16 @@ class RouterMetrics:
     @staticmethod
     def inc(table: dict[Any, int], key: Any, n: int = 1) -> None:
         table[key] = table.get(key, 0) + n
+
+    def message_counts(self) -> dict[tuple[str, str, str], int]:
+        """Every message count by (direction, kind, action)."""
+        table = dict(self.messages)
+        for (direction, kind), counts in ((("in", "call"), self.calls_in),
+                                          (("out", "result"), self.results_out)):
+            for action, n in counts.items():
+                key = (direction, kind, action)
+                table[key] = table.get(key, 0) + n
+        return table
 
     def collector(self) -> RouterCollector:
         return RouterCollector(self)
@@ -89,7 +103,7 @@ class RouterCollector(Collector):
         m = self.m
         yield _counter("handshakes", "WebSocket handshakes by outcome", ["outcome"], m.handshakes)
         yield _counter("messages", "OCPP-J messages by direction (in: from chargers), kind and "
-                       "action", ["direction", "kind", "action"], m.messages)
+                       "action", ["direction", "kind", "action"], m.message_counts())
         yield _counter("validation_errors", "charger messages answered with a CALLERROR by the "
                        "router, by error code", ["code"], m.validation_errors)
         yield _counter("backend_failed", "backend messages that ended as a failed entry, by code",

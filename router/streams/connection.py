@@ -194,21 +194,17 @@ class RedisConnection(asyncio.Protocol):
             while queue:
                 req = queue[0]
                 replies = req.replies
-                append = replies.append
-                # Tight loop per request (a publish batch expects one reply
-                # per entry): no per-reply queue or length bookkeeping.
-                # False = no complete reply buffered yet (RESP2, which we
-                # speak, has no boolean type: unambiguous).
-                for _ in range(req.expected - len(replies) - req.xread):
-                    reply = gets()
-                    if reply is False:
-                        return
-                    append(reply)
+                # A publish batch expects one reply per entry: parsed in one
+                # C call. False = no complete reply buffered yet (RESP2, which
+                # we speak, has no boolean type: unambiguous).
+                want = req.expected - len(replies) - req.xread
+                if want and reader.gets_into(replies, want) < want:
+                    return
                 if req.xread:
                     reply = reader.gets_xread()
                     if reply is False:
                         return
-                    append(reply)
+                    replies.append(reply)
                 queue.popleft()
                 self._deliver(req.callback, replies)
             if gets() is not False:

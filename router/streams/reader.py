@@ -19,11 +19,15 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Callable
-from typing import Any
 
-from router.streams._resp import StreamEntries
-from router.streams.connection import RedisAddress, RedisConnection
-from router.streams.errors import RedisConnectionError, RedisReplyError, StreamsError
+from router.streams._resp import CommandBuffer, StreamEntries
+from router.streams.connection import RedisAddress, RedisConnection, Replies
+from router.streams.errors import (
+    ConnectionLostError,
+    RedisConnectionError,
+    RedisReplyError,
+    StreamsError,
+)
 
 #: What ``on_entries`` receives: a sequence of ``(id, {field: value})``.
 Entries = StreamEntries
@@ -110,7 +114,12 @@ class OutboundReader:
         self.last_id = b"0-0"
         self._conn: RedisConnection | None = None
         self._task: asyncio.Task[None] | None = None
-        self._trim_to: bytes | None = None
+        self._trim_to: bytes | None = None      # delivered up to here: XTRIM with the next read
+        self._sent_trim: bytes | None = None    # the XTRIM in flight
+        self._chain: asyncio.Future[StreamsError] | None = None   # set when the chain breaks
+        # A blocked XREAD answers within block_ms; past this the connection
+        # is considered dead (e.g. a Redis frozen by SIGSTOP or a lost route).
+        self._read_timeout = block_ms / 1000 + max(2.0, connect_timeout)
 
     @property
     def connected(self) -> bool:
@@ -170,11 +179,10 @@ class OutboundReader:
         self.stats.connects += 1
 
     async def _run(self) -> None:
+        """Keep a read chain going; reconnect (with backoff) when it breaks."""
         delay = self.backoff_min
-        # A blocked XREAD answers within block_ms; past this the connection
-        # is considered dead (e.g. a Redis frozen by SIGSTOP or a lost route).
-        read_timeout = self.block_ms / 1000 + max(2.0, self.connect_timeout)
         healthy = True  # the connection start() made was checked by its XREVRANGE
+        loop = asyncio.get_running_loop()
         while True:
             conn = self._conn
             if conn is None or not conn.connected:
@@ -197,44 +205,71 @@ class OutboundReader:
                     await self._backoff(delay)
                     delay = min(delay * 2, self.backoff_max)
                     continue
-            commands: list[tuple[Any, ...]] = []
-            trim_to = self._trim_to
-            if trim_to is not None:
-                commands.append((b"XTRIM", self.key, b"MINID", next_id(trim_to)))
-            commands.append((b"XREAD", b"COUNT", self.count, b"BLOCK", self.block_ms,
-                             b"STREAMS", self.key, self.last_id))
+            reads = self.stats.reads
+            self._chain = loop.create_future()
             try:
-                replies = await conn.pipeline(commands, timeout=read_timeout, xread=True)
-            except StreamsError:
-                self.stats.errors += 1
-                conn.abort()
-                self._conn = None
-                if not healthy:
-                    # Dropped before a single read worked: back off, or a
-                    # server that accepts and drops would make this spin.
-                    await self._backoff(delay)
-                    delay = min(delay * 2, self.backoff_max)
-                continue  # a connection that worked: reconnect at once
-            if trim_to is not None and not isinstance(replies[0], RedisReplyError):
-                self._trim_to = None
-            reply = replies[-1]
-            if isinstance(reply, RedisReplyError):
+                self._read(conn)
+                error = await self._chain
+            finally:
+                self._chain = None
+            if self.stats.reads > reads:
+                delay = self.backoff_min
+                healthy = True
+            self.stats.errors += 1
+            if isinstance(error, RedisReplyError):
                 # WRONGTYPE, LOADING after a restart, …: retry later.
-                self.stats.errors += 1
                 await self._backoff(delay)
                 delay = min(delay * 2, self.backoff_max)
                 continue
-            delay = self.backoff_min
-            healthy = True
-            self.stats.reads += 1
-            entries: StreamEntries = reply
-            last_id = entries.last_id
-            if last_id is None:
-                continue
+            conn.abort()
+            self._conn = None
+            if not healthy:
+                # Dropped before a single read worked: back off, or a server
+                # that accepts and drops would make this spin.
+                await self._backoff(delay)
+                delay = min(delay * 2, self.backoff_max)
+            # A connection that worked: reconnect at once.
+
+    def _read(self, conn: RedisConnection) -> None:
+        """Send the next XREAD (after the XTRIM of what was delivered, in the
+        same write); its reply comes to :meth:`_on_reply`."""
+        buf = CommandBuffer(256)
+        trim_to = self._trim_to
+        if trim_to is not None:
+            buf.append_command(b"XTRIM", self.key, b"MINID", next_id(trim_to))
+        buf.append_command(b"XREAD", b"COUNT", self.count, b"BLOCK", self.block_ms,
+                           b"STREAMS", self.key, self.last_id)
+        self._sent_trim = trim_to
+        n = len(buf)
+        try:
+            conn.send_raw(buf.take(), n, self._on_reply, self._read_timeout, xread=True)
+        except StreamsError as exc:
+            self._end_chain(exc)
+        except Exception as exc:  # a bug: break the chain visibly, never stall it
+            self._end_chain(ConnectionLostError(f"out-stream read could not be sent: {exc!r}"))
+
+    def _on_reply(self, result: Replies) -> None:
+        # Runs inside the connection's data_received: the entries are handed
+        # over and the next XREAD written without a wake-up of the task.
+        if self._chain is None:
+            return          # stopped: what was read stays in the stream
+        if isinstance(result, StreamsError):
+            self._end_chain(result)
+            return
+        if self._sent_trim is not None and not isinstance(result[0], RedisReplyError):
+            self._trim_to = None      # done (an error reply: tried again with the next read)
+        reply = result[-1]
+        if isinstance(reply, RedisReplyError):
+            self._end_chain(reply)
+            return
+        self.stats.reads += 1
+        entries: StreamEntries = reply
+        last_id = entries.last_id
+        if last_id is not None:
             self.last_id = last_id
             self.stats.entries += len(entries)
             if self.trim:
-                self._trim_to = self.last_id
+                self._trim_to = last_id
             try:
                 self.on_entries(entries)
             except Exception as exc:
@@ -243,6 +278,15 @@ class OutboundReader:
                     "message": "exception in OutboundReader.on_entries",
                     "exception": exc,
                 })
+        conn = self._conn
+        if self._chain is None or conn is None:
+            return          # stopped by on_entries
+        self._read(conn)
+
+    def _end_chain(self, error: StreamsError) -> None:
+        chain = self._chain
+        if chain is not None and not chain.done():
+            chain.set_result(error)
 
     async def _resync(self, conn: RedisConnection) -> None:
         """After a reconnect: if the stream now ends before our last id, Redis

@@ -177,3 +177,15 @@ async def test_xread_from_redis_matches_hiredis(redis_session: RedisServer,
     h = hiredis.Reader()
     h.feed(encode_reply(generic))
     assert _norm(h.gets()) == _norm(generic)
+
+
+def test_gets_into_stops_at_the_limit_or_an_incomplete_reply() -> None:
+    reader = ReplyReader()
+    data = b"".join(encode_reply(v) for v in (b"1-1", RedisReplyError("ERR x"), b"1-2", 5))
+    out: list[object] = []
+    reader.feed(data[:-2])
+    assert reader.gets_into(out, 10) == 3          # the fourth is not whole yet
+    reader.feed(data[-2:])
+    assert reader.gets_into(out, 0) == 0
+    assert reader.gets_into(out, 10) == 1
+    assert _norm(out) == [b"1-1", ("error", "ERR x"), b"1-2", 5]

@@ -32,7 +32,8 @@ cdef class ChargerCore(WebSocketProtocol):
     cdef public object queue            # deque[BackendCall] or None (idle: None)
     # --- shortcuts to node state, bound once in bind() (no lookups per message)
     cdef PublisherCore publisher        # node.publisher
-    cdef dict messages                  # node.metrics.messages
+    cdef dict calls_in                  # node.metrics.calls_in
+    cdef dict results_out               # node.metrics.results_out
     cdef Histogram reply_hist           # node.metrics.reply_latency
     cdef set timed                      # node.timed
     cdef bytes node_b

@@ -31,7 +31,8 @@ cdef class ChargerCore(WebSocketProtocol):
     def bind(self, node):
         """Take the node's shared objects once, at open, for the hot path."""
         self.publisher = node.publisher
-        self.messages = node.metrics.messages
+        self.calls_in = node.metrics.calls_in
+        self.results_out = node.metrics.results_out
         self.reply_hist = node.metrics.reply_latency
         self.timed = node.timed
         self.node_b = node.node_b
@@ -56,7 +57,6 @@ cdef class ChargerCore(WebSocketProtocol):
         cdef Message msg = <Message>decoded
         cdef object action = msg.action
         cdef double now
-        cdef tuple key
         if self.call_id is not None:
             self.second_call(msg)          # OCPP-J §4.1.1: one CALL at a time
             return 0
@@ -69,8 +69,7 @@ cdef class ChargerCore(WebSocketProtocol):
         self.call_started = now
         self.call_deadline = now + self.reply_timeout
         self.timed.add(self)
-        key = ("in", "call", action)
-        self.messages[key] = self.messages.get(key, 0) + 1
+        self.calls_in[action] = self.calls_in.get(action, 0) + 1
         self.publisher.inbound(self.shard, self.identity, b"call", self.proto, self.node_b,
                                self.conn_id, epoch_ms(), msg.id, action, msg.payload, (),
                                self.call_publish_failed, None)
@@ -83,7 +82,6 @@ cdef class ChargerCore(WebSocketProtocol):
 
     cdef int _result(self, str msg_id, bytes payload, bytes ref) except -1:
         cdef object action
-        cdef tuple key
         cdef bytes frame
         if self.call_id != msg_id:
             self.reply_not_pending(msg_id, ref)
@@ -96,8 +94,7 @@ cdef class ChargerCore(WebSocketProtocol):
             self.reply_invalid(msg_id, action, exc, ref)
             return 0
         frame = result_frame(msg_id, payload)
-        key = ("out", "result", action)
-        self.messages[key] = self.messages.get(key, 0) + 1
+        self.results_out[action] = self.results_out.get(action, 0) + 1
         self.call_id = None
         self.reply_hist.add(monotonic_s() - self.call_started)
         self.send_text(frame)

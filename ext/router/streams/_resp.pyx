@@ -544,6 +544,17 @@ cdef class ReplyReader:
         self._consumed(self._reply_end)
         return reply
 
+    def gets_into(self, list out, Py_ssize_t limit):
+        """Append up to ``limit`` complete replies to ``out`` (as :meth:`gets`
+        builds them); return how many were appended."""
+        cdef Py_ssize_t k = 0, at
+        while k < limit and self._scan():
+            at = self._start
+            out.append(self._build(&at, 0))
+            self._consumed(self._reply_end)
+            k += 1
+        return k
+
     def gets_xread(self):
         """The next reply, an XREAD's, as a :class:`StreamEntries` (empty when
         BLOCK timed out); an error reply as :class:`RedisReplyError`; False if
