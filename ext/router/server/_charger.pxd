@@ -40,5 +40,6 @@ cdef class ChargerCore(WebSocketProtocol):
     cdef double reply_timeout
     cdef bint edge_heartbeat
 
+    cdef int text_event(self, bytes data) except -1
     cdef int _charger_call(self, object msg) except -1
     cdef int _result(self, str msg_id, bytes payload, bytes ref) except -1

@@ -40,18 +40,25 @@ cdef class ChargerCore(WebSocketProtocol):
         self.edge_heartbeat = node.edge_heartbeat
 
     def on_text(self, bytes data):
+        """A text message from the charger (the WebSocket layer calls
+        ``text_event`` in C; a Python override of this method is not called)."""
+        self.text_event(data)
+
+    cdef int text_event(self, bytes data) except -1:
         cdef object decoded
         try:
-            decoded = self.dialect.decode(data)
+            decoded = (<Core?>self.dialect)._decode(
+                <const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
         except OCPPJError as exc:
             self.invalid_message(exc)
-            return
+            return 0
         if decoded is None:
             self.other_message(None)
         elif (<Message>decoded).msgtype == CALL:
             self._charger_call(decoded)
         else:
             self.other_message(decoded)
+        return 0
 
     cdef int _charger_call(self, object decoded) except -1:
         cdef Message msg = <Message>decoded

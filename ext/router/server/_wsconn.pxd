@@ -83,3 +83,4 @@ cdef class WebSocketProtocol(FrameCodec):
     cdef int _update_reading(self) except -1
     cdef int _tick(self, double now) except -1
     cdef int _report(self) except -1
+    cdef int text_event(self, bytes data) except -1

@@ -745,9 +745,15 @@ cdef class WebSocketProtocol(FrameCodec):
         if self._state != S_OPEN:
             return 0    # closing: the application asked to stop (§7.1.2)
         if opcode == 1:
-            self.text_fn(self, data)
+            self.text_event(data)
         else:
             self.binary_fn(self, data)
+        return 0
+
+    cdef int text_event(self, bytes data) except -1:
+        # A text message for the application: on_text, unless a compiled
+        # subclass handles it in C (router.server._charger.ChargerCore).
+        self.text_fn(self, data)
         return 0
 
     cdef int on_control_event(self, int opcode, bytes data) except -1:

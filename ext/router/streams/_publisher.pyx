@@ -87,8 +87,8 @@ cdef class PublisherCore:
             key = self.keys.inbound_for(cs)
         if self._full():
             return self._refuse(on_error)
-        self._buf.append_inbound(key, self.maxlen, kind, cs, proto, node, conn, ts_ms,
-                                 id, action, payload, extra)
+        self._buf.inbound(key, self.maxlen, kind, cs, proto, node, conn, ts_ms,
+                          id, action, payload, extra)
         return self._queued(on_error, on_done)
 
     def publish_inbound(self, cs, kind, proto, node, conn, long long ts_ms, id=None,

@@ -25,6 +25,9 @@ cdef class CommandBuffer:
     cdef inline int _bulk_int(self, long long v) except -1
     cdef int _arg(self, object value) except -1
     cdef int _xadd_head(self, object key, object maxlen, Py_ssize_t nfields) except -1
+    cdef int inbound(self, object key, object maxlen, object kind, object cs, object proto,
+                     object node, object conn, long long ts_ms, object id, object action,
+                     object payload, object extra) except -1
 
 
 cdef class ReplyReader:

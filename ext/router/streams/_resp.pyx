@@ -260,6 +260,13 @@ cdef class CommandBuffer:
             ValueError: an odd ``extra`` or a non-positive maxlen.
             TypeError: a field of an unsupported type; the buffer is unchanged.
         """
+        self.inbound(key, maxlen, kind, cs, proto, node, conn, ts_ms, id, action, payload,
+                     extra)
+
+    cdef int inbound(self, object key, object maxlen, object kind, object cs, object proto,
+                     object node, object conn, long long ts_ms, object id, object action,
+                     object payload, object extra) except -1:
+        # append_inbound, callable from C (router.streams._publisher).
         cdef Py_ssize_t mark = self._len
         cdef Py_ssize_t nextra = len(extra)
         cdef Py_ssize_t nfields = 14 + nextra
@@ -302,6 +309,7 @@ cdef class CommandBuffer:
             self._len = mark
             raise
         self._ncmd += 1
+        return 0
 
     def take(self):
         """Return every pending command as one ``bytes`` and empty the buffer."""
