@@ -12,8 +12,9 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 from router.ocppj._runtime import check_multiple_of
 
 
-class _Base(Struct, kw_only=True, omit_defaults=True):
-    """Common configuration: keyword-only fields, absent optionals left out."""
+class _Base(Struct, kw_only=True, omit_defaults=True, gc=False):
+    """Common configuration: keyword-only fields, absent optionals left out;
+    not tracked by the garbage collector (decoded JSON holds no cycles)."""
 
 
 class AuthorizeRequest(_Base, forbid_unknown_fields=True):

@@ -10,8 +10,9 @@ from typing import Annotated, Any, Literal
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 
-class _Base(Struct, kw_only=True, omit_defaults=True):
-    """Common configuration: keyword-only fields, absent optionals left out."""
+class _Base(Struct, kw_only=True, omit_defaults=True, gc=False):
+    """Common configuration: keyword-only fields, absent optionals left out;
+    not tracked by the garbage collector (decoded JSON holds no cycles)."""
 
 
 IdTokenEnumType = Literal["Central", "eMAID", "ISO14443", "ISO15693", "KeyCode", "Local", "MacAddress", "NoAuthorization"]

@@ -10,8 +10,9 @@ from typing import Annotated, Any, Literal
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 
-class _Base(Struct, kw_only=True, omit_defaults=True):
-    """Common configuration: keyword-only fields, absent optionals left out."""
+class _Base(Struct, kw_only=True, omit_defaults=True, gc=False):
+    """Common configuration: keyword-only fields, absent optionals left out;
+    not tracked by the garbage collector (decoded JSON holds no cycles)."""
 
 
 class CustomDataType(_Base):
