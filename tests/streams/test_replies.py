@@ -189,3 +189,39 @@ def test_gets_into_stops_at_the_limit_or_an_incomplete_reply() -> None:
     assert reader.gets_into(out, 0) == 0
     assert reader.gets_into(out, 10) == 1
     assert _norm(out) == [b"1-1", ("error", "ERR x"), b"1-2", 5]
+
+
+@given(st.binary(max_size=300), st.lists(st.integers(0, 400), max_size=6))
+def test_garbage_never_crashes(data: bytes, cuts: list[int]) -> None:
+    # Whatever arrives (a broken proxy, a wrong port), the parser returns
+    # replies, waits for more, or raises RedisProtocolError: nothing else.
+    reader = ReplyReader(64)
+    try:
+        for chunk in _chunks(data, cuts):
+            reader.feed(chunk)
+            while reader.gets() is not False:
+                pass
+    except RedisProtocolError:
+        pass
+
+
+@given(replies)
+def test_gets_xread_on_any_reply_shape(value: object) -> None:
+    # Any well-formed reply: an XREAD-shaped one becomes StreamEntries, an
+    # error reply a RedisReplyError, anything else a RedisProtocolError.
+    reader = ReplyReader(64)
+    reader.feed(encode_reply(value))
+    try:
+        out = reader.gets_xread()
+    except RedisProtocolError:
+        return
+    if isinstance(value, RedisReplyError):
+        assert type(out) is RedisReplyError and str(out) == str(value)
+        return
+    assert isinstance(out, StreamEntries)
+    expected = []
+    for _key, entries in value or []:  # type: ignore[attr-defined]
+        for ref, flat in entries:
+            flat = flat or []
+            expected.append((ref, dict(zip(flat[::2], flat[1::2], strict=True))))
+    assert list(out) == expected
