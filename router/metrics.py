@@ -134,6 +134,12 @@ class RouterCollector(Collector):
             ("reading_paused", "1 while reading from chargers is paused (publish backpressure)"),
         ):
             yield GaugeMetricFamily(f"{NS}_{name}", doc, value=float(gauges.get(name, 0)))
+        for name, doc in (
+            ("out_reads", "XREAD replies read from this node's out stream (entries per read: "
+                          "out_entries / out_reads)"),
+            ("out_entries", "entries read from this node's out stream"),
+        ):
+            yield CounterMetricFamily(f"{NS}_{name}", doc, value=float(gauges.get(name, 0)))
         ws = gauges.get("ws", {})
         for key, value in sorted(ws.items()):
             if key == "connections_open":

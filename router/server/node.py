@@ -623,6 +623,8 @@ class Node:
             "draining": int(self.draining),
             "redis_connected": int(self.publisher.connected),
             "reading_paused": int(self.reading_paused),
+            "out_reads": self.reader.stats.reads,
+            "out_entries": self.reader.stats.entries,
             "ws": ws_stats(),
         }
 

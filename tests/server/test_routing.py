@@ -345,7 +345,12 @@ async def test_metrics_and_health(router_node: RouterNode, backend: Backend) -> 
     assert router_node.metric("ocpp_router_connections", protocol="ocpp2.0.1") == 1
     assert router_node.metric("ocpp_router_messages_total", direction="in", kind="call",
                               action="BootNotification") == 1
+    assert router_node.metric("ocpp_router_messages_total", direction="out", kind="result",
+                              action="BootNotification") == 1
+    assert router_node.metric("ocpp_router_backend_reply_latency_seconds_count") == 1
     assert router_node.metric("ocpp_router_handshakes_total", outcome="accepted") == 1
+    assert router_node.metric("ocpp_router_out_entries_total") >= 1   # the reply
+    assert router_node.metric("ocpp_router_out_reads_total") >= 1
     _, text = router_node.admin("/metrics")
     assert "CP-m" not in text       # no per-charger labels
     await cp.close()

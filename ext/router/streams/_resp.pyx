@@ -99,7 +99,25 @@ cdef class CommandBuffer:
 
     cdef inline int _header(self, char kind, long long n) except -1:
         # "<kind><decimal>\r\n"; kind is '*' (array) or '$' (bulk length).
+        cdef char* d
         cdef char tmp[24]
+        if 0 <= n < 100:
+            # Most lengths of an XADD (field names, ids, small values).
+            self._reserve(5)
+            d = self._data + self._len
+            d[0] = kind
+            if n < 10:
+                d[1] = <char>(48 + n)
+                d[2] = b'\r'
+                d[3] = b'\n'
+                self._len += 4
+            else:
+                d[1] = <char>(48 + n // 10)
+                d[2] = <char>(48 + n % 10)
+                d[3] = b'\r'
+                d[4] = b'\n'
+                self._len += 5
+            return 0
         cdef int i = 23
         cdef bint neg = n < 0
         cdef unsigned long long u = <unsigned long long>(-n if neg else n)
