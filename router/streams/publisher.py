@@ -6,7 +6,11 @@ compiled (``PublisherCore``, ``router.streams._publisher``), this module adds
 the lifecycle. The first append of an iteration schedules one
 flush with ``loop.call_soon``, which runs after every callback already queued
 for this iteration (the reads of all ready sockets), so one ``transport.write``
-carries the whole batch. Replies are matched to entries in order.
+carries the whole batch. While a batch awaits its replies, new entries wait in
+the buffer and leave in one write as soon as those replies are in: at most one
+batch is in flight, so batches grow with the load and the Redis round trip,
+without a timer (an idle publisher writes at once). Replies are matched to
+entries in order.
 
 Failure semantics (what the router relies on to never tell a charger
 "accepted" for a message the backend will not see):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 
 import pytest
 
@@ -79,6 +81,41 @@ async def test_batches_follow_iterations(redis_session: RedisServer, key_prefix:
             await pub.wait_flushed()
         assert pub.stats.batches == 3
         assert [size for size, _ in pub.stats.recent] == [10, 10, 10]
+    finally:
+        await pub.close()
+
+
+async def test_one_batch_in_flight(redis_server: RedisServer, key_prefix: str) -> None:
+    """Entries appended while a batch awaits its replies leave together, in one
+    write, as soon as those replies are in (adaptive batching)."""
+    assert redis_server.proc is not None
+    pid = redis_server.proc.pid
+    pub = Publisher(redis_server.url, keys=KeySpace(key_prefix), timeout=30)
+    await pub.start()
+    out = Outcomes()
+    try:
+        os.kill(pid, signal.SIGSTOP)        # the first batch's replies cannot come
+        try:
+            pub.publish_inbound("CP-1", "call", "ocpp1.6", "n", "c", 1, "0", "Heartbeat", b"{}",
+                                on_done=out.ok(0))
+            await asyncio.sleep(0.05)
+            assert pub.stats.batches == 1           # written, unanswered
+            for i in range(1, 4):
+                for j in range(5):
+                    tag = 5 * i + j
+                    pub.publish_inbound("CP-1", "call", "ocpp1.6", "n", "c", 1, str(tag),
+                                        "Heartbeat", b"{}", on_done=out.ok(tag))
+                await asyncio.sleep(0.02)           # more iterations go by
+            assert pub.stats.batches == 1 and pub.pending == 16
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await pub.wait_flushed()
+        assert pub.stats.batches == 2
+        assert [size for size, _ in pub.stats.recent] == [1, 15]
+        assert len(out.done) == 16
+        async with client(redis_server.url) as r:
+            ids = [f[b"id"] for _, f in await r.xrange(KeySpace(key_prefix).inbound_for("CP-1"))]
+        assert ids == [str(t).encode() for t in [0, *range(5, 20)]]   # order kept
     finally:
         await pub.close()
 

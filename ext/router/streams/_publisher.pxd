@@ -13,6 +13,7 @@ cdef class _Batch:
     cdef list errors            # an on_error callback (or None) per entry, in order
     cdef list dones             # (index, on_done) of the entries that asked for their id
     cdef double started         # loop.time() of the write
+    cdef bint sent              # written to Redis (counted in _inflight)
 
 
 cdef class PublisherCore:
@@ -39,6 +40,7 @@ cdef class PublisherCore:
     cdef list _errors                       # on_error (or None) per buffered entry
     cdef list _dones                        # (index, on_done) of buffered entries
     cdef bint _flush_scheduled
+    cdef int _inflight                      # batches written, replies not back (0 or 1)
 
     cdef inline bint _full(self)
     cdef int _queued(self, object on_error, object on_done) except -1

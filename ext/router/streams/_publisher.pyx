@@ -42,6 +42,7 @@ cdef class PublisherCore:
         self._closed = False
         self._flush_scheduled = False
         self._inflight_bytes = 0
+        self._inflight = 0
 
     # -- appending (hot path) -------------------------------------------------
 
@@ -56,7 +57,10 @@ cdef class PublisherCore:
             self._dones.append((len(self._errors), on_done))
         self._errors.append(on_error)
         self.pending += 1
-        if not self._flush_scheduled:
+        # Adaptive batching: while a batch awaits its replies, new entries
+        # wait for them and leave together right after (_finish), so batches
+        # grow with load and Redis round trips, without a timer.
+        if not self._flush_scheduled and not self._inflight:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
         if not self.paused and (
@@ -156,6 +160,8 @@ cdef class PublisherCore:
             self._finish(batch, NotConnectedError("not connected to Redis"))
             return
         conn.send_raw(data, batch.n, batch, self.timeout)
+        batch.sent = True
+        self._inflight += 1
         stats = self.stats
         stats.batches += 1
         stats.writes_bytes += batch.nbytes
@@ -168,6 +174,11 @@ cdef class PublisherCore:
         cdef list replies
         self.pending -= batch.n
         self._inflight_bytes -= batch.nbytes
+        if batch.sent:
+            self._inflight -= 1
+            if self._buf._ncmd and not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
         if isinstance(result, StreamsError):
             stats.failed += batch.n
             if result.code == "timeout":
