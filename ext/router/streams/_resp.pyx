@@ -47,6 +47,44 @@ cdef extern from "Python.h":
 cdef Py_ssize_t SHRINK_ABOVE = 4 * 1024 * 1024
 
 
+# The growable byte block of CommandBuffer (output) and ReplyReader (input).
+
+cdef char* _block_new(Py_ssize_t* cap) except NULL:
+    # A block of cap bytes (at least 64; cap is updated).
+    cdef char* block
+    if cap[0] < 64:
+        cap[0] = 64
+    block = <char*>malloc(cap[0])
+    if block == NULL:
+        raise MemoryError()
+    return block
+
+
+cdef int _block_grow(char** data, Py_ssize_t* cap, Py_ssize_t need) except -1:
+    # Double the block until it holds need bytes.
+    cdef Py_ssize_t size = cap[0]
+    cdef char* block
+    while size < need:
+        size *= 2
+    block = <char*>realloc(data[0], size)
+    if block == NULL:
+        raise MemoryError()
+    data[0] = block
+    cap[0] = size
+    return 0
+
+
+cdef void _block_shrink(char** data, Py_ssize_t* cap, Py_ssize_t initial) noexcept:
+    # An empty block that a spike grew past SHRINK_ABOVE goes back to its
+    # initial size (if realloc fails, the larger block is kept).
+    cdef char* block
+    if cap[0] > SHRINK_ABOVE and initial < cap[0]:
+        block = <char*>realloc(data[0], initial)
+        if block != NULL:
+            data[0] = block
+            cap[0] = initial
+
+
 cdef class CommandBuffer:
     """Accumulates RESP-encoded commands; ``take()`` returns them as one write.
 
@@ -55,11 +93,7 @@ cdef class CommandBuffer:
     """
 
     def __cinit__(self, Py_ssize_t initial=16384):
-        if initial < 64:
-            initial = 64
-        self._data = <char*>malloc(initial)
-        if self._data == NULL:
-            raise MemoryError()
+        self._data = _block_new(&initial)
         self._cap = initial
         self._initial = initial
         self._len = 0
@@ -72,20 +106,9 @@ cdef class CommandBuffer:
     # -- low-level writers --------------------------------------------------
 
     cdef inline int _reserve(self, Py_ssize_t extra) except -1:
-        cdef Py_ssize_t need = self._len + extra
-        cdef Py_ssize_t cap
-        cdef char* block
-        if need <= self._cap:
+        if self._len + extra <= self._cap:
             return 0
-        cap = self._cap
-        while cap < need:
-            cap *= 2
-        block = <char*>realloc(self._data, cap)
-        if block == NULL:
-            raise MemoryError()
-        self._data = block
-        self._cap = cap
-        return 0
+        return _block_grow(&self._data, &self._cap, self._len + extra)
 
     cdef inline int _raw(self, const char* p, Py_ssize_t n) except -1:
         self._reserve(n)
@@ -337,14 +360,9 @@ cdef class CommandBuffer:
 
     def clear(self):
         """Drop every pending command."""
-        cdef char* block
         self._len = 0
         self._ncmd = 0
-        if self._cap > SHRINK_ABOVE and self._initial < self._cap:
-            block = <char*>realloc(self._data, self._initial)
-            if block != NULL:
-                self._data = block
-                self._cap = self._initial
+        _block_shrink(&self._data, &self._cap, self._initial)
 
     def __len__(self):
         """Number of commands pending (since the last ``take``)."""
@@ -383,11 +401,7 @@ cdef class ReplyReader:
     """
 
     def __cinit__(self, Py_ssize_t initial=65536):
-        if initial < 64:
-            initial = 64
-        self._buf = <char*>malloc(initial)
-        if self._buf == NULL:
-            raise MemoryError()
+        self._buf = _block_new(&initial)
         self._cap = initial
         self._initial = initial
         self._start = 0
@@ -409,8 +423,7 @@ cdef class ReplyReader:
             PyBuffer_Release(&view)
 
     cdef int _append(self, const char* p, Py_ssize_t n) except -1:
-        cdef Py_ssize_t live = self._end - self._start, cap
-        cdef char* block
+        cdef Py_ssize_t live = self._end - self._start
         if n == 0:
             return 0
         if self._end + n > self._cap:
@@ -422,29 +435,17 @@ cdef class ReplyReader:
                 self._start = 0
                 self._end = live
             if self._end + n > self._cap:
-                cap = self._cap
-                while cap < self._end + n:
-                    cap *= 2
-                block = <char*>realloc(self._buf, cap)
-                if block == NULL:
-                    raise MemoryError()
-                self._buf = block
-                self._cap = cap
+                _block_grow(&self._buf, &self._cap, self._end + n)
         memcpy(self._buf + self._end, p, n)
         self._end += n
         return 0
 
     cdef int _consumed(self, Py_ssize_t upto) except -1:
-        cdef char* block
         self._start = upto
         self._scan_pos = -1
         if self._start == self._end:
             self._start = self._end = 0
-            if self._cap > SHRINK_ABOVE and self._initial < self._cap:
-                block = <char*>realloc(self._buf, self._initial)
-                if block != NULL:
-                    self._buf = block
-                    self._cap = self._initial
+            _block_shrink(&self._buf, &self._cap, self._initial)
         return 0
 
     cdef Py_ssize_t _line(self, Py_ssize_t pos) except -2:
