@@ -128,7 +128,7 @@ class RouterCollector(Collector):
             ("handshakes_in_progress", "handshakes not yet finished"),
             ("backend_calls_queued", "backend CALLs queued or in flight to chargers"),
             ("charger_calls_pending", "charger CALLs waiting for the backend's reply"),
-            ("publish_pending", "XADDs written but not yet acknowledged by Redis"),
+            ("publish_pending", "XADDs buffered or written and not yet acknowledged by Redis"),
             ("draining", "1 while the process drains after SIGTERM"),
             ("redis_connected", "1 while the publishing connection to Redis is up"),
             ("reading_paused", "1 while reading from chargers is paused (publish backpressure)"),

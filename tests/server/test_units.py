@@ -107,3 +107,24 @@ def test_histogram_buckets_match_prometheus_le() -> None:
 def test_histogram_rejects_bad_bounds(bounds: tuple[float, ...]) -> None:
     with pytest.raises(ValueError):
         Histogram(bounds)
+
+
+def test_every_metric_is_documented() -> None:
+    # docs/deployment.md lists every family /metrics exposes (SREs alert on
+    # these names); a new metric without a row fails here.
+    from pathlib import Path
+
+    from router.metrics import RouterMetrics
+    from router.server.wsconn import stats as ws_stats
+
+    doc = (Path(__file__).parents[2] / "docs" / "deployment.md").read_text()
+    m = RouterMetrics()
+    m.gauges = lambda: {"ws": ws_stats(), "connections": {"ocpp1.6": 1}}
+    names = [fam.name for fam in m.collector().collect()]
+    assert len(names) > 30
+    missing = []
+    for name in names:
+        short = "_" + name.split("_ws_", 1)[1] if "_ws_" in name else None
+        if f"`{name}`" not in doc and (short is None or f"`{short}`" not in doc):
+            missing.append(name)
+    assert missing == []
