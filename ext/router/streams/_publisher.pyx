@@ -159,7 +159,11 @@ cdef class PublisherCore:
         if conn is None or not conn.connected or self._closed:
             self._finish(batch, NotConnectedError("not connected to Redis"))
             return
-        conn.send_raw(data, batch.n, batch, self.timeout)
+        try:
+            conn.send_raw(data, batch.n, batch, self.timeout)
+        except StreamsError as exc:     # closed under us: fail the batch, never drop it
+            self._finish(batch, exc)
+            return
         batch.sent = True
         self._inflight += 1
         stats = self.stats

@@ -432,6 +432,7 @@ cdef class ReplyReader:
                 memmove(self._buf, self._buf + self._start, live)
                 if self._scan_pos >= 0:
                     self._scan_pos -= self._start
+                    self._reply_end -= self._start
                 self._start = 0
                 self._end = live
             if self._end + n > self._cap:
