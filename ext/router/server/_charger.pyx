@@ -9,15 +9,20 @@ handshake, backend CALL queues, errors, timers — is plain Python in
 provides the methods called here for the uncommon cases:
 ``invalid_message``, ``other_message``, ``second_call``, ``edge_answer``,
 ``call_publish_failed``, ``reply_not_pending``, ``reply_invalid``.
+
+From the socket read to the socket write the common path makes no
+Python-level call: the WebSocket layer calls the C hook ``text_event``, the
+message is decoded and validated through ``Core`` and published through
+``PublisherCore`` by C calls, and ``dispatch_out_entries`` reads a backend's
+reply straight from the XREAD reply's bytes (``StreamEntries``).
 """
 
-from router.ocppj._envelope cimport Message
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.string cimport memcmp
 
 from router._clock cimport epoch_ms, monotonic_s
-from router.ocppj._envelope cimport Core, result_frame
+from router.ocppj._envelope cimport Core, Message, result_frame
 from router.ocppj.errors import OCPPJError
 from router.server._wsconn cimport WebSocketProtocol
 from router.streams._resp cimport EntryRec, Span, StreamEntries
