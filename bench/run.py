@@ -85,15 +85,9 @@ class System:
 
 
 @contextlib.asynccontextmanager
-async def anchor(module: str, *extra: str) -> AsyncIterator[System]:
-    """Run an anchor server (``python -m module --port P``) for the block.
-
-    Raises:
-        NotAvailable: it did not start listening.
-    """
-    port = free_port()
-    svc = Service(module.rsplit(".", 1)[-1], python_module(module, "--port", str(port), *extra),
-                  port)
+async def _one_server(svc: Service, port: int) -> AsyncIterator[System]:
+    """Start ``svc`` (one process listening on ``port``), yield it as the
+    measured server, stop it."""
     try:
         await asyncio.to_thread(svc.start)
     except ServiceError as exc:
@@ -104,6 +98,20 @@ async def anchor(module: str, *extra: str) -> AsyncIterator[System]:
     finally:
         svc.stop()
         svc.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def anchor(module: str, *extra: str) -> AsyncIterator[System]:
+    """Run an anchor server (``python -m module --port P``) for the block.
+
+    Raises:
+        NotAvailable: it did not start listening.
+    """
+    port = free_port()
+    svc = Service(module.rsplit(".", 1)[-1], python_module(module, "--port", str(port), *extra),
+                  port)
+    async with _one_server(svc, port) as system:
+        yield system
 
 
 def _wait_http_ok(url: str, proc: Service, timeout: float) -> None:
@@ -221,16 +229,8 @@ async def our_echo() -> AsyncIterator[System]:
     port = free_port()
     svc = Service("echo_server", [sys.executable, str(REPO / "bench" / "echo_server.py"),
                                   "--host", "127.0.0.1", "--port", str(port)], port)
-    try:
-        await asyncio.to_thread(svc.start)
-    except ServiceError as exc:
-        svc.cleanup()
-        raise NotAvailable(str(exc)) from exc
-    try:
-        yield System(f"ws://127.0.0.1:{port}/ocpp", {"server": svc.pid}, "server")
-    finally:
-        svc.stop()
-        svc.cleanup()
+    async with _one_server(svc, port) as system:
+        yield system
 
 
 # --------------------------------------------------------------------------- #
@@ -385,12 +385,19 @@ async def scenario_idle(a: argparse.Namespace) -> dict[str, Any]:
         return LoadConfig(url="", chargers=count, mode="idle", hold=a.hold, progress=a.progress,
                           connect_concurrency=256)
 
+    return await _router_and_anchors(idle, n, anchors_n, rw)
+
+
+async def _router_and_anchors(load: Callable[[int], LoadConfig], n: int, anchors_n: int,
+                              rw: int) -> dict[str, Any]:
+    """The router (``rw`` workers, fast backend) with ``load(n)``, then both
+    anchors with ``load(anchors_n)``."""
     systems: dict[str, Any] = {}
-    systems[ROUTER_FAST] = await measure(ROUTER_FAST, lambda: router_stack("fast", rw), idle(n))
+    systems[ROUTER_FAST] = await measure(ROUTER_FAST, lambda: router_stack("fast", rw), load(n))
     systems[OCPP_LIB] = await measure(OCPP_LIB, lambda: anchor("bench.anchors.ocpp_csms"),
-                                      idle(anchors_n))
+                                      load(anchors_n))
     systems[PICOWS] = await measure(PICOWS, lambda: anchor("bench.anchors.picows_responder"),
-                                    idle(anchors_n))
+                                    load(anchors_n))
     return {"systems": systems, "chargers": n, "anchor_chargers": anchors_n,
             "router_workers": rw}
 
@@ -408,14 +415,7 @@ async def scenario_storm(a: argparse.Namespace) -> dict[str, Any]:
         return LoadConfig(url="", chargers=count, mode="idle", hold=1.0, storm=True,
                           storm_timeout=60.0, progress=a.progress, connect_concurrency=1000)
 
-    systems: dict[str, Any] = {}
-    systems[ROUTER_FAST] = await measure(ROUTER_FAST, lambda: router_stack("fast", rw), storm(n))
-    systems[OCPP_LIB] = await measure(OCPP_LIB, lambda: anchor("bench.anchors.ocpp_csms"),
-                                      storm(anchors_n))
-    systems[PICOWS] = await measure(PICOWS, lambda: anchor("bench.anchors.picows_responder"),
-                                    storm(anchors_n))
-    return {"systems": systems, "chargers": n, "anchor_chargers": anchors_n,
-            "router_workers": rw}
+    return await _router_and_anchors(storm, n, anchors_n, rw)
 
 
 async def scenario_echo(a: argparse.Namespace) -> dict[str, Any]:

@@ -244,12 +244,7 @@ class Client:
             TypeError: ``payload`` is not a JSON object.
             redis.exceptions.RedisError: Redis failed.
         """
-        data = encode_payload(payload)
-        where = await self.where(identity)
-        if where is None:
-            raise NotConnected(f"{identity} is not connected")
-        if self.validate:
-            validate_request(where.proto, action, data)
+        where, data = await self._target(identity, action, payload, send=False)
         msg_id = uuid.uuid4().hex
         answer = await self._send_and_wait(where, msg_id, {
             "kind": "call", "cs": identity, "id": msg_id, "action": action,
@@ -262,6 +257,18 @@ class Client:
             return orjson.loads(answer.payload) if answer.payload else {}
         raise self._failure(identity, answer)
 
+    async def _target(self, identity: str, action: str, payload: Any, *, send: bool
+                      ) -> tuple[Registration, bytes]:
+        """Where ``identity`` is connected, and the encoded (and, with
+        ``validate``, checked) payload of a CALL or SEND to it."""
+        data = encode_payload(payload)
+        where = await self.where(identity)
+        if where is None:
+            raise NotConnected(f"{identity} is not connected")
+        if self.validate:
+            validate_request(where.proto, action, data, send=send)
+        return where, data
+
     async def send(self, identity: str, action: str, payload: Any) -> None:
         """Send an OCPP 2.1 SEND (``[6, id, action, payload]``) to a charger.
 
@@ -273,12 +280,7 @@ class Client:
             InvalidPayload: the payload is not valid for the action.
             redis.exceptions.RedisError: Redis failed.
         """
-        data = encode_payload(payload)
-        where = await self.where(identity)
-        if where is None:
-            raise NotConnected(f"{identity} is not connected")
-        if self.validate:
-            validate_request(where.proto, action, data, send=True)
+        where, data = await self._target(identity, action, payload, send=True)
         await self.redis.xadd(self.keys.out(where.node), {
             "kind": "send", "cs": identity, "id": uuid.uuid4().hex, "action": action,
             "payload": data, "conn": where.conn,

@@ -601,13 +601,7 @@ cdef class WebSocketProtocol(FrameCodec):
             else:
                 self.transport.writelines((frame, data))
             return 0
-        frame = self.encode_message(opcode, p, n)
-        _bytes_out += <uint64_t>PyBytes_GET_SIZE(frame)
-        if self.flags & F_BATCH:
-            _out.append(frame)
-        else:
-            self.transport.write(frame)
-        return 0
+        return self._write(self.encode_message(opcode, p, n))
 
     cdef int _write(self, bytes frame) except -1:
         global _bytes_out
