@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import socket
 import struct
 import sys
 from collections.abc import Awaitable, Callable
@@ -449,6 +450,74 @@ def test_pause_and_resume_reading(run: Callable[..., Any]) -> None:
             assert not proto.transport.is_reading()
             proto.resume_writing()
             assert proto.transport.is_reading()
+        await done
+        server.close()
+    run(main)
+
+
+def test_slow_peer_gets_every_frame_in_order(run: Callable[..., Any]) -> None:
+    """Frames go straight to the socket while the transport holds nothing
+    (plain TCP on uvloop). With small socket buffers and a peer that reads
+    slower than the server writes, the kernel fills and drains many times:
+    what it does not take (partial sends included) queues in the transport,
+    later frames wait behind it, the write backpressure pauses reading, and
+    the peer gets every frame, in order. Small and large frames (the large
+    ones leave through writelines) interleave."""
+    sizes = [100, 3000, 15_000, 700, 9000, 8, 12_000, 40_000]
+    count = 1500
+
+    async def flood(proto: Recorder) -> None:
+        for i in range(count):
+            head = b"%06d:" % i
+            proto.send_binary(head + b"x" * (sizes[i % len(sizes)] - len(head)))
+            proto.log.append(("queued", proto.write_buffer_size()))
+            if i % 7 == 0:
+                await asyncio.sleep(0)      # let the transport's writes and the reader run
+
+    tasks: list[asyncio.Task[None]] = []
+
+    def on_text(proto: Recorder, data: bytes) -> None:
+        if data == b"flood":
+            sock = proto.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+            # Outside the read batch: every frame is its own write.
+            tasks.append(asyncio.create_task(flood(proto)))
+
+    async def main() -> None:
+        server, port, log, done, protos = await serve(on_text=on_text)
+        # A small receive window before connecting: the server's sends then
+        # span several segments and the kernel takes some frames in part.
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(upgrade_request())
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101")
+        writer.write(client_frame(1, b"flood"))
+        paused_seen = False
+        try:
+            for i in range(count):
+                # A lost or garbled frame fails here, not at the test's timeout.
+                opcode, payload = await asyncio.wait_for(read_frame(reader), 5)
+                assert (opcode, payload[:7], len(payload)) == (2, b"%06d:" % i,
+                                                              sizes[i % len(sizes)])
+                paused_seen = paused_seen or not protos[0].transport.is_reading()
+                if i % 50 == 0:
+                    await asyncio.sleep(0.002)  # slower than the server writes
+        except BaseException:
+            # Leave nothing blocked behind a failure (a write nobody reads).
+            writer.transport.abort()
+            protos[0].abort()
+            server.close()
+            raise
+        await tasks[0]
+        assert max(e[1] for e in log if e[0] == "queued") > 0   # the transport had to queue
+        assert paused_seen                  # pause_writing took effect
+        writer.write(client_frame(8, struct.pack("!H", 1000)))
+        assert (await read_frame(reader))[0] == 8
+        writer.close()
         await done
         server.close()
     run(main)

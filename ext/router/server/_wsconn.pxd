@@ -33,6 +33,7 @@ cdef enum:
     F_FAILED = 16           # we failed the connection (close code is ours)
     F_RESPONDED = 32        # accept() or reject() wrote the HTTP response
     F_BATCH = 64            # inside buffer_updated: frames queue in _out, one write at the end
+    F_TR_QUEUED = 128       # the transport was handed bytes it may not have written yet
 
 
 cdef class _Sweeper:
@@ -67,6 +68,7 @@ cdef class WebSocketProtocol(FrameCodec):
     cdef float close_timeout
     # --- state
     cdef int close_code                 # code reported to on_closed
+    cdef int sock_fd                    # plain TCP socket for direct sends, or -1 (_tx)
     cdef uint8_t _state                 # S_*
     cdef uint8_t read_pause             # P_* bits
     cdef uint8_t flags                  # F_* bits
@@ -76,6 +78,8 @@ cdef class WebSocketProtocol(FrameCodec):
     cdef int _receive_early(self) except -1
     cdef int _send(self, int opcode, object data) except -1
     cdef int _write(self, bytes frame) except -1
+    cdef int _tx(self, bytes data) except -1
+    cdef int _stop_tx(self) except -1
     cdef int _flush(self) except -1
     cdef int _end_batch(self) except -1
     cdef int _send_close(self, int code, str reason) except -1

@@ -24,6 +24,7 @@ from cpython.bytes cimport (
     PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE,
 )
 from libc.stdint cimport uint8_t, uint64_t
+from libc.stddef cimport size_t
 
 from router.ws._codec cimport (
     FrameCodec, UpgradeRequest, encode_frame, encode_close, write_frame_header, R_CLOSED,
@@ -39,6 +40,14 @@ from router.ws.errors import (
     public_reason_for,
 )
 from router.ws.settings import WSSettings
+
+from uvloop.loop import TCPTransport as _UV_TCP
+
+
+cdef extern from "<sys/socket.h>" nogil:
+    ssize_t send(int fd, const void* buf, size_t n, int flags)
+    enum: MSG_NOSIGNAL
+    enum: MSG_DONTWAIT
 
 cdef extern from "time.h" nogil:
     ctypedef int clockid_t
@@ -225,6 +234,7 @@ cdef class WebSocketProtocol(FrameCodec):
             raise TypeError("settings must be a WSSettings")
         self.settings = settings
         self._state = S_CONNECTING
+        self.sock_fd = -1
         self.close_code = 1006
         self.close_reason = ""
         self.ping_interval = settings.ping_interval
@@ -284,6 +294,11 @@ cdef class WebSocketProtocol(FrameCodec):
         cdef object loop
         cdef object sweeper
         self.transport = transport
+        if type(transport) is _UV_TCP:
+            # Plain TCP on uvloop (never TLS: that transport is another type).
+            # The descriptor stays open until after connection_lost (uvloop
+            # closes the handle only then), and _tx is not used past it.
+            self.sock_fd = transport.get_extra_info("socket").fileno()
         _coarse_now = _monotonic()
         self.deadline = _coarse_now + self.settings.handshake_timeout
         self.last_rx = _coarse_now
@@ -337,6 +352,7 @@ cdef class WebSocketProtocol(FrameCodec):
         if self.flags & F_OPENED:
             _connections_open -= 1
         self._state = S_CLOSED
+        self.sock_fd = -1
         if self.sweeper is not None:
             self.sweeper.discard(self)
             self.sweeper = None
@@ -393,7 +409,7 @@ cdef class WebSocketProtocol(FrameCodec):
         self.last_rx = _coarse_now
         _connections_open += 1
         _bytes_out += <uint64_t>len(resp)
-        self.transport.write(resp)
+        self._tx(resp)
         self.read_pause &= ~P_HANDSHAKE
         self._update_reading()
         try:
@@ -432,7 +448,8 @@ cdef class WebSocketProtocol(FrameCodec):
         self.deadline = _coarse_now + self.close_timeout
         _handshake_rejected += 1
         _bytes_out += <uint64_t>len(resp)
-        self.transport.write(resp)
+        self._tx(resp)
+        self._stop_tx()
         self.transport.close()
 
     def send_text(self, data):
@@ -472,6 +489,7 @@ cdef class WebSocketProtocol(FrameCodec):
         if self._state == S_CONNECTING:
             self._state = S_CLOSING
             self.deadline = _coarse_now + self.close_timeout
+            self._stop_tx()
             self.transport.close()
             return
         if self._state != S_OPEN:
@@ -489,6 +507,7 @@ cdef class WebSocketProtocol(FrameCodec):
             self._state = S_CLOSING
             if self.flags & F_BATCH:
                 _out.clear()
+            self._stop_tx()
             self.transport.abort()
 
     def pause_reading(self):
@@ -558,7 +577,8 @@ cdef class WebSocketProtocol(FrameCodec):
         self._state = S_CLOSING
         self.deadline = _coarse_now + self.close_timeout
         _bytes_out += <uint64_t>len(resp)
-        self.transport.write(resp)
+        self._tx(resp)
+        self._stop_tx()
         self.transport.close()
         return 0
 
@@ -599,6 +619,7 @@ cdef class WebSocketProtocol(FrameCodec):
                 _out.append(frame)
                 _out.append(data if PyBytes_CheckExact(data) else bytes(data))
             else:
+                self.flags |= F_TR_QUEUED
                 self.transport.writelines((frame, data))
             return 0
         return self._write(self.encode_message(opcode, p, n))
@@ -609,7 +630,38 @@ cdef class WebSocketProtocol(FrameCodec):
         if self.flags & F_BATCH:
             _out.append(frame)
         else:
-            self.transport.write(frame)
+            self._tx(frame)
+        return 0
+
+    cdef int _tx(self, bytes data) except -1:
+        # Write now. Plain TCP with nothing queued in the transport: straight
+        # to the socket, one send(2) without uvloop's write path (what the
+        # bare picows responder does too). What the kernel does not take goes
+        # to the transport, which then keeps the order, the backpressure
+        # (pause_writing) and the error handling; so does every send error.
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+        cdef Py_ssize_t sent
+        cdef object transport = self.transport
+        if self.sock_fd >= 0 and n:
+            if self.flags & F_TR_QUEUED:
+                if transport.get_write_buffer_size():
+                    transport.write(data)
+                    return 0
+                self.flags &= ~F_TR_QUEUED
+            if not transport.is_closing():
+                sent = send(self.sock_fd, PyBytes_AS_STRING(data), <size_t>n,
+                            MSG_NOSIGNAL | MSG_DONTWAIT)
+                if sent == n:
+                    return 0
+                if sent > 0:
+                    data = data[sent:]
+        self.flags |= F_TR_QUEUED
+        transport.write(data)
+        return 0
+
+    cdef int _stop_tx(self) except -1:
+        # Closing: from here on everything goes through the transport.
+        self.sock_fd = -1
         return 0
 
     cdef int _flush(self) except -1:
@@ -617,8 +669,9 @@ cdef class WebSocketProtocol(FrameCodec):
         if not (self.flags & F_BATCH) or not _out:
             return 0
         if len(_out) == 1:
-            self.transport.write(_out[0])
+            self._tx(_out[0])
         else:
+            self.flags |= F_TR_QUEUED
             self.transport.writelines(_out)
         _out.clear()
         return 0
@@ -674,6 +727,7 @@ cdef class WebSocketProtocol(FrameCodec):
         # until the peer closes, so unread input never turns our close into
         # a TCP reset that could destroy the close frame in flight.
         self._flush()
+        self._stop_tx()
         if self.transport.can_write_eof():
             self.transport.write_eof()
         else:
@@ -700,6 +754,7 @@ cdef class WebSocketProtocol(FrameCodec):
                 # Slowloris guard: no response, just drop TCP.
                 _handshake_timeouts += 1
                 self._state = S_CLOSING
+                self._stop_tx()
                 self.transport.abort()
         elif self._state == S_OPEN:
             if self.ping_interval <= 0:
@@ -717,6 +772,7 @@ cdef class WebSocketProtocol(FrameCodec):
         elif self._state == S_CLOSING:
             if self.deadline > 0 and now >= self.deadline:
                 _close_timeouts += 1
+                self._stop_tx()
                 self.transport.abort()
         return 0
 
@@ -769,6 +825,7 @@ cdef class WebSocketProtocol(FrameCodec):
         self._state = S_CLOSING
         self.deadline = _coarse_now + self.close_timeout
         self._flush()
+        self._stop_tx()
         self.transport.close()
         return 0
 
