@@ -27,6 +27,7 @@ import os
 import platform
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -372,7 +373,95 @@ async def scenario_e2e(a: argparse.Namespace) -> dict[str, Any]:
         (ROUTER_FAST + " (mixed versions)", lambda _r: closed("mix")),
     ]))
     systems[ROUTER_CSMS] = await measure(ROUTER_CSMS, lambda: router_stack("csms", rw), closed())
-    return {"systems": systems, "chargers": n, "duration_s": d, "router_workers": rw}
+    rounds = await paired_rounds(a.rounds, closed, rw, a.progress)
+    return {"systems": systems, "chargers": n, "duration_s": d, "router_workers": rw,
+            "rounds": rounds, "rounds_summary": summarize_rounds(rounds)}
+
+
+def _open_at(cfg: LoadConfig, rate: float) -> LoadConfig:
+    return LoadConfig(url="", chargers=cfg.chargers, mode="open", rate=rate,
+                      duration=cfg.duration, warmup=cfg.warmup, procs=1, progress=cfg.progress)
+
+
+async def paired_rounds(count: int, closed: Callable[[], LoadConfig], workers: int,
+                        progress: bool) -> list[dict[str, Any]]:
+    """The goal figures again in ``count`` alternating rounds, each on freshly
+    started systems, one right after the other: the router in closed loop and
+    at half that rate, then the picows responder in closed loop and in open
+    loop at the router's closed-loop rate.
+
+    One measurement of each system, minutes apart, is a lottery on a shared
+    machine (the router's four-process stack drifts with the other jobs, the
+    responder hardly at all); the verdicts use the medians of these rounds.
+    The responder at the router's rate shows what part of the ratio is the
+    load point: a server's CPU per message falls as its load rises (more
+    messages share each wake-up), and the responder, alone on the generator,
+    runs at about three times the router's rate in closed loop.
+    """
+    out: list[dict[str, Any]] = []
+    for i in range(count):
+        log(f"round {i + 1}/{count}")
+        row: dict[str, Any] = {}
+
+        def half(prev: dict[str, dict[str, Any]]) -> LoadConfig | None:
+            rate = prev.get("router", {}).get("msgs_per_s")
+            return _open_at(closed(), rate / 2) if rate else None
+
+        mine = await measure_series(lambda: router_stack("fast", workers), [
+            ("router", lambda _r: closed()), ("router @ 50% load", half)])
+        rate = mine["router"].get("msgs_per_s")
+
+        def matched(_prev: dict[str, dict[str, Any]], rate: float | None = rate
+                    ) -> LoadConfig | None:
+            return _open_at(closed(), rate) if rate else None
+
+        theirs = await measure_series(lambda: anchor("bench.anchors.picows_responder"), [
+            ("picows", lambda _r: closed()), ("picows @ router rate", matched)])
+        for key, r in (("router", mine["router"]), ("router_half", mine["router @ 50% load"]),
+                       ("picows", theirs["picows"]),
+                       ("picows_matched", theirs["picows @ router rate"])):
+            if not r.get("available"):
+                row[key] = {"available": False, "reason": r.get("reason", "")}
+                continue
+            part = r["server_part"]
+            row[key] = {"available": True, "msgs_per_s": r["msgs_per_s"],
+                        "us_per_msg": r["cpu"][part]["us_per_msg"],
+                        "p99_ms": r["latency_ms"].get("p99"),
+                        "other_cores": _nested(r, "machine_cores_busy", "other_processes")}
+        out.append(row)
+    return out
+
+
+def _nested(d: Any, *path: str) -> Any:
+    for key in path:
+        d = d.get(key) if isinstance(d, dict) else None
+    return d
+
+
+def summarize_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the rounds, and the ratios the goals use: router CPU per
+    message over the responder's (closed loop, each at its own maximum), the
+    same at equal rates, and p99 at half load."""
+    def values(key: str, field: str) -> list[float]:
+        return [r[key][field] for r in rounds
+                if r.get(key, {}).get("available") and r[key].get(field) is not None]
+
+    def med(key: str, field: str) -> float | None:
+        v = values(key, field)
+        return statistics.median(v) if v else None
+
+    out: dict[str, Any] = {"rounds": len(rounds)}
+    for key in ("router", "router_half", "picows", "picows_matched"):
+        out[key] = {"us_per_msg": med(key, "us_per_msg"), "msgs_per_s": med(key, "msgs_per_s"),
+                    "p99_ms": med(key, "p99_ms")}
+    r, p, m = (out[k]["us_per_msg"] for k in ("router", "picows", "picows_matched"))
+    out["cpu_ratio"] = r / p if r and p else None
+    out["cpu_ratio_matched"] = r / m if r and m else None
+    pairs = [(x["router"]["us_per_msg"], x["picows"]["us_per_msg"]) for x in rounds
+             if x.get("router", {}).get("available") and x.get("picows", {}).get("available")]
+    out["cpu_ratio_per_round"] = [a / b for a, b in pairs]
+    out["p99_half_per_round"] = values("router_half", "p99_ms")
+    return out
 
 
 async def scenario_idle(a: argparse.Namespace) -> dict[str, Any]:
@@ -535,6 +624,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hold", type=float, default=3.0, help="idle: hold before measuring, s")
     p.add_argument("--router-workers", type=int, default=0,
                    help="router worker processes (e2e 1, idle chargers/15000, storm 2)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="e2e: alternating rounds of router and picows responder after the "
+                   "main series; the goal verdicts use their medians (0 = none)")
     p.add_argument("--settle", type=float, default=0.0, metavar="S",
                    help="before each measurement wait up to S seconds until other jobs use "
                    "< 0.3 cores (shared machines)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -124,3 +125,54 @@ async def test_runner_series_on_one_system_and_not_available() -> None:
     missing = await run.measure("nothing", lambda: run.anchor("bench.anchors.no_such_anchor"),
                                 LoadConfig(url="", chargers=1, progress=False))
     assert missing["available"] is False and "exited" in missing["reason"]
+
+
+async def test_paired_rounds_on_real_systems_feed_the_goal_verdicts(tmp_path: Path) -> None:
+    from bench import run
+
+    def closed() -> LoadConfig:
+        return LoadConfig(url="", chargers=10, duration=0.6, warmup=0.2, progress=False)
+
+    rounds = await run.paired_rounds(1, closed, 1, False)
+    assert len(rounds) == 1
+    row = rounds[0]
+    for key in ("router", "router_half", "picows", "picows_matched"):
+        assert row[key]["available"], row[key]
+        assert row[key]["us_per_msg"] > 0 and row[key]["msgs_per_s"] > 0
+    # The open loops ran at the rates derived from the router's closed loop.
+    assert row["router_half"]["msgs_per_s"] == pytest.approx(
+        row["router"]["msgs_per_s"] / 2, rel=0.25)
+    assert row["picows_matched"]["msgs_per_s"] == pytest.approx(
+        row["router"]["msgs_per_s"], rel=0.25)
+
+    summary = run.summarize_rounds(rounds)
+    assert summary["cpu_ratio"] == pytest.approx(
+        row["router"]["us_per_msg"] / row["picows"]["us_per_msg"])
+    (tmp_path / "e2e.json").write_bytes(orjson.dumps({
+        "scenario": "e2e", "machine": machine(), "command": "test", "finished": "now",
+        "systems": {}, "rounds": rounds, "rounds_summary": summary}))
+    goal = report.goals(tmp_path)[0]
+    assert "median of 1 alternating rounds" in goal[2]
+    assert goal[-1] == ("**met**" if summary["cpu_ratio"] <= 1.3 else "**not met**")
+    assert "Alternating rounds" in report.render(tmp_path)
+
+
+def test_rounds_summary_uses_medians_and_skips_missing() -> None:
+    from bench import run
+
+    def row(router: float, picows: float, matched: float | None, p99: float) -> dict[str, Any]:
+        def r(us: float | None, p: float = 1.0) -> dict[str, Any]:
+            if us is None:
+                return {"available": False, "reason": "down"}
+            return {"available": True, "us_per_msg": us, "msgs_per_s": 1000.0, "p99_ms": p}
+        return {"router": r(router), "picows": r(picows), "picows_matched": r(matched),
+                "router_half": r(20.0, p99)}
+
+    s = run.summarize_rounds([row(13, 10, 11, 4.0), row(12, 9, None, 6.0),
+                              row(15, 10, 12, 3.0)])
+    assert s["router"]["us_per_msg"] == 13 and s["picows"]["us_per_msg"] == 10
+    assert s["cpu_ratio"] == pytest.approx(1.3)
+    assert s["cpu_ratio_matched"] == pytest.approx(13 / 11.5)
+    assert s["cpu_ratio_per_round"] == pytest.approx([1.3, 12 / 9, 1.5])
+    assert s["p99_half_per_round"] == [4.0, 6.0, 3.0]
+    assert run.summarize_rounds([])["cpu_ratio"] is None
