@@ -3,6 +3,8 @@ plots built from a real (tiny) benchmark run."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,11 +22,13 @@ from router.embedded_redis import RedisServer, free_port
 from tests.conftest import timeout
 
 
-@pytest.fixture
-def fast_responder(redis_server: RedisServer) -> Iterator[redis.Redis]:
+@pytest.fixture(params=["resp", "redis-py"])
+def fast_responder(redis_server: RedisServer, request: pytest.FixtureRequest
+                   ) -> Iterator[redis.Redis]:
     r = redis.Redis.from_url(redis_server.url)
     with Service("fast", python_module("bench.backends.fast_responder", "--redis-url",
-                                       redis_server.url, "--shards", "2"), None):
+                                       redis_server.url, "--shards", "2", "--client",
+                                       request.param), None):
         deadline = time.monotonic() + timeout(20)
         # Ready when its consumer group exists on both shards.
         while time.monotonic() < deadline:
@@ -62,6 +66,25 @@ def test_fast_responder_answers_calls_per_contract(fast_responder: redis.Redis) 
             break
         time.sleep(0.02)
     assert all(r.xpending(f"ocpp:in:{{{n}}}", "bench")["pending"] == 0 for n in range(2))
+    # Later batches too (the next read leaves with the previous batch's replies).
+    for i in range(30):
+        r.xadd(f"ocpp:in:{{{i % 2}}}", {**base, "kind": "call", "cs": f"CP-{i}",
+                                         "proto": "ocpp1.6", "id": f"x{i}",
+                                         "action": "Heartbeat", "payload": "{}"})
+        if i % 10 == 9:
+            time.sleep(0.05)
+    while r.xlen("ocpp:out:node-a") < 32 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    ids = [f[b"id"] for _, f in r.xrange("ocpp:out:node-a")][2:]
+    assert sorted(ids) == sorted(f"x{i}".encode() for i in range(30))
+
+
+def test_fast_responder_without_redis_says_so_in_one_line() -> None:
+    done = subprocess.run([sys.executable, "-m", "bench.backends.fast_responder",
+                           "--redis-url", f"redis://127.0.0.1:{free_port()}/0"],
+                          capture_output=True, text=True, timeout=timeout(30))
+    assert done.returncode == 1
+    assert done.stderr.startswith("fast_responder: ") and done.stderr.count("\n") == 1
 
 
 async def test_report_and_plots_from_a_real_run(tmp_path: Path) -> None:
