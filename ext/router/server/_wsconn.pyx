@@ -15,6 +15,13 @@ Memory per connection (docs/websocket.md):
   runs every ``timer_resolution`` seconds over the connections of that loop
   and fires handshake, close and keepalive timeouts.
 * Counters are C globals read at scrape time by :func:`stats`.
+
+Writes: frames produced while reading (``buffer_updated``) leave in one write
+at the end of the read. A frame sent otherwise (a backend reply) goes to the
+socket with one ``send(2)`` when the transport is uvloop's plain TCP transport
+and holds nothing for it (``_tx``); the rest, and everything on TLS or the
+asyncio loop, goes through ``transport.write``, which keeps order,
+backpressure and error handling.
 """
 
 import asyncio
