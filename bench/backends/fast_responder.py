@@ -48,9 +48,19 @@ def ensure_groups(r: redis.Redis, streams: list[str], group: str, from_start: bo
                 raise
 
 
-def _tables() -> dict[bytes, dict[bytes, bytes]]:
-    return {p.encode(): {a.encode(): v for a, v in table.items()}
-            for p, table in messages.CSMS_RESPONSES.items()}
+_RESPONSES = {p.encode(): {a.encode(): v for a, v in table.items()}
+              for p, table in messages.CSMS_RESPONSES.items()}
+
+
+def answer(f: dict[bytes, bytes], out_prefix: bytes) -> tuple[Any, ...] | None:
+    """The XADD that answers one inbound entry, or None when it needs no
+    answer (connected/disconnected/result/…: only a ``call`` is answered)."""
+    if f.get(b"kind") != b"call":
+        return None
+    table = _RESPONSES.get(f.get(b"proto", b""), _RESPONSES[b"ocpp1.6"])
+    return (b"XADD", out_prefix + f[b"node"], b"MAXLEN", b"~", 100000, b"*",
+            b"kind", b"result", b"cs", f[b"cs"], b"conn", f[b"conn"], b"id", f[b"id"],
+            b"payload", table.get(f[b"action"], _EMPTY))
 
 
 def run_redis_py(url: str, prefix: str, shards: int, group: str, consumer: str,
@@ -64,7 +74,6 @@ def run_redis_py(url: str, prefix: str, shards: int, group: str, consumer: str,
     r = redis.Redis.from_url(url)
     streams = [f"{prefix}:in:{{{n}}}" for n in range(shards)]
     ensure_groups(r, streams, group, from_start)
-    responses = _tables()
     out_prefix = f"{prefix}:out:".encode()
     read_args: list[Any] = ["XREADGROUP", "GROUP", group, consumer, "COUNT", count,
                             "BLOCK", 1000, "STREAMS", *streams, *([">"] * len(streams))]
@@ -79,12 +88,9 @@ def run_redis_py(url: str, prefix: str, shards: int, group: str, consumer: str,
             ids = []
             for entry_id, f in entries:
                 ids.append(entry_id)
-                if f.get(b"kind") != b"call":
-                    continue  # connected/disconnected/result/…: nothing to answer
-                table = responses.get(f.get(b"proto", b""), responses[b"ocpp1.6"])
-                command("XADD", out_prefix + f[b"node"], "MAXLEN", "~", 100000, "*",
-                        "kind", "result", "cs", f[b"cs"], "conn", f[b"conn"], "id", f[b"id"],
-                        "payload", table.get(f[b"action"], _EMPTY))
+                xadd = answer(f, out_prefix)
+                if xadd is not None:
+                    command(*xadd)
             if ids:
                 command("XACK", stream, group, *ids)
         pipe.execute()
@@ -144,10 +150,9 @@ def run(url: str, prefix: str, shards: int, group: str, consumer: str,
         redis.RedisError: Redis is unreachable or refuses a command.
     """
     streams = [f"{prefix}:in:{{{n}}}".encode() for n in range(shards)]
-    ensure_groups(redis.Redis.from_url(url), [s.decode() for s in streams], group, from_start)
+    with redis.Redis.from_url(url) as setup:
+        ensure_groups(setup, [s.decode() for s in streams], group, from_start)
     link = _Link(url)
-    responses = _tables()
-    default = responses[b"ocpp1.6"]
     out_prefix = f"{prefix}:out:".encode()
     group_b = group.encode()
     read_args: list[Any] = [b"XREADGROUP", b"GROUP", group_b, consumer.encode(), b"COUNT",
@@ -167,14 +172,9 @@ def run(url: str, prefix: str, shards: int, group: str, consumer: str,
                 ids.append(entry_id)
                 if not flat:
                     continue  # deleted meanwhile: acknowledged, nothing to answer
-                f = dict(zip(flat[::2], flat[1::2], strict=True))
-                if f.get(b"kind") != b"call":
-                    continue  # connected/disconnected/result/…: nothing to answer
-                table = responses.get(f.get(b"proto", b""), default)
-                buf.append_command(b"XADD", out_prefix + f[b"node"], b"MAXLEN", b"~", 100000,
-                                   b"*", b"kind", b"result", b"cs", f[b"cs"], b"conn",
-                                   f[b"conn"], b"id", f[b"id"], b"payload",
-                                   table.get(f[b"action"], _EMPTY))
+                xadd = answer(dict(zip(flat[::2], flat[1::2], strict=True)), out_prefix)
+                if xadd is not None:
+                    buf.append_command(*xadd)
             if ids:
                 buf.append_command(b"XACK", stream, group_b, *ids)
         pending = len(buf)
