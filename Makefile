@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 EXT_SOURCES := $(shell find ext -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' -o -name '*.h')
 BUILT  := $(VENV)/.built
 
-.PHONY: all venv build test test-only lint run compliance fuzz bench clean
+.PHONY: all venv build system-deps test test-only lint run compliance fuzz bench clean
 
 all: build
 
@@ -30,7 +30,11 @@ lint: $(BUILT)
 	$(VENV)/bin/mypy
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/cython-lint ext   # it runs pycodestyle from PATH
 
-test: $(BUILT) lint
+# Debian packages the tests start for real (Redis 7, haproxy, podman, clang).
+system-deps:
+	scripts/system-deps.sh
+
+test: system-deps $(BUILT) lint
 	$(PY) -m pytest -n 2 -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # Run the test suite without the lint step (quicker while iterating).
