@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from router.embedded_redis import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -126,3 +128,90 @@ class Service:
 def python_module(module: str, *args: str) -> list[str]:
     """argv that runs ``python -m module args`` with this interpreter."""
     return [sys.executable, "-m", module, *args]
+
+
+class HAProxy(Service):
+    """A real ``haproxy`` (Debian's 2.6) balancing TCP round-robin over ``backends``.
+
+    Plain TCP mode (``mode tcp``): the WebSocket upgrade, TLS and close codes
+    pass through untouched, as behind a cloud network load balancer. ``maxconn``
+    stays at or below 9000 because haproxy may not raise its descriptor limit
+    here (20,000 per process, two per proxied connection plus its own).
+    ``set_backends`` rewrites the server list and reloads with ``-sf`` (the
+    old process finishes its connections, as in a rolling configuration change).
+    """
+
+    def __init__(self, backends: Sequence[tuple[str, int]], port: int | None = None,
+                 maxconn: int = 9000, balance: str = "roundrobin",
+                 timeout_s: int = 3600) -> None:
+        self.listen_port = port if port is not None else free_port()
+        self.maxconn = min(maxconn, 9000)
+        self.balance = balance
+        self.timeout_s = timeout_s
+        super().__init__("haproxy", [], self.listen_port)
+        self.config_path = os.path.join(self._dir, "haproxy.cfg")
+        self._write_config(backends)
+        self.argv = [_haproxy(), "-db", "-f", self.config_path]
+
+    def _write_config(self, backends: Sequence[tuple[str, int]]) -> None:
+        servers = "\n".join(f"    server s{i} {host}:{port} check inter 500 fall 2 rise 1"
+                            for i, (host, port) in enumerate(backends))
+        Path(self.config_path).write_text(f"""\
+global
+    maxconn {self.maxconn}
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client {self.timeout_s}s
+    timeout server {self.timeout_s}s
+    timeout tunnel {self.timeout_s}s
+frontend chargers
+    bind 127.0.0.1:{self.listen_port}
+    maxconn {self.maxconn}
+    default_backend routers
+backend routers
+    balance {self.balance}
+{servers}
+""")
+
+    def set_backends(self, backends: Sequence[tuple[str, int]]) -> None:
+        """Point haproxy at ``backends`` and reload (new process, old one drains)."""
+        assert self.proc is not None
+        self._write_config(backends)
+        old = self.proc
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([*self.argv, "-sf", str(old.pid)],
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        self._old = old
+
+    def wait_reloaded(self, timeout: float = 10.0) -> None:
+        """Wait until the process replaced by :meth:`set_backends` has exited
+        (it exits once its last proxied connection is closed).
+
+        Raises:
+            ServiceError: it is still running after ``timeout`` seconds.
+        """
+        old = getattr(self, "_old", None)
+        if old is None:
+            return
+        try:
+            old.wait(timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise ServiceError(f"haproxy {old.pid} still runs {timeout:.0f}s after the "
+                               "reload (connections still open through it)") from exc
+
+    def stop(self, timeout: float = 10.0) -> None:
+        old = getattr(self, "_old", None)
+        super().stop(timeout)
+        if old is not None and old.poll() is None:
+            old.kill()
+            old.wait()
+
+
+def _haproxy() -> str:
+    found = shutil.which("haproxy") or ("/usr/sbin/haproxy"
+                                         if os.path.exists("/usr/sbin/haproxy") else None)
+    if not found:
+        raise ServiceError("no haproxy: run scripts/system-deps.sh (Debian package haproxy)")
+    return found
+
