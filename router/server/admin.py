@@ -19,6 +19,19 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Al
             503: "Service Unavailable"}
 
 
+class ListenError(OSError):
+    """A listening socket could not be bound; the message names which one
+    (``what``: "charger port" or "admin port") and the address."""
+
+    def __init__(self, what: str, host: str, port: int, exc: OSError) -> None:
+        super().__init__(exc.errno, f"cannot listen on the {what} {host}:{port}: "
+                                    f"{exc.strerror or exc}")
+        self.what = what
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 class AdminServer:
     """Serve ``routes`` (path -> async handler returning status, content type, body)."""
 
@@ -27,8 +40,16 @@ class AdminServer:
         self.server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> int:
-        """Listen; returns the bound port (useful with port 0)."""
-        self.server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
+        """Listen; returns the bound port (useful with port 0).
+
+        Raises:
+            ListenError: the port cannot be bound (in use, no permission …).
+        """
+        try:
+            self.server = await asyncio.start_server(self._handle, host, port,
+                                                     reuse_address=True)
+        except OSError as exc:
+            raise ListenError("admin port", host, port, exc) from exc
         sock = self.server.sockets[0]
         return int(sock.getsockname()[1])
 

@@ -27,7 +27,7 @@ from router.metrics import RouterMetrics
 from router.ocppj import Options, dialect
 from router.ocppj.errors import ActionNotImplemented, NotSupported, OCPPJError, error_codes
 from router.server._charger import dispatch_out_entries
-from router.server.admin import AdminServer
+from router.server.admin import AdminServer, ListenError
 from router.server.connection import (
     BackendCall,
     ChargerConnection,
@@ -122,9 +122,13 @@ class Node:
             self.server = await loop.create_server(factory, sock=sock, ssl=self.ssl_context,
                                                    backlog=4096)
         else:
-            self.server = await loop.create_server(
-                factory, self.config.host, self.config.port, ssl=self.ssl_context,
-                reuse_address=True, reuse_port=self.config.workers > 1, backlog=4096)
+            try:
+                self.server = await loop.create_server(
+                    factory, self.config.host, self.config.port, ssl=self.ssl_context,
+                    reuse_address=True, reuse_port=self.config.workers > 1, backlog=4096)
+            except OSError as exc:
+                raise ListenError("charger port", self.config.host, self.config.port,
+                                  exc) from exc
         if admin:
             self.admin = AdminServer(self.admin_routes())
             await self.admin.start(self.config.admin_host, self.config.admin_port)
