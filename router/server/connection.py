@@ -44,6 +44,7 @@ log = logging.getLogger("router.connection")
 # forbids it in the Basic-auth username, RFC 7617 §2).
 _IDENTITY = re.compile(r"[A-Za-z0-9*\-_=+|@.]{1,48}")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_EMPTY_SEGMENTS = re.compile(r"//+")
 
 CALL, CALLRESULT, CALLERROR, CALLRESULTERROR, SEND = 2, 3, 4, 5, 6
 
@@ -74,11 +75,18 @@ def parse_identity(path: str, prefix: str) -> tuple[int, str | None]:
 
     Returns (0, identity) when the path is a valid charger URL, else the HTTP
     status to answer: 400 for a malformed target, 404 for anything else.
+
+    Forgiving where client libraries differ (docs/websocket.md): empty path
+    segments are collapsed (``/ocpp//CP-1``: ocpp-rpc and others build
+    ``endpoint + "/" + identity`` from a URL that already ends in ``/``), and
+    one trailing slash after the identity is accepted (``/ocpp/CP-1/``).
     """
-    target = path.split("?", 1)[0]
+    target = _EMPTY_SEGMENTS.sub("/", path.split("?", 1)[0])
     if not target.startswith(prefix):
         return 404, None
     raw = target[len(prefix):]
+    if raw.endswith("/"):
+        raw = raw[:-1]
     if _BAD_PERCENT.search(raw):
         return 400, None
     try:
