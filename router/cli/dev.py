@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -39,6 +39,7 @@ import router
 from router.backend.client import Client
 from router.backend.reference_csms import ReferenceCSMS
 from router.cli.devstate import remove_state, write_state
+from router.cli.live import Status
 from router.cli.main import EXIT_ERROR, EXIT_USAGE, CLIError
 from router.embedded_redis import RedisServer, RedisServerError, die_with_parent
 from router.streams.keys import KeySpace
@@ -120,29 +121,6 @@ def _tail(path: Path, lines: int = 1) -> str:
     except OSError:
         return ""
     return " | ".join(text[-lines:])
-
-
-class Status:
-    """The live status line: rewritten in place on a terminal, else a line per change."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.tty = out.isatty()
-        self._previous = ""
-
-    def show(self, text: str) -> None:
-        if self.tty:
-            self.out.write("\r\x1b[2K" + text)
-            self.out.flush()
-        elif text != self._previous:
-            self.out.write(text + "\n")
-            self.out.flush()
-        self._previous = text
-
-    def end(self) -> None:
-        if self.tty and self._previous:
-            self.out.write("\n")
-            self.out.flush()
 
 
 async def run_async(args: argparse.Namespace) -> int:
