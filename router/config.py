@@ -255,6 +255,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("lenient_error_codes", _bool, False,
            "accept both spellings of Formation/Format and Occurence/Occurrence in CALLERRORs "
            "from chargers", "ocpp"),
+    # -- validation profiles: per-model relaxations of the schema checks (docs/ocppj.md)
+    Option("validation_profiles", _str, None,
+           "TOML file of [[validation_profile]] rules, reloaded on SIGHUP and POST "
+           "/profiles/reload (default: the rules in the --config file, if any)", "ocpp"),
 )
 
 _BY_NAME = {o.name: o for o in OPTIONS}
@@ -305,6 +309,7 @@ class Config:
     strict_datetime: bool = False
     null_payload_as_empty: bool = False
     lenient_error_codes: bool = False
+    validation_profiles: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -361,6 +366,9 @@ def load(args: argparse.Namespace | Mapping[str, Any] | None = None,
             raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from exc
         for key, value in data.items():
             name = key.replace("-", "_")
+            if name == "validation_profile":   # [[validation_profile]] tables in this file
+                raw.setdefault("validation_profiles", (config_file, f"config file {config_file}"))
+                continue
             if name not in _BY_NAME:
                 raise ConfigError(f"config file {config_file}: unknown option {key!r}")
             raw[name] = (value, f"config file {config_file}")
@@ -408,6 +416,13 @@ def _check(c: Config) -> None:
                           "not expire while its XADD is still unacknowledged)")
     if c.port and c.admin_port and c.port == c.admin_port:
         raise ConfigError("--port and --admin-port must differ")
+    if c.validation_profiles:
+        from router.ocppj.profiles import ProfileError, load_file
+
+        try:
+            load_file(c.validation_profiles)
+        except ProfileError as exc:
+            raise ConfigError(f"{where('validation_profiles')}: {exc}") from None
     if not c.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"{where('redis_url')}: --redis-url must start with redis://, "
                           f"rediss:// or unix://")

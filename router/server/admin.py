@@ -15,8 +15,16 @@ log = logging.getLogger("router.admin")
 MAX_REQUEST = 8192
 Handler = Callable[[], Awaitable[tuple[int, str, bytes]]]
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+_REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
             503: "Service Unavailable"}
+
+
+def _content_length(head: bytes) -> int | None:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value) if value.strip().isdigit() else None
+    return 0
 
 
 class ListenError(OSError):
@@ -33,7 +41,8 @@ class ListenError(OSError):
 
 
 class AdminServer:
-    """Serve ``routes`` (path -> async handler returning status, content type, body)."""
+    """Serve ``routes`` (path -> async handler returning status, content type,
+    body; ``"POST <path>"`` keys are actions answered to POST)."""
 
     def __init__(self, routes: dict[str, Handler]) -> None:
         self.routes = routes
@@ -87,9 +96,18 @@ class AdminServer:
             method, target, _ = data.split(b"\r\n", 1)[0].decode("ascii").split(" ", 2)
         except (UnicodeDecodeError, ValueError):
             return 400, "text/plain", b"bad request\n", False
-        if method not in ("GET", "HEAD"):
+        path = target.split("?", 1)[0]
+        if method == "POST" and f"POST {path}" in self.routes:
+            # An action (``POST /profiles/reload``): a small body is read and
+            # ignored, so closing the socket does not reset the answer away.
+            length = _content_length(data)
+            if length is None or length > MAX_REQUEST:
+                return 400, "text/plain", b"bad request\n", False
+            await reader.readexactly(length)
+            path = f"POST {path}"
+        elif method not in ("GET", "HEAD"):
             return 405, "text/plain", b"method not allowed\n", False
-        handler = self.routes.get(target.split("?", 1)[0])
+        handler = self.routes.get(path)
         if handler is None:
             return 404, "text/plain", b"not found\n", method == "HEAD"
         try:
