@@ -160,6 +160,10 @@ async def test_backend_error_and_timeout_become_faults(router_factory: Any) -> N
             await cp.call("Authorize", {"idTag": "T"})
         assert (fault.value.status, fault.value.code, fault.value.subcode) == (
             500, "Receiver", "InternalError")
+        late = await backend.next("call", cs="SOAP-3")
+        await backend.reply(late, {"idTagInfo": {"status": "Accepted"}})
+        failed = await backend.next("failed", cs="SOAP-3")
+        assert failed["code"] == "NoPendingCall" and failed["id"] == late["id"]
         # A backend result that breaks the response schema: InternalError to
         # the charger, failed InvalidPayload to the backend.
         task = asyncio.create_task(cp.call("Authorize", {"idTag": "T"}))
