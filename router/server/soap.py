@@ -28,7 +28,6 @@ See docs/soap.md.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import re
@@ -41,6 +40,7 @@ import msgspec
 from httptools import HttpParserError, HttpRequestParser
 
 from router.ocppj.errors import FormatViolation, OCPPJError, error_codes
+from router.ocppj.errors import NotSupported as OCPPNotSupported
 from router.server.connection import BackendCall, basic_credentials, new_conn_id
 from router.server.soap_client import SoapHttpError, post
 from router.soap import (
@@ -57,6 +57,7 @@ from router.soap import (
 from router.soap.compress import BodyTooLarge, inflate
 from router.soap.envelope import WSA_ANONYMOUS, body_xml
 from router.soap.errors import IdentityMismatch
+from router.streams.registry import _Script
 
 if TYPE_CHECKING:
     from router.server.node import Node
@@ -120,6 +121,9 @@ class _SoapDialect:
         self.codec = codec
         self.version = version
         self.csms_actions = codec.csms_actions[version]
+
+    def validate_send(self, action: str, payload: bytes, *, from_charger: bool) -> None:
+        raise OCPPNotSupported("OCPP-S has no SEND")
 
     def validate_request(self, action: str, payload: bytes, *, from_charger: bool) -> None:
         try:
@@ -425,7 +429,7 @@ class SoapManager:
     async def _register(self, session: SoapSession) -> None:
         node = self.node
         try:
-            previous = await node.registry._eval(   # noqa: SLF001 - same scripts machinery
+            previous = await node.registry._eval(   # the registry's EVALSHA/EVAL fallback
                 _SCRIPT_REGISTER, node.keys.registry(session.identity), node.node_id,
                 session.conn_id, session.proto, session.since_ms, session.addr,
                 session.endpoint or "", node.registry.ttl)
@@ -447,7 +451,7 @@ class SoapManager:
     async def _set_endpoint(self, session: SoapSession) -> None:
         node = self.node
         try:
-            await node.registry._eval(   # noqa: SLF001
+            await node.registry._eval(
                 _SCRIPT_ENDPOINT, node.keys.registry(session.identity), session.conn_id,
                 session.endpoint or "")
         except Exception:
@@ -479,9 +483,9 @@ class SoapManager:
             try:
                 missing = await node.registry.refresh(list(self.sessions))
                 for identity in missing:
-                    session = self.sessions.get(identity)
-                    if session is not None and session.opened:
-                        await self._register(session)
+                    lost = self.sessions.get(identity)
+                    if lost is not None and lost.opened:
+                        await self._register(lost)
             except Exception:
                 node.metrics.inc(node.metrics.redis_errors, "registry")
 
@@ -584,14 +588,6 @@ class _RequestView:
     def __init__(self, transport: Any, headers: dict[str, str]) -> None:
         self.transport = transport
         self.headers = list(headers.items())
-
-
-class _Script:
-    __slots__ = ("sha", "source")
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
 _SCRIPT_REGISTER = _Script(_REGISTER)

@@ -68,7 +68,7 @@ def to_16(service: str, action: str, response: bool, payload: dict[str, Any]) ->
                                       for mv in td.get("values", ())]
             return out
     elif service == "cp" and response and action == "UnlockConnector":
-        status = payload.get("status")
+        status = str(payload.get("status"))
         return {"status": {"Accepted": "Unlocked", "Rejected": "UnlockFailed"}.get(
             status, status)}
     return payload

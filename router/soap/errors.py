@@ -61,7 +61,7 @@ class ReceiverError(SoapError):
     timeout, Redis unavailable)."""
 
     code = "Receiver"
-    subcode = "InternalError"
+    subcode: str | None = "InternalError"
 
     def __init__(self, text: str, subcode: str | None = "InternalError",
                  code: str = "Receiver") -> None:
