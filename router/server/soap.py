@@ -737,9 +737,10 @@ class SoapHttpConnection(asyncio.BufferedProtocol):
             status, payload, extra = 500, fault_envelope(ReceiverError("internal error")), []
         if self.closed:
             return
+        keep_alive = keep_alive and status != 413 and not self.manager.node.draining
         self._write(status, payload, extra, keep_alive)
         self.busy = False
-        if keep_alive and status != 413:
+        if keep_alive:
             self.transport.resume_reading()
             self._arm(KEEPALIVE_IDLE)
         else:
@@ -762,5 +763,13 @@ class SoapHttpConnection(asyncio.BufferedProtocol):
         metrics = self.manager.node.metrics
         metrics.inc(metrics.soap_http_errors, str(status))
         self._write(status, b"", extra or [], False)
-        self.closed = True
-        self.transport.close()
+        # Lingering close: FIN after the answer, then read and discard what
+        # the client still sends (a body we refused) until it closes or the
+        # timer drops it, so unread input does not turn into a TCP reset that
+        # destroys the answer in flight.
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self._arm(self.manager.node.config.close_timeout)
+        else:
+            self.closed = True
+            self.transport.close()
