@@ -376,6 +376,17 @@ class SoapManager:
     def take_over(self, transport: Any, data: bytes) -> None:
         """Serve a TCP connection whose first request is a POST (from
         ChargerConnection.on_post): the rest of its life is HTTP."""
+        node = self.node
+        if len(self.http) >= node.config.max_handshakes:
+            # Admission control: open SOAP HTTP connections count like
+            # handshakes in progress (a SOAP fleet reconnecting at once).
+            node.count_handshake("overloaded")
+            node.metrics.inc(node.metrics.soap_http_errors, "503")
+            transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                            b"Connection: close\r\nRetry-After: %d\r\n\r\n"
+                            % node.config.retry_after)
+            transport.close()
+            return
         peer = transport.get_extra_info("peername")
         addr = f"{peer[0]}:{peer[1]}" if peer else ""
         conn = SoapHttpConnection(self, transport, addr)

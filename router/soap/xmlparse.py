@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from xml.parsers import expat
 
-from router.soap.errors import ForbiddenXML, MalformedXML
+from router.soap.errors import ForbiddenXML, MalformedXML, SoapError
 
 #: Deepest element nesting accepted (an OCPP 1.6 SetChargingProfile in an
 #: envelope is 8 levels deep).
@@ -142,6 +142,10 @@ def parse(data: bytes) -> Element:
     except expat.ExpatError as exc:
         raise MalformedXML(f"not well-formed XML: {expat.errors.messages[exc.code]} "
                            f"at line {exc.lineno}") from None
+    except SoapError:
+        raise
+    except (LookupError, ValueError):    # an unknown encoding= in the declaration …
+        raise MalformedXML("unsupported XML encoding or data") from None
     except RecursionError:    # cannot happen below MAX_DEPTH; never leak it
         raise MalformedXML("document too deep") from None
     if builder.root is None:

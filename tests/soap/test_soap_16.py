@@ -175,3 +175,18 @@ async def test_backend_error_and_timeout_become_faults(router_factory: Any) -> N
         failed = await backend.next("failed", cs="SOAP-3")
         assert failed["code"] == "InvalidPayload" and "status" in failed["description"]
     await backend.close()
+
+
+async def test_request_fed_one_byte_at_a_time(router_node: RouterNode) -> None:
+    # The HTTP side and the POST hand-over cope with any segmentation.
+    async with SoapChargePoint(router_node.port, "SLOW-1") as cp:
+        body = cp.request("Heartbeat", {})
+        data = (b"POST /ocpp/x HTTP/1.1\r\nHost: x\r\nContent-Type: application/soap+xml\r\n"
+                b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        reader, writer = await asyncio.open_connection("127.0.0.1", router_node.port)
+        for i in range(len(data)):
+            writer.write(data[i:i + 1])
+            await writer.drain()
+        resp = await reader.read()
+        writer.close()
+        assert resp.startswith(b"HTTP/1.1 200 ") and b"heartbeatResponse" in resp

@@ -192,3 +192,33 @@ def test_types_follow_the_schema() -> None:
                    "<o:meterStart>+5</o:meterStart></o:startTransactionRequest>")
     assert parse_request(env).payload == (b'{"connectorId":1,"idTag":"T",'
                                           b'"timestamp":"2026-01-01T00:00:00Z","meterStart":5}')
+
+
+def test_mutated_envelopes_give_only_typed_errors() -> None:
+    # Documented outcomes only (STYLE.md, fuzzing): a request or a SoapError,
+    # never another exception, for 3,000 byte-level mutations of real envelopes.
+    import random
+
+    from router.soap import SoapError
+    from tests.soap.chargepoint import SoapChargePoint as CP
+
+    cp = CP(1, "FUZZ-1")
+    seeds = [cp.request("BootNotification", BOOT),
+             cp.request("MeterValues", {"connectorId": 1, "meterValue": [
+                 {"timestamp": "2026-01-01T00:00:00Z", "sampledValue": [{"value": "1"}]}]})]
+    rng = random.Random(16)
+    for _ in range(3000):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 4)):
+            i = rng.randrange(len(data))
+            op = rng.random()
+            if op < 0.4:
+                data[i] = rng.randrange(256)
+            elif op < 0.7:
+                del data[i:i + rng.randint(1, 20)]
+            else:
+                data[i:i] = rng.choice([b"<", b"&", b"]]>", b"<!DOCTYPE x>", b"\x00", b"<o:x/>"])
+        try:
+            parse_request(bytes(data))
+        except SoapError:
+            pass
