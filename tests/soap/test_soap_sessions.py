@@ -6,12 +6,14 @@ import asyncio
 import base64
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import redis.asyncio as aioredis
 
 from router.auth import hash_password
 from tests.conftest import RouterNode
 from tests.server.helpers import Backend
+from tests.server.test_handshake import pki  # noqa: F401 - the PKI fixture
 from tests.soap.chargepoint import SoapChargePoint
 
 NOW = "2026-12-04T10:00:00Z"
@@ -72,3 +74,30 @@ async def test_basic_auth_and_drain(router_factory: Callable[..., RouterNode]) -
         assert gone["conn"] == connected["conn"] and gone["code"] == "1001"
     await backend.close()
     await r.aclose()
+
+
+async def test_https_with_client_certificate(router_factory: Callable[..., RouterNode],
+                                             pki: Path) -> None:
+    # Security profile 3 over SOAP: the hand-over works on the TLS transport,
+    # and the certificate's CN must be chargeBoxIdentity.
+    import ssl
+
+    import aiohttp
+
+    node = router_factory("--tls-cert", str(pki / "server.pem"), "--tls-key",
+                          str(pki / "server.key"), "--tls-client-ca", str(pki / "ca.pem"))
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    ctx.load_cert_chain(str(pki / "cp1.pem"), str(pki / "cp1.key"))
+    url = f"https://127.0.0.1:{node.port}/ocpp/"
+    backend = Backend(node)
+    async with aiohttp.ClientSession() as session:
+        for identity, status, marker in (("CP-tls", 200, b"heartbeatResponse"),
+                                         ("CP-other", 400, b"IdentityMismatch")):
+            body = SoapChargePoint(node.port, identity).request("Heartbeat", {})
+            async with session.post(url, data=body, ssl=ctx, headers={
+                    "Content-Type": "application/soap+xml"}) as resp:
+                assert resp.status == status
+                assert marker in await resp.read()
+    connected = await backend.next("connected")
+    assert connected["cs"] == "CP-tls" and connected["transport"] == "soap"
+    await backend.close()
