@@ -13,7 +13,6 @@ import redis.asyncio as aioredis
 from router.auth import hash_password
 from tests.conftest import RouterNode
 from tests.server.helpers import Backend
-from tests.server.test_handshake import pki  # noqa: F401 - the PKI fixture
 from tests.soap.chargepoint import SoapChargePoint
 
 NOW = "2026-12-04T10:00:00Z"
