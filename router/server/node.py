@@ -340,6 +340,9 @@ class Node:
             old.close(1000, "replaced by a new connection")
         self.by_identity[identity] = conn
         self.connections.add(conn)
+        if self.soap is not None and identity in self.soap.sessions:
+            # The charger moved from OCPP-S to OCPP-J (docs/soap.md).
+            self.soap.sessions[identity].close(1000, "replaced by a WebSocket connection")
         if self.reading_paused:
             conn.pause_reading()
         self.publish(conn, b"connected", None, None, None, extra=(b"addr", conn.addr.encode()))

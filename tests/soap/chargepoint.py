@@ -98,6 +98,9 @@ class SoapChargePoint:
         self.address = f"http://127.0.0.1:{self.port}/cp"
         self.handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
         self.received: list[tuple[str, dict[str, str], Any]] = []
+        self.delay = 0.0            # seconds each answer of its SOAP server takes
+        self.active = 0             # calls being answered now …
+        self.max_active = 0         # … and the most at once
         self.session: aiohttp.ClientSession | None = None
         self.runner: web.AppRunner | None = None
 
@@ -180,6 +183,12 @@ class SoapChargePoint:
         action = name[0].upper() + name[1:-len("Request")]
         payload = element_dict(el) if len(el) else {}
         self.received.append((action, hdrs, payload))
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.active -= 1
         handler = self.handlers.get(action)
         if handler is None:
             body = ('<s:Fault><s:Code><s:Value>s:Sender</s:Value><s:Subcode><s:Value>'

@@ -117,6 +117,11 @@ async def test_backend_calls_reach_the_soap_charger(router_node: RouterNode,
         with pytest.raises(ChargerError) as err:
             await client.call("SOAP-1", "ClearCache", {})
         assert err.value.code == "NotSupported"
+        # One call in flight per charger; the others queue (OCPP: one at a time).
+        cp.delay = 0.2
+        results = await asyncio.gather(*(client.call("SOAP-1", "Reset", {"type": "Hard"})
+                                         for _ in range(3)))
+        assert results == [{"status": "Accepted"}] * 3 and cp.max_active == 1
         # Every outcome is on the inbound stream too.
         result = await backend.next("result", cs="SOAP-1", action="RemoteStartTransaction")
         assert result["transport"] == "soap"

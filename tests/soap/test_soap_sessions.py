@@ -100,3 +100,20 @@ async def test_https_with_client_certificate(router_factory: Callable[..., Route
     connected = await backend.next("connected")
     assert connected["cs"] == "CP-tls" and connected["transport"] == "soap"
     await backend.close()
+
+
+async def test_websocket_connection_replaces_the_soap_session(
+        router_node: RouterNode) -> None:
+    from tests.server.helpers import Charger
+
+    backend = Backend(router_node)
+    async with SoapChargePoint(router_node.port, "MOVE-1") as cp:
+        await cp.call("Heartbeat", {})
+        soap = await backend.next("connected", cs="MOVE-1")
+        ws = await Charger.connect(router_node, "MOVE-1")
+        gone = await backend.next("disconnected", cs="MOVE-1", conn=soap["conn"])
+        assert gone["transport"] == "soap" and "WebSocket" in gone["description"]
+        connected = await backend.next("connected", cs="MOVE-1")
+        assert "transport" not in connected
+        await ws.close()
+    await backend.close()
