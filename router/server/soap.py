@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import time
 import uuid
 from collections import deque
@@ -41,7 +40,7 @@ from httptools import HttpParserError, HttpRequestParser
 
 from router.ocppj.errors import FormatViolation, OCPPJError, error_codes
 from router.ocppj.errors import NotSupported as OCPPNotSupported
-from router.server.connection import BackendCall, basic_credentials, new_conn_id
+from router.server.connection import _IDENTITY, BackendCall, basic_credentials, new_conn_id
 from router.server.soap_client import SoapHttpError, post
 from router.soap import (
     CONTENT_TYPE,
@@ -64,7 +63,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("router.soap")
 
-_IDENTITY = re.compile(r"[A-Za-z0-9*\-_=+|@.]{1,48}")
 #: Stream-entry fields every SOAP charger's entries carry (docs/streams.md).
 SOAP_FIELDS = (b"transport", b"soap")
 #: Seconds an idle keep-alive connection stays open.
@@ -160,6 +158,7 @@ class SoapSession:
         self.since_ms = int(time.time() * 1000)
         self.shard = node.keys.shard_of(identity)
         self.last_seen = time.monotonic()
+        self.interval = 0           # heartbeat interval the backend gave at boot (s)
         self.opened = True
         self.pending: dict[str, _Pending] = {}
         self.inflight: BackendCall | None = None
@@ -211,6 +210,8 @@ class SoapSession:
                 return
             node.count_message("out", "result", action)
             node.metrics.reply_latency.observe(time.monotonic() - entry.started)
+            if action == "BootNotification":
+                self.interval = _interval(fields.get(b"payload", b""))
             entry.future.set_result(body.encode())
             return
         code = fields.get(b"code", b"").decode("utf-8", "replace")
@@ -484,10 +485,14 @@ class SoapManager:
             await asyncio.sleep(period)
             now = time.monotonic()
             for session in list(self.sessions.values()):
-                if (now - session.last_seen >= self.session_timeout and not session.pending
+                # A charger told to heartbeat rarely is not gone before two
+                # of its intervals have passed.
+                limit = self.session_timeout
+                if session.interval:
+                    limit = max(limit, 2.0 * session.interval + 60.0)
+                if (now - session.last_seen >= limit and not session.pending
                         and session.inflight is None):
-                    self.end(session, 1000,
-                             f"no request within {self.session_timeout:g} s")
+                    self.end(session, 1000, f"no request within {limit:g} s")
             if now - last_refresh < refresh_every or not self.sessions:
                 continue
             last_refresh = now
@@ -603,6 +608,15 @@ class _RequestView:
 
 _SCRIPT_REGISTER = _Script(_REGISTER)
 _SCRIPT_ENDPOINT = _Script(_ENDPOINT)
+
+
+def _interval(payload: bytes) -> int:
+    """``interval`` of a BootNotification result (1.6 shape), 0 if absent."""
+    try:
+        value = msgspec.json.decode(payload).get("interval", 0)
+    except (msgspec.DecodeError, AttributeError):
+        return 0
+    return value if isinstance(value, int) and 0 < value < 10**7 else 0
 
 
 def _text(value: Any) -> str:

@@ -222,3 +222,24 @@ def test_mutated_envelopes_give_only_typed_errors() -> None:
             parse_request(bytes(data))
         except SoapError:
             pass
+
+
+def test_generated_tables_are_closed() -> None:
+    # Every type an element or field names exists (or is an XML Schema
+    # built-in), every operation has its Request and Response element.
+    from router.soap._tables import TABLES
+
+    builtins = {"string", "int", "long", "decimal", "boolean", "dateTime", "anyURI"}
+    for version, services in TABLES.items():
+        for service, table in services.items():
+            types = table["types"]
+            for op in table["operations"]:
+                for suffix in ("Request", "Response"):
+                    assert op[0].lower() + op[1:] + suffix in table["elements"], (version, op)
+            for tname in table["elements"].values():    # chargeBoxIdentity: a string
+                assert tname in types or tname in builtins, (version, service, tname)
+            for spec in types.values():
+                refs = ([f[1] for f in spec[1]] if spec[0] == "complex" else
+                        [a[1] for a in spec[2]] + [spec[1]] if spec[0] == "text" else [spec[1]])
+                for ref in refs:
+                    assert ref in types or ref in builtins, (version, service, ref)
