@@ -119,13 +119,7 @@ class SoapCodec:
             OCPPJError: 1.6: the payload breaks the response schema.
             ProtocolViolation: 1.5/1.2: it breaks the version's tables.
         """
-        if version == "1.6":
-            self.dialect16.validate_response(action, payload)
-            return body_xml(version, "cs", action, True, _loads(payload))
-        obj = _loads(payload)
-        if ("cs", action, True) not in NATIVE:
-            obj = from_16("cs", action, True, obj)
-        return body_xml(version, "cs", action, True, obj)
+        return self._body(version, "cs", action, True, payload)
 
     def call_body(self, version: str, action: str, payload: bytes) -> str:
         """The body element of a backend CALL to a charger (validated).
@@ -134,13 +128,20 @@ class SoapCodec:
             OCPPJError: 1.6: the payload breaks the request schema.
             ProtocolViolation: 1.5/1.2: it breaks the version's tables.
         """
-        if version == "1.6":
-            self.dialect16.validate_request(action, payload, from_charger=False)
-            return body_xml(version, "cp", action, False, _loads(payload))
+        return self._body(version, "cp", action, False, payload)
+
+    def _body(self, version: str, service: str, action: str, response: bool,
+              payload: bytes) -> str:
+        if version == "1.6":    # the 1.6 JSON schema first: the same check as for 1.6J
+            if response:
+                self.dialect16.validate_response(action, payload)
+            else:
+                self.dialect16.validate_request(action, payload, from_charger=False)
+            return body_xml(version, service, action, response, _loads(payload))
         obj = _loads(payload)
-        if ("cp", action, False) not in NATIVE:
-            obj = from_16("cp", action, False, obj)
-        return body_xml(version, "cp", action, False, obj)
+        if (service, action, response) not in NATIVE:
+            obj = from_16(service, action, response, obj)
+        return body_xml(version, service, action, response, obj)
 
     def decode_call_response(self, version: str, action: str, data: bytes) -> SoapMessage:
         """Parse the charger's answer to our ``action``: a response whose payload

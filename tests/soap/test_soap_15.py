@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -17,13 +16,6 @@ from tests.server.helpers import Backend
 from tests.soap.chargepoint import SoapChargePoint
 
 NOW = "2026-12-04T10:00:00Z"
-
-
-@pytest.fixture
-async def backend(router_node: RouterNode) -> AsyncIterator[Backend]:
-    b = Backend(router_node)
-    yield b
-    await b.close()
 
 
 async def test_a_15_soap_charger_through_the_streams(router_node: RouterNode,

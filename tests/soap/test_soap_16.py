@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,13 +17,6 @@ from tests.server.helpers import Backend
 from tests.soap.chargepoint import Fault, SoapChargePoint
 
 NOW = "2026-12-04T10:00:00Z"
-
-
-@pytest.fixture
-async def backend(router_node: RouterNode) -> AsyncIterator[Backend]:
-    b = Backend(router_node)
-    yield b
-    await b.close()
 
 
 async def answer(backend: Backend, action: str, payload: dict[str, Any],

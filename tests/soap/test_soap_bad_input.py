@@ -41,13 +41,6 @@ async def cp(router_node: RouterNode) -> AsyncIterator[SoapChargePoint]:
         yield charger
 
 
-@pytest.fixture
-async def backend(router_node: RouterNode) -> AsyncIterator[Backend]:
-    b = Backend(router_node)
-    yield b
-    await b.close()
-
-
 def fault_of(status: int, data: bytes) -> tuple[int, str, str]:
     fault = parse_fault(status, ET.fromstring(data))  # trusted: the router under test
     assert fault is not None, data
