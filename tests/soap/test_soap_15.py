@@ -33,6 +33,20 @@ async def test_a_15_soap_charger_through_the_streams(router_node: RouterNode,
         assert await task == {"status": "Accepted", "currentTime": NOW,
                               "heartbeatInterval": "900"}
 
+        hb = await cp.call("Heartbeat", {})           # answered at the edge, 1.5 namespace
+        assert hb["currentTime"].endswith("Z")
+        task = asyncio.create_task(cp.call("Authorize", {"idTag": "T15"}))
+        call = await backend.next("call", cs="S15", action="Authorize")
+        await backend.reply(call, {"idTagInfo": {"status": "Accepted"}})
+        assert await task == {"idTagInfo": {"status": "Accepted"}}
+        task = asyncio.create_task(cp.call("StartTransaction", {
+            "connectorId": 2, "idTag": "T15", "timestamp": NOW, "meterStart": 10}))
+        call = await backend.next("call", cs="S15", action="StartTransaction")
+        assert json.loads(call["payload"]) == {"connectorId": 2, "idTag": "T15",
+                                               "timestamp": NOW, "meterStart": 10}
+        await backend.reply(call, {"transactionId": 7, "idTagInfo": {"status": "Accepted"}})
+        assert (await task)["transactionId"] == "7"
+
         # StatusNotification keeps its 1.5 names and values (Occupied has no 1.6 equal).
         task = asyncio.create_task(cp.call("StatusNotification", {
             "connectorId": 1, "status": "Occupied", "errorCode": "Mode3Error"}))
@@ -82,6 +96,12 @@ async def test_a_15_soap_charger_through_the_streams(router_node: RouterNode,
                            "localAuthorisationList": {"idTag": "T1"}}
         assert await client.call("S15", "RemoteStartTransaction", {"idTag": "T1"}) == {
             "status": "Accepted"}
+        cp.handlers["Reset"] = lambda p: {"status": "Accepted"}
+        cp.handlers["ChangeConfiguration"] = lambda p: {"status": "NotSupported"}
+        assert await client.call("S15", "Reset", {"type": "Hard"}) == {"status": "Accepted"}
+        assert await client.call("S15", "ChangeConfiguration", {
+            "key": "HeartbeatInterval", "value": "900"}) == {"status": "NotSupported"}
+        assert cp.received[-1][2] == {"key": "HeartbeatInterval", "value": "900"}
         # A 1.6-only field cannot be sent to a 1.5 charger: failed InvalidPayload.
         with pytest.raises(InvalidPayload):
             await client.call("S15", "RemoteStartTransaction", {
