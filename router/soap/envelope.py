@@ -192,6 +192,9 @@ def parse_message(data: bytes, *, expect_response: bool = False) -> SoapMessage:
     return msg
 
 
+# No header is marked mustUnderstand: a charger whose SOAP stack does not
+# process a block would have to fault (SOAP 1.2 Part 1 §5.2.3), and the
+# WS-Addressing headers are informative for OCPP-S peers.
 def _envelope(ns: str, headers: list[str], body: str) -> bytes:
     return ('<?xml version="1.0" encoding="UTF-8"?>'
             f'<s:Envelope xmlns:s="{SOAP12}" xmlns:a="{WSA}" xmlns:o="{ns}">'
@@ -218,7 +221,7 @@ def body_xml(version: str, service: str, action: str, response: bool,
 
 def response_envelope(version: str, action: str, body: str, relates_to: str | None) -> bytes:
     """The central system's answer to a charger request."""
-    headers = [f'<a:Action s:mustUnderstand="true">/{action}Response</a:Action>',
+    headers = [f'<a:Action>/{action}Response</a:Action>',
                f"<a:MessageID>urn:uuid:{uuid.uuid4()}</a:MessageID>"]
     if relates_to:
         headers.append(f"<a:RelatesTo>{escape(relates_to)}</a:RelatesTo>")
@@ -230,7 +233,7 @@ def fault_envelope(error: SoapError, version: str | None = None,
                    relates_to: str | None = None) -> bytes:
     """A SOAP 1.2 Fault (Part 1 §5.4) for ``error``; the reason is its message."""
     ns = namespace(version or "1.6", "cs")
-    headers = [f'<a:Action s:mustUnderstand="true">{WSA_FAULT_ACTION}</a:Action>']
+    headers = [f'<a:Action>{WSA_FAULT_ACTION}</a:Action>']
     if relates_to:
         headers.append(f"<a:RelatesTo>{escape(relates_to)}</a:RelatesTo>")
     sub = (f"<s:Subcode><s:Value>o:{error.subcode}</s:Value></s:Subcode>"
@@ -245,11 +248,11 @@ def request_envelope(version: str, action: str, body: str, identity: str, to: st
                      message_id: str, from_address: str | None = None) -> bytes:
     """A central system request to a charger's SOAP server."""
     headers = [f"<o:chargeBoxIdentity>{escape(identity)}</o:chargeBoxIdentity>",
-               f'<a:Action s:mustUnderstand="true">/{action}</a:Action>',
+               f'<a:Action>/{action}</a:Action>',
                f"<a:MessageID>{escape(message_id)}</a:MessageID>",
                f"<a:From><a:Address>{escape(from_address or WSA_ANONYMOUS)}</a:Address></a:From>",
                f"<a:ReplyTo><a:Address>{WSA_ANONYMOUS}</a:Address></a:ReplyTo>",
-               f'<a:To s:mustUnderstand="true">{escape(to)}</a:To>']
+               f'<a:To>{escape(to)}</a:To>']
     return _envelope(namespace(version, "cp"), headers, body)
 
 
