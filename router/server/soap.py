@@ -77,6 +77,9 @@ _FAULT_OF = {
     "NotImplemented": ("Sender", "NotSupported"), "NotSupported": ("Sender", "NotSupported"),
     "SecurityError": ("Sender", "SecurityError"), "ProtocolError": ("Sender", "ProtocolError"),
     "FormationViolation": ("Sender", "ProtocolError"),
+    "FormatViolation": ("Sender", "ProtocolError"),
+    "OccurrenceConstraintViolation": ("Sender", "ProtocolError"),
+    "MessageTypeNotSupported": ("Sender", "NotSupported"),
     "PropertyConstraintViolation": ("Sender", "ProtocolError"),
     "OccurenceConstraintViolation": ("Sender", "ProtocolError"),
     "TypeConstraintViolation": ("Sender", "ProtocolError"),
@@ -85,7 +88,8 @@ _FAULT_OF = {
 _CODE_OF = {"NotSupported": "NotSupported", "SecurityError": "SecurityError",
             "IdentityMismatch": "SecurityError", "ProtocolError": "ProtocolError",
             "InternalError": "InternalError"}
-_ERROR_CODES = error_codes("ocpp1.6")
+# Either spelling (a backend SDK may use the 2.x one for a proto it does not know).
+_ERROR_CODES = error_codes("ocpp1.6") | error_codes("ocpp2.0.1")
 
 # The registry entry of a SOAP charger: as the WebSocket one (router.streams.
 # registry._REGISTER: old holder out, whole hash replaced, TTL) plus transport

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from router.backend.client import Client
 from router.backend.errors import InvalidPayload
-from tests.conftest import RouterNode
+from tests.conftest import RouterNode, timeout
 from tests.server.helpers import Backend
 from tests.soap.chargepoint import SoapChargePoint
 
@@ -123,3 +123,36 @@ async def test_a_12_soap_charger_meter_values(router_node: RouterNode,
             {"timestamp": NOW, "sampledValue": [{"value": "1234"}]}]}
         await backend.reply(call, {})
         await task
+
+
+async def test_reference_csms_serves_a_15_soap_charger(router_node: RouterNode) -> None:
+    # A migration in small: the reference CSMS, written against the 1.6
+    # shapes, runs a 1.5 SOAP charger's session without knowing about SOAP.
+    from router.backend.reference_csms import ReferenceCSMS
+
+    redis = aioredis.from_url(router_node.redis_url)
+    csms = ReferenceCSMS(redis, prefix=router_node.key_prefix, block=0.2)
+    task = asyncio.create_task(csms.run())
+    await asyncio.wait_for(csms.app.wait_ready(), timeout(10))
+    try:
+        async with SoapChargePoint(router_node.port, "REF15", "1.5") as cp:
+            boot = await cp.call("BootNotification", {"chargePointVendor": "OLD",
+                                                      "chargePointModel": "M15"})
+            assert boot["status"] == "Accepted" and int(boot["heartbeatInterval"]) > 0
+            assert (await cp.call("Authorize", {"idTag": "T"}))["idTagInfo"]["status"] \
+                == "Accepted"
+            await cp.call("StatusNotification", {"connectorId": 1, "status": "Occupied",
+                                                 "errorCode": "NoError"})
+            start = await cp.call("StartTransaction", {
+                "connectorId": 1, "idTag": "T", "timestamp": NOW, "meterStart": 0})
+            tx = int(start["transactionId"])
+            assert await cp.call("MeterValues", {"connectorId": 1, "transactionId": tx,
+                                                 "values": [{"timestamp": NOW, "value": [
+                                                     {"_text": "100"}]}]}) == {}
+            await cp.call("StopTransaction", {"transactionId": tx, "timestamp": NOW,
+                                              "meterStop": 100})
+            assert await cp.call("DiagnosticsStatusNotification", {"status": "Uploaded"}) == {}
+    finally:
+        csms.stop()
+        await task
+        await redis.aclose()
