@@ -648,6 +648,7 @@ class SoapHttpConnection(asyncio.BufferedProtocol):
         self.prefix = node.config.path_prefix
         self._reset()
         self.busy = False
+        self.pipelined: deque[tuple[dict[str, str], bytes, bool]] = deque()
         self.closed = False
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
@@ -750,12 +751,16 @@ class SoapHttpConnection(asyncio.BufferedProtocol):
     def on_message_complete(self) -> None:
         if self.refused:
             return
+        request = (self.headers, b"".join(self.body), self.parser.should_keep_alive())
+        self._reset()
+        if self.busy:
+            # Pipelined behind one still being answered (it arrived in the same
+            # read; reading is paused): answered in order (RFC 9112 §9.3.2).
+            self.pipelined.append(request)
+            return
         self.busy = True
         self.transport.pause_reading()
-        headers, body = self.headers, b"".join(self.body)
-        keep_alive = self.parser.should_keep_alive()
-        self._reset()
-        self.task = asyncio.create_task(self._serve(headers, body, keep_alive))
+        self.task = asyncio.create_task(self._serve(*request))
 
     # --------------------------------------------------------------- answers
     async def _serve(self, headers: dict[str, str], body: bytes, keep_alive: bool) -> None:
@@ -768,6 +773,9 @@ class SoapHttpConnection(asyncio.BufferedProtocol):
             return
         keep_alive = keep_alive and status != 413 and not self.manager.node.draining
         self._write(status, payload, extra, keep_alive)
+        if keep_alive and self.pipelined:
+            self.task = asyncio.create_task(self._serve(*self.pipelined.popleft()))
+            return
         self.busy = False
         if keep_alive:
             self.transport.resume_reading()

@@ -187,3 +187,17 @@ async def test_request_fed_one_byte_at_a_time(router_node: RouterNode) -> None:
         resp = await reader.read()
         writer.close()
         assert resp.startswith(b"HTTP/1.1 200 ") and b"heartbeatResponse" in resp
+
+
+async def test_pipelined_requests_are_answered_in_order(router_node: RouterNode) -> None:
+    async with SoapChargePoint(router_node.port, "PIPE-1") as cp:
+        one = cp.request("Heartbeat", {}, message_id="urn:uuid:one")
+        two = cp.request("Heartbeat", {}, message_id="urn:uuid:two")
+        head = b"POST /ocpp/ HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+        reader, writer = await asyncio.open_connection("127.0.0.1", router_node.port)
+        writer.write(head % len(one) + one + head % len(two) + two)
+        first = await reader.readuntil(b"</s:Envelope>")
+        second = await reader.readuntil(b"</s:Envelope>")
+        writer.close()
+        assert b"urn:uuid:one" in first and b"urn:uuid:two" in second
+        assert first.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 200 " in second
