@@ -56,7 +56,6 @@ from router.soap import (
 from router.soap.compress import BodyTooLarge, inflate
 from router.soap.envelope import WSA_ANONYMOUS, body_xml
 from router.soap.errors import IdentityMismatch
-from router.streams.registry import _Script
 
 if TYPE_CHECKING:
     from router.server.node import Node
@@ -91,22 +90,12 @@ _CODE_OF = {"NotSupported": "NotSupported", "SecurityError": "SecurityError",
 # Either spelling (a backend SDK may use the 2.x one for a proto it does not know).
 _ERROR_CODES = error_codes("ocpp1.6") | error_codes("ocpp2.0.1")
 
-# The registry entry of a SOAP charger: as the WebSocket one (router.streams.
-# registry._REGISTER: old holder out, whole hash replaced, TTL) plus transport
-# and endpoint. One key per script: Redis Cluster safe.
-_REGISTER = """\
-local old = redis.call('HMGET', KEYS[1], 'node', 'conn')
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'node', ARGV[1], 'conn', ARGV[2], 'proto', ARGV[3],
-           'since', ARGV[4], 'addr', ARGV[5], 'transport', 'soap', 'endpoint', ARGV[6])
-redis.call('EXPIRE', KEYS[1], ARGV[7])
-if old[1] then return {old[1], old[2] or ''} end
-return false
-"""
-# Update the endpoint only while this session holds the entry.
-_ENDPOINT = """\
+# A SOAP charger's registry entry is written by the registry's own takeover
+# script (router.streams.registry) and then marked as a SOAP charger's, with its
+# endpoint — only while this session still holds it. One key: Redis Cluster safe.
+_MARK = """\
 if redis.call('HGET', KEYS[1], 'conn') == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'endpoint', ARGV[2])
+  redis.call('HSET', KEYS[1], 'transport', 'soap', 'endpoint', ARGV[2])
   return 1
 end
 return 0
@@ -442,13 +431,15 @@ class SoapManager:
         self.node.publish(session, b"disconnected", None, None, None, str(code), reason[:123])
         self._spawn(self._unregister(session))
 
-    async def _register(self, session: SoapSession) -> None:
+    async def _register(self, session: SoapSession, restore: bool = False) -> None:
         node = self.node
+        write = node.registry.restore if restore else node.registry.register
+        previous = None
         try:
-            previous = await node.registry._eval(   # the registry's EVALSHA/EVAL fallback
-                _SCRIPT_REGISTER, node.keys.registry(session.identity), node.node_id,
-                session.conn_id, session.proto, session.since_ms, session.addr,
-                session.endpoint or "", node.registry.ttl)
+            previous = await write(session.identity, node=node.node_id, conn=session.conn_id,
+                                   proto=session.proto, since_ms=session.since_ms,
+                                   addr=session.addr)
+            await self._mark(session)
         except Exception:
             node.metrics.inc(node.metrics.redis_errors, "registry")
             log.warning("registry write failed for a SOAP charger", exc_info=True)
@@ -456,22 +447,23 @@ class SoapManager:
         if not session.opened:
             await self._unregister(session)
             return
-        if previous:
-            prev_node = _text(previous[0])
-            prev_conn = _text(previous[1])
+        if previous and not isinstance(previous, bool):
+            prev_node, prev_conn = previous
             if prev_node != node.node_id and prev_conn != session.conn_id:
                 node.publisher.xadd(node.keys.out(prev_node),
                                     [b"kind", b"close", b"cs", session.identity.encode(),
                                      b"conn", prev_conn.encode()], maxlen=100_000)
 
-    async def _set_endpoint(self, session: SoapSession) -> None:
+    async def _mark(self, session: SoapSession) -> None:
         node = self.node
+        await node.redis.command(b"EVAL", _MARK, 1, node.keys.registry(session.identity),
+                                 session.conn_id, session.endpoint or "")
+
+    async def _set_endpoint(self, session: SoapSession) -> None:
         try:
-            await node.registry._eval(
-                _SCRIPT_ENDPOINT, node.keys.registry(session.identity), session.conn_id,
-                session.endpoint or "")
+            await self._mark(session)
         except Exception:
-            node.metrics.inc(node.metrics.redis_errors, "registry")
+            self.node.metrics.inc(self.node.metrics.redis_errors, "registry")
 
     async def _unregister(self, session: SoapSession) -> None:
         try:
@@ -505,7 +497,7 @@ class SoapManager:
                 for identity in missing:
                     lost = self.sessions.get(identity)
                     if lost is not None and lost.opened:
-                        await self._register(lost)
+                        await self._register(lost, restore=True)
             except Exception:
                 node.metrics.inc(node.metrics.redis_errors, "registry")
 
@@ -610,8 +602,6 @@ class _RequestView:
         self.headers = list(headers.items())
 
 
-_SCRIPT_REGISTER = _Script(_REGISTER)
-_SCRIPT_ENDPOINT = _Script(_ENDPOINT)
 
 
 def _interval(payload: bytes) -> int:
