@@ -236,3 +236,24 @@ def test_generated_tables_are_closed() -> None:
                         [a[1] for a in spec[2]] + [spec[1]] if spec[0] == "text" else [spec[1]])
                 for ref in refs:
                     assert ref in types or ref in builtins, (version, service, ref)
+
+
+def test_charger_answers_booleans_and_lists() -> None:
+    # The answer to GetConfiguration: booleans as 1/0, lists from maxOccurs,
+    # validated against the 1.6 response schema.
+    from router.ocppj import dialect
+    from router.soap import SoapCodec
+
+    codec = SoapCodec(dialect("ocpp1.6"))
+    answer = envelope("urn://Ocpp/Cp/2015/10/", "",
+                      "<o:getConfigurationResponse><o:configurationKey><o:key>A</o:key>"
+                      "<o:readonly>1</o:readonly><o:value>x</o:value></o:configurationKey>"
+                      "<o:unknownKey>B</o:unknownKey></o:getConfigurationResponse>")
+    msg = codec.decode_call_response("1.6", "GetConfiguration", answer)
+    assert msg.payload == {"configurationKey": [{"key": "A", "readonly": True, "value": "x"}],
+                           "unknownKey": ["B"]}
+    # A call body is written in the schema's sequence order, whatever the JSON order.
+    body = codec.call_body("1.6", "RemoteStartTransaction", b'{"idTag":"T","connectorId":2}')
+    assert body.index("connectorId") < body.index("idTag")
+    with pytest.raises(ProtocolViolation):
+        codec.decode_call_response("1.6", "Reset", answer)     # not the answer to Reset
