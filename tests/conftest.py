@@ -122,6 +122,8 @@ def start_router(redis_url: str, key_prefix: str, *args: str, node_id: str | Non
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             err = proc.stderr.read().decode() if proc.stderr else ""
+            if proc.stderr:
+                proc.stderr.close()     # else a later test fails on its ResourceWarning
             raise RuntimeError(f"router exited with {proc.returncode}: {err[-2000:]}")
         try:
             status, _ = node.admin("/readyz")

@@ -18,8 +18,6 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from router.embedded_redis import free_port
-
 SOAP = "http://www.w3.org/2003/05/soap-envelope"
 WSA = "http://www.w3.org/2005/08/addressing"
 DATES = {"1.6": "2015/10", "1.5": "2012/06", "1.2": "2010/08"}
@@ -94,8 +92,8 @@ class SoapChargePoint:
         self.url = f"http://127.0.0.1:{router_port}/ocpp/"
         self.identity = identity
         self.version = version
-        self.port = free_port()
-        self.address = f"http://127.0.0.1:{self.port}/cp"
+        self.port = 0               # its SOAP server's port, bound in __aenter__
+        self.address = ""
         self.handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
         self.received: list[tuple[str, dict[str, str], Any]] = []
         self.delay = 0.0            # seconds each answer of its SOAP server takes
@@ -109,7 +107,11 @@ class SoapChargePoint:
         app.router.add_post("/cp", self._serve)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        # Port 0: the kernel picks a free one at bind time (no race with the
+        # other tests' processes picking ports).
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.port = self.runner.addresses[0][1]
+        self.address = f"http://127.0.0.1:{self.port}/cp"
         self.session = aiohttp.ClientSession()
         return self
 
