@@ -326,3 +326,15 @@ def test_rules_in_the_config_file_itself(router_factory: Callable[..., RouterNod
     config = load({"config": str(path)}, environ={})
     assert config.validation_profiles == str(path)
     assert BOOT  # the helpers' boot payloads stay importable for the other tests
+
+
+async def test_workers_reload_through_the_supervisor(
+        router_factory: Callable[..., RouterNode], profiles_file: Path) -> None:
+    """With --workers the supervisor forwards SIGHUP and POST /profiles/reload."""
+    node = router_factory("--validation-profiles", str(profiles_file), "--workers", "2")
+    status, text = await asyncio.to_thread(post, node, "/profiles/reload")
+    assert (status, text) == (202, "reload signalled to 2 workers\n")
+    node.proc.send_signal(signal.SIGHUP)
+    async with asyncio.timeout(timeout(30)):
+        while node.metric("ocpp_router_profile_reloads_total", outcome="ok") < 4:
+            await asyncio.sleep(0.1)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+import pytest
 import redis.asyncio as aioredis
 
 from router.backend.client import Client
@@ -136,3 +137,16 @@ async def test_usage_errors() -> None:
     assert rc == 2 and "ws://" in err and "Traceback" not in err
     rc, _out, err = await simulate("ws://x/ocpp/", "--chargers", "0")
     assert rc == 2 and "Traceback" not in err
+
+
+def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from router.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["ocpp-router"])     # main() rewrites argv
+    monkeypatch.setitem(sys.modules, "picows", None)        # import picows fails
+    monkeypatch.delitem(sys.modules, "router.sim.loadgen", raising=False)
+    assert main(["simulate", "ws://127.0.0.1:1/ocpp/", "--duration", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "needs the 'sim' extra" in err and "picows" in err and "pip install" in err
+    assert len(err.strip().splitlines()) == 1
