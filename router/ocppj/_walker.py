@@ -18,6 +18,7 @@ Never on the hot path: it allocates a Python object tree (``json.loads``).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -141,6 +142,8 @@ def _as_number(text: str, typ: str) -> int | float | None:
         return None
     if isinstance(number, bool) or not isinstance(number, int | float):
         return None
+    if isinstance(number, float) and not math.isfinite(number):
+        return None          # json.loads reads NaN/Infinity; JSON has no such numbers
     if typ == "integer" and not isinstance(number, int):
         return None
     return number

@@ -287,6 +287,8 @@ class ChargerConnection(ChargerCore, asyncio.BufferedProtocol):
         connection's rules make it valid (with a ``relaxed`` field)."""
         if exc.msgtype not in (CALL, SEND) or exc.message_id == "-1":
             return False
+        if self.profile is None and not self.watch_boot:
+            return False             # no rule can apply to this charger
         try:
             msg = envelope_only(self.dialect).decode(data)
         except OCPPJError:

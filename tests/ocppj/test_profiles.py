@@ -123,6 +123,9 @@ def test_not_relaxable_stays_rejected() -> None:
                     {"connectorStatus": "Available", "evseId": 1, "connectorId": 1}):
         assert relaxed_check(d, rules, "StatusNotification", json.dumps(payload).encode(),
                              False) == []
+    # not numbers in JSON: NaN, Infinity
+    for text in ("NaN", "-Infinity", "1e999"):
+        assert first_violation({"type": "number"}, text, relax=lambda check, path: True)
     # minimum still applies to a number written as a string
     found = first_violation({"type": "integer", "minimum": 0}, "-1",
                             relax=lambda check, path: True)

@@ -250,8 +250,12 @@ async def test_reload_under_load(node: RouterNode, backend: Backend,
     stop = asyncio.Event()
     answered: list[int] = [0]
 
+    senders_done = asyncio.Event()
+
     async def answer_all() -> None:
-        while True:        # until cancelled, after the senders' last CALL
+        # until the senders' last CALL is answered (no cancellation: a
+        # cancelled XREAD may surface as a TimeoutError)
+        while not senders_done.is_set():
             try:
                 call = await backend.next("call", wait=0.5)
             except TimeoutError:
@@ -293,8 +297,11 @@ async def test_reload_under_load(node: RouterNode, backend: Backend,
         assert [r["name"] for r in json.loads(listed)][-1] == "acme-ac22"
     finally:
         stop.set()
-        await asyncio.gather(*senders, return_exceptions=False)
-        responder.cancel()
+        try:
+            await asyncio.gather(*senders)
+        finally:
+            senders_done.set()
+            await responder
         for cp in chargers:
             await cp.close()
     assert answered[0] > 0
