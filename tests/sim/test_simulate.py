@@ -151,3 +151,37 @@ async def test_a_missing_extra_is_named() -> None:
     assert (proc.returncode, out) == (1, b""), text
     assert "needs the 'sim' extra" in text and "picows" in text and "pip install" in text
     assert len(text.strip().splitlines()) == 1
+
+
+async def test_tls_and_basic_auth(router_factory: Callable[..., RouterNode],
+                                  redis_server: RedisServer, key_prefix: str,
+                                  pki: Path) -> None:
+    """Security profile 2: wss:// verified against the CA, Basic auth with the
+    identity as user name; a wrong password fails the run."""
+    from router.auth import hash_password
+
+    node = router_factory("--auth", "basic", "--tls-cert", str(pki / "server.pem"),
+                          "--tls-key", str(pki / "server.key"))
+    redis = aioredis.Redis.from_url(redis_server.url)
+    for identity in ("CP000000", "CP000001"):
+        await redis.set(f"{key_prefix}:auth:{identity}", hash_password("0123456789abcdef"))
+    await redis.aclose()
+    csms = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router.cli.main", "reference-csms", "--redis-url",
+        redis_server.url, "--key-prefix", key_prefix, env=ENV,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    url = f"wss://127.0.0.1:{node.port}/ocpp/"
+    try:
+        rc, out, err = await simulate(url, "--chargers", "2", "--duration", "1", "--quiet",
+                                      "--password", "0123456789abcdef",
+                                      "--tls-ca", str(pki / "ca.pem"))
+        assert rc == 0, out + err
+        assert "Accepted 2" in out
+        rc, out, err = await simulate(url, "--chargers", "2", "--duration", "1", "--quiet",
+                                      "--password", "wrong-password-x", "--tls-ca",
+                                      str(pki / "ca.pem"), "--connect-timeout", "3")
+        assert rc == 1 and "2 never connected" in err, out + err
+    finally:
+        csms.terminate()
+        await csms.wait()
+    assert node.metric("ocpp_router_handshakes_total", outcome="unauthorized") >= 2
