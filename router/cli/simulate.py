@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "is answered")
     load.add_argument("--idle", action="store_true",
                       help="only connect, boot and hold the connections (answering CSMS CALLs)")
+    parser.add_argument("--heartbeat", type=float, default=0.0, metavar="SECONDS",
+                        help="with --idle: each charger sends a Heartbeat this often "
+                             "(default: none; the traffic mixes have their own)")
     parser.add_argument("--id-prefix", default="CP", metavar="PREFIX",
                         help="identity prefix (default: CP)")
     parser.add_argument("--password", metavar="PASSWORD",
@@ -86,7 +89,11 @@ def _load_modules() -> Any:
 
 
 async def run_async(args: argparse.Namespace) -> int:
-    if args.chargers < 1 or args.duration <= 0 or args.rate < 0 or args.connect_timeout <= 0:
+    if args.heartbeat and not args.idle:
+        raise CLIError("--heartbeat goes with --idle (the traffic mixes have their own "
+                       "Heartbeats)", EXIT_USAGE)
+    if (args.chargers < 1 or args.duration <= 0 or args.rate < 0 or args.connect_timeout <= 0
+            or args.heartbeat < 0):
         raise CLIError("--chargers, --duration and --connect-timeout must be positive",
                        EXIT_USAGE)
     if not args.url.startswith(("ws://", "wss://")):
@@ -104,7 +111,8 @@ async def run_async(args: argparse.Namespace) -> int:
         procs=args.procs, source_addrs=args.source_addrs, connect_timeout=args.connect_timeout,
         handshake_timeout=min(30.0, args.connect_timeout), id_prefix=args.id_prefix,
         progress=not args.quiet, reconnect=True, password=args.password, tls_ca=args.tls_ca,
-        tls_insecure=args.insecure, tls_cert=args.tls_cert, tls_key=args.tls_key)
+        tls_insecure=args.insecure, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        heartbeat=args.heartbeat)
     status = Status(sys.stderr)
     try:
         result: dict[str, Any] = await loadgen.run_load(

@@ -45,6 +45,7 @@ import gc
 import ipaddress
 import math
 import os
+import random
 import resource
 import socket
 import ssl
@@ -100,6 +101,7 @@ class LoadConfig:
     rate: float = 0.0
     tick_ms: float = 2.0
     hold: float = 3.0
+    heartbeat: float = 0.0      # idle: seconds between a charger's Heartbeats (0: none)
     storm: bool = False
     storm_timeout: float = 60.0
     procs: int = 0
@@ -136,6 +138,8 @@ class LoadConfig:
             raise LoadgenError("--chargers must be >= 1")
         if self.storm and self.mode != "idle":
             raise LoadgenError("--storm runs on idle chargers (--mode idle)")
+        if self.heartbeat < 0 or (self.heartbeat and self.mode != "idle"):
+            raise LoadgenError("--heartbeat is for idle chargers (the mixes have their own)")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise LoadgenError("--tls-cert and --tls-key go together")
         for path in (self.tls_ca, self.tls_cert, self.tls_key):
@@ -271,6 +275,10 @@ class Charger(WSListener):
                 w.boot_not_accepted += 1
             w.boot_lat.append((now - self.t0) // 1000)
             w.on_booted(self)
+            if w.heartbeat_s > 0:
+                # The first one at a random point of the interval: chargers
+                # booted together do not beat together.
+                w.loop.call_later(w.heartbeat_s * random.random(), self.heartbeat)
             return
         w.done += 1
         if w.measuring:
@@ -281,6 +289,22 @@ class Charger(WSListener):
             self.send_next(now)
         elif self.backlog:
             self.send_next(self.backlog.popleft())
+
+    def heartbeat(self) -> None:
+        """Idle chargers: a Heartbeat every ``heartbeat_s`` (skipped while a
+        CALL is unanswered, as OCPP-J allows one at a time)."""
+        w = self.w
+        transport = self.transport
+        if self.closing or w.quitting or transport is None or transport.is_disconnected:
+            return
+        if self.cur_id is None:
+            self.seq += 1
+            mid = b"h%d" % self.seq
+            self.cur_id = mid
+            self.t0 = _perf_ns()
+            w.heartbeats_sent[self.proto] += 1
+            transport.send(_TEXT, messages.call(mid, w.heartbeat_bodies[self.proto]))
+        w.loop.call_later(w.heartbeat_s, self.heartbeat)
 
     def send_next(self, t0: int) -> None:
         """Send the next CALL of the mix, its latency counted from ``t0`` (ns)."""
@@ -374,6 +398,9 @@ class Worker:
         self.sent_at = {p: [0] * len(c) for p, c in self.cycles.items()}
         self.actions = {p: [action for action, _ in messages.mix(p)] for p in messages.PROTOCOLS}
         self.boots_sent: Counter[str] = Counter()
+        self.heartbeat_s: float = cfg.get("heartbeat", 0.0)
+        self.heartbeat_bodies = {p: dict(messages.mix(p))["Heartbeat"] for p in messages.PROTOCOLS}
+        self.heartbeats_sent: Counter[str] = Counter()
         self.active: set[Charger] = set()
         self.chargers: dict[int, Charger] = {}
         # Open loop: start time, CALLs issued, round-robin list and position.
@@ -627,6 +654,8 @@ class Worker:
         out: dict[str, dict[str, int]] = {}
         for proto, boots in self.boots_sent.items():
             out.setdefault(proto, {})["BootNotification"] = boots
+        for proto, beats in self.heartbeats_sent.items():
+            out.setdefault(proto, {})["Heartbeat"] = beats
         for proto, actions in self.actions.items():
             for action, n in zip(actions, self.sent_at[proto], strict=True):
                 if n:
@@ -836,7 +865,7 @@ async def run_load(cfg: LoadConfig, log: Callable[[str], None] | None = None) ->
                 "storm_timeout": cfg.storm_timeout, "tick_ms": cfg.tick_ms,
                 "password": cfg.password, "tls_ca": cfg.tls_ca,
                 "tls_insecure": cfg.tls_insecure, "tls_cert": cfg.tls_cert,
-                "tls_key": cfg.tls_key}
+                "tls_key": cfg.tls_key, "heartbeat": cfg.heartbeat}
         first += count
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "router.sim.loadgen", "--worker", orjson.dumps(wcfg).decode(),

@@ -9,10 +9,11 @@ boot makes the run fail (what the Helm chart's ``helm test`` relies on).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import orjson
@@ -38,6 +39,20 @@ async def simulate(*args: str, wait: float = 120) -> tuple[int, str, str]:
             await proc.wait()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+@contextlib.asynccontextmanager
+async def reference_csms(redis_url: str, prefix: str) -> AsyncIterator[None]:
+    """The reference CSMS as a real process (answers the chargers' boots)."""
+    csms = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router.cli.main", "reference-csms", "--redis-url", redis_url,
+        "--key-prefix", prefix, env=ENV, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        csms.terminate()
+        await csms.wait()
 
 
 async def _csms_calls(redis_url: str, prefix: str) -> dict[str, object]:
@@ -67,11 +82,7 @@ async def test_simulate_1000_mixed_chargers_matches_the_routers_metrics(
         router_factory: Callable[..., RouterNode], redis_server: RedisServer, key_prefix: str,
         tmp_path: Path) -> None:
     node = router_factory("--max-connections", "5000")
-    csms = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "router.cli.main", "reference-csms", "--redis-url",
-        redis_server.url, "--key-prefix", key_prefix, env=ENV,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-    try:
+    async with reference_csms(redis_server.url, key_prefix):
         report = tmp_path / "run.json"
         calls = asyncio.create_task(_csms_calls(redis_server.url, key_prefix))
         rc, out, err = await simulate(
@@ -80,9 +91,6 @@ async def test_simulate_1000_mixed_chargers_matches_the_routers_metrics(
             "--connect-timeout", str(timeout(90)))
         assert rc == 0, out + err
         answers = await asyncio.wait_for(calls, timeout(60))
-    finally:
-        csms.terminate()
-        await csms.wait()
     assert answers == {
         "Reset": {"status": "Accepted"}, "ChangeConfiguration": {"status": "Accepted"},
         "RequestStartTransaction": {"status": "Accepted", "transactionId": "TX-0001"},
@@ -166,12 +174,8 @@ async def test_tls_and_basic_auth(router_factory: Callable[..., RouterNode],
     for identity in ("CP000000", "CP000001"):
         await redis.set(f"{key_prefix}:auth:{identity}", hash_password("0123456789abcdef"))
     await redis.aclose()
-    csms = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "router.cli.main", "reference-csms", "--redis-url",
-        redis_server.url, "--key-prefix", key_prefix, env=ENV,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     url = f"wss://127.0.0.1:{node.port}/ocpp/"
-    try:
+    async with reference_csms(redis_server.url, key_prefix):
         rc, out, err = await simulate(url, "--chargers", "2", "--duration", "1", "--quiet",
                                       "--password", "0123456789abcdef",
                                       "--tls-ca", str(pki / "ca.pem"))
@@ -181,7 +185,22 @@ async def test_tls_and_basic_auth(router_factory: Callable[..., RouterNode],
                                       "--password", "wrong-password-x", "--tls-ca",
                                       str(pki / "ca.pem"), "--connect-timeout", "3")
         assert rc == 1 and "2 never connected" in err, out + err
-    finally:
-        csms.terminate()
-        await csms.wait()
     assert node.metric("ocpp_router_handshakes_total", outcome="unauthorized") >= 2
+
+
+async def test_idle_chargers_send_heartbeats(router_factory: Callable[..., RouterNode],
+                                            redis_server: RedisServer, key_prefix: str,
+                                            tmp_path: Path) -> None:
+    node = router_factory()
+    report = tmp_path / "idle.json"
+    async with reference_csms(redis_server.url, key_prefix):
+        rc, out, err = await simulate(f"ws://127.0.0.1:{node.port}/ocpp/", "--chargers", "6",
+                                      "--idle", "--heartbeat", "0.5", "--duration", "3",
+                                      "--quiet", "--json", str(report))
+    assert rc == 0, out + err
+    sent = orjson.loads(report.read_bytes())["sent_by_action"]
+    beats = sum(table.get("Heartbeat", 0) for table in sent.values())
+    assert beats >= 6      # at least one each: 3 s at one per 0.5 s
+    assert node.metric("ocpp_router_edge_answers_total", action="Heartbeat") == beats
+    rc, _out, err = await simulate("ws://127.0.0.1:1/ocpp/", "--heartbeat", "5")
+    assert rc == 2 and "--heartbeat goes with --idle" in err
