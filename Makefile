@@ -53,6 +53,18 @@ fuzz: $(BUILT)
 bench: $(BUILT)
 	$(PY) -m bench.run --standard
 
+# Container image (docs/kubernetes.md). Without a registry, the bases come from
+# Debian packages (mmdebstrap, cached); with one, e.g.
+#   make image BASE_IMAGE=docker.io/library/python:3.12-slim-bookworm BUILD_IMAGE=docker.io/library/python:3.12-bookworm
+.PHONY: base-image
+base-image: system-deps
+	deploy/podman/base-image.sh
+
+.PHONY: image
+image: system-deps
+	@if [ -z "$(BASE_IMAGE)" ]; then deploy/podman/base-image.sh; fi
+	deploy/podman/build-image.sh localhost/ocpp-router:dev
+
 clean:
 	rm -rf build $(VENV) *.egg-info
 	find router ext -name '*.so' -delete

@@ -67,15 +67,6 @@ async def run_node(config: Config, index: int | None, admin_port_fd: int | None 
     return 0
 
 
-def _exit_before_start(signum: int, frame: object) -> None:
-    # In a container the router is PID 1, and the kernel drops signals that PID 1
-    # has no handler for: without this, a SIGTERM during start-up would be lost
-    # and the pod killed only at the end of its grace period. Nothing is
-    # connected yet, so exiting is the whole drain. The node replaces this
-    # handler with its paced drain once it listens.
-    raise SystemExit(0)
-
-
 def raise_fd_limit(max_connections: int) -> int:
     """Raise the soft ``RLIMIT_NOFILE`` to the hard limit and log what it allows.
 
@@ -118,7 +109,6 @@ def raise_fd_limit(max_connections: int) -> int:
 
 def serve(config: Config) -> int:
     """Blocking entry point of ``ocpp-router serve``."""
-    signal.signal(signal.SIGTERM, _exit_before_start)
     import uvloop
 
     _setup_logging(config.log_level)
