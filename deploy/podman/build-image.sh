@@ -32,7 +32,11 @@ VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml" | head -1)
 REVISION=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
 SOURCE=$(git -C "$ROOT" remote get-url origin 2>/dev/null || true)
 
-exec podman build --quiet --layers \
+# The image this build replaces, removed afterwards so that repeated builds
+# (the tests build on every run) do not pile up untagged images.
+OLD=$(podman image inspect --format '{{.Id}}' "$TAG" 2>/dev/null || true)
+
+podman build --quiet --layers \
     --secret "id=ca-certificates,src=$CA_BUNDLE" \
     --build-arg "BASE_IMAGE=$BASE_IMAGE" \
     --build-arg "BUILD_IMAGE=$BUILD_IMAGE" \
@@ -43,3 +47,8 @@ exec podman build --quiet --layers \
     --build-arg "SOURCE=$SOURCE" \
     --tag "$TAG" \
     --file "$ROOT/Dockerfile" "$ROOT"
+
+NEW=$(podman image inspect --format '{{.Id}}' "$TAG")
+if [ -n "$OLD" ] && [ "$OLD" != "$NEW" ]; then
+    podman rmi "$OLD" >/dev/null 2>&1 || true   # still used by a container: kept
+fi

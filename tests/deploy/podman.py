@@ -53,8 +53,12 @@ def build_image(tag: str = TEST_IMAGE) -> dict[str, Any]:
 
 
 def run_args(pod: dict[str, Any], *, name: str, secrets: dict[tuple[str, str], str],
-             config_maps: dict[str, dict[str, str]], workdir: Path) -> list[str]:
-    """``podman run`` arguments equivalent to the pod's first container."""
+             config_maps: dict[str, dict[str, str]], workdir: Path,
+             hosts: dict[str, str] | None = None) -> list[str]:
+    """``podman run`` arguments equivalent to the pod's first container.
+
+    ``hosts`` stands in for cluster DNS (Service name → address).
+    """
     (container, *_) = pod["containers"]
     pod_ctx = pod.get("securityContext", {})
     ctx = {**pod_ctx, **container.get("securityContext", {})}
@@ -62,6 +66,8 @@ def run_args(pod: dict[str, Any], *, name: str, secrets: dict[tuple[str, str], s
             # containerd's default soft limit; the hard one comes from containers.conf.
             "--ulimit", "nofile=1024:20000", "--ulimit", "nproc=32768:32768",
             "--hostname", name]
+    for host, address in (hosts or {}).items():
+        args += ["--add-host", f"{host}:{address}"]
     if "runAsUser" in ctx:
         args += ["--user", f"{ctx['runAsUser']}:{ctx.get('runAsGroup', ctx['runAsUser'])}"]
     if ctx.get("readOnlyRootFilesystem"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import re
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis as redis_sync
 import redis.asyncio as aioredis
 import websockets
 from ocpp.routing import on
@@ -30,7 +32,14 @@ from router.embedded_redis import RedisServer, free_port
 from router.streams.keys import KeySpace
 from tests.conftest import timeout
 from tests.deploy import podman
-from tests.deploy.chart import RELEASE, find, manifests, router_deployment, values_file
+from tests.deploy.chart import (
+    NAMESPACE,
+    RELEASE,
+    find,
+    manifests,
+    router_deployment,
+    values_file,
+)
 
 pytestmark = [
     pytest.mark.skipif(not podman.available(), reason="podman and mmdebstrap are not installed "
@@ -267,3 +276,50 @@ def test_a_sigterm_during_start_up_ends_the_router_at_once(image: dict[str, Any]
         assert time.monotonic() - started < 20
         # 143 when the SIGTERM came before the node listened, 0 after its drain.
         assert podman.state(name)["ExitCode"] in (0, 128 + 15)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("router.cli.simulate") is None,
+                    reason="`ocpp-router simulate` (the helm test hook's charger) is not in "
+                           "this build yet")
+def test_the_helm_test_hook_boots_a_charger_through_the_service(
+        image: dict[str, Any], redis_server: RedisServer, key_prefix: str,
+        tmp_path: Path) -> None:
+    """``helm test``: the rendered hook pod, run from the image, boots one charger through
+    the chargers' Service (its DNS name resolved to the router) and exits 0."""
+    port, admin = free_port(), free_port()
+    values = {"image": {"repository": "localhost/ocpp-router", "tag": "test"},
+              "redis": {"existingSecret": "test-redis"},
+              "service": {"port": port},
+              "config": {"port": port, "admin_port": admin, "key_prefix": key_prefix},
+              "referenceCsms": {"enabled": True}}
+    docs = manifests(values)
+    secrets = {("test-redis", "url"): redis_server.url}
+    maps = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
+    hook = next(d for d in docs if d["kind"] == "Pod")["spec"]
+    suffix = uuid.uuid4().hex[:8]
+    for sub in ("router", "csms", "hook"):
+        (tmp_path / sub).mkdir()
+    router_args = podman.run_args(router_deployment(docs)["spec"]["template"]["spec"],
+                                  name=f"{FULLNAME}-{suffix}", secrets=secrets,
+                                  config_maps=maps, workdir=tmp_path / "router")
+    csms_args = podman.run_args(pod_spec(docs, f"{FULLNAME}-reference-csms"),
+                                name=f"{FULLNAME}-csms-{suffix}", secrets=secrets,
+                                config_maps={}, workdir=tmp_path / "csms")
+    hook_args = podman.run_args(hook, name=f"{FULLNAME}-test-{suffix}", secrets={},
+                                config_maps={}, workdir=tmp_path / "hook",
+                                hosts={f"{FULLNAME}.{NAMESPACE}.svc": "127.0.0.1"})
+    with podman.running(router_args), podman.running(csms_args):
+        deadline = time.monotonic() + timeout(60)
+        while http_get(f"http://127.0.0.1:{admin}/readyz")[0] != 200:
+            assert time.monotonic() < deadline, "the router never became ready"
+            time.sleep(0.1)
+        # The reference CSMS's group reads new entries only: wait for it.
+        sync = redis_sync.Redis.from_url(redis_server.url)
+        inbound = KeySpace(key_prefix, 1).inbound(0)
+        while not (sync.exists(inbound) and sync.xinfo_groups(inbound)):
+            assert time.monotonic() < deadline, "the reference CSMS never joined"
+            time.sleep(0.1)
+        sync.close()
+        with podman.running(hook_args) as name:
+            proc = podman.podman("wait", name, timeout=timeout(120))
+            assert proc.stdout.strip() == "0", podman.logs(name)
