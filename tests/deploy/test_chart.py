@@ -257,7 +257,8 @@ def test_the_pod_is_hardened_and_drains_before_it_is_killed() -> None:
     assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
     assert container["lifecycle"]["preStop"]["exec"]["command"][-1] == "import time; time.sleep(10)"
     assert spec["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
-    assert spec["minReadySeconds"] == 10
+    assert spec["minReadySeconds"] == 10 + 30          # the previous pod has drained
+    assert router_deployment(manifests({"minReadySeconds": 5}))["spec"]["minReadySeconds"] == 5
     assert pod["terminationGracePeriodSeconds"] == 10 + 30 + 5 + 2 + 5
     keys = [c["topologyKey"] for c in pod["topologySpreadConstraints"]]
     assert keys == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]

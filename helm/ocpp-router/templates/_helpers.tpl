@@ -80,6 +80,17 @@ its last publishes. Anything shorter is cut by SIGKILL mid-drain.
 {{- end }}
 {{- end }}
 
+{{/*
+minReadySeconds: the rollout replaces the next pod only after the previous one
+has finished its preStop and its drain, so one pod's chargers reconnect at a time.
+*/}}
+{{- define "ocpp-router.minReadySeconds" -}}
+{{- if kindIs "invalid" .Values.minReadySeconds }}
+{{- addf .Values.lifecycle.preStopSeconds .Values.config.drain_seconds | ceil | int }}
+{{- else }}{{ .Values.minReadySeconds }}
+{{- end }}
+{{- end }}
+
 {{/* Checks that need two values at once (JSON Schema compares none). */}}
 {{- define "ocpp-router.validate" -}}
 {{- $idle := .Values.loadBalancer.idleTimeoutSeconds | int }}
