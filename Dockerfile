@@ -61,14 +61,14 @@ COPY router router
 # date by then, so bdist_wheel does not compile again). Then nothing stays that
 # the runtime does not run: pip and its kin go, debug symbols go (uvloop's 13 MB
 # become 2), and bytecode is compiled now because the root filesystem is
-# read-only at run time.
+# read-only at run time (unchecked-hash: valid whatever timestamps COPY leaves).
 RUN /opt/build/bin/python setup.py -q build_ext -j "$(nproc)" \
     && /opt/build/bin/pip wheel -q --no-build-isolation --no-deps -w /wheels . \
     && /opt/ocpp-router/bin/pip install -q --no-deps /wheels/*.whl \
     && /opt/ocpp-router/bin/python -m pip uninstall -q -y pip setuptools \
     && find /opt/ocpp-router -name '*.so' -exec strip --strip-unneeded {} + \
     && find /opt/ocpp-router -depth -name __pycache__ -exec rm -rf {} + \
-    && /opt/ocpp-router/bin/python -m compileall -q -j 0 /opt/ocpp-router/lib \
+    && /opt/ocpp-router/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/ocpp-router/lib \
     && rm -f /opt/ocpp-router/bin/activate* /opt/ocpp-router/bin/Activate.ps1
 
 # -------------------------------------------------------------- runtime stage
