@@ -390,7 +390,11 @@ def test_the_helm_test_hook_boots_one_charger_through_the_service() -> None:
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     (container,) = pod["spec"]["containers"]
     assert container["args"][:2] == ["simulate", f"ws://{FULLNAME}.{NAMESPACE}.svc:80/ocpp/"]
-    assert container["args"][2:4] == ["--chargers", "1"]
+    assert container["args"][2:5] == ["--chargers", "1", "--idle"]
+    assert container["image"] == "localhost/ocpp-router:0.1.0"
+    sim = next(d for d in manifests({"tests": {"image": {"repository": "r/sim", "tag": "1"}}})
+               if d["kind"] == "Pod")
+    assert sim["spec"]["containers"][0]["image"] == "r/sim:1"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert not [d for d in manifests(values_file("minimal")) if d["kind"] == "Pod"]
 
