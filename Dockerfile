@@ -21,9 +21,11 @@ ARG BUILD_IMAGE=docker.io/library/python:3.12-bookworm
 # ---------------------------------------------------------------- build stage
 FROM ${BUILD_IMAGE} AS build
 
-# Optional extras of pyproject.toml to install beside the router (comma-separated),
-# e.g. EXTRAS=bench for the picows-based charger simulator.
+# Optional extras of pyproject.toml to install beside the router (comma-separated).
 ARG EXTRAS=""
+# More requirements. picows (1.5 MB) lets `ocpp-router simulate` run from the
+# image: the chart's `helm test` pod is a simulated charger. PACKAGES="" leaves it out.
+ARG PACKAGES="picows>=1.0"
 ARG PIP_INDEX_URL=https://pypi.org/simple
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore \
     PIP_DEFAULT_TIMEOUT=120 PYTHONDONTWRITEBYTECODE=1
@@ -47,7 +49,8 @@ RUN python3 -m venv /opt/build \
     && python3 -c 'import os, tomllib; \
 p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
 extras = [e for e in os.environ["EXTRAS"].split(",") if e]; \
-print("\n".join(p["dependencies"] + [d for e in extras for d in p["optional-dependencies"][e]]))' \
+print("\n".join(p["dependencies"] + [d for e in extras for d in p["optional-dependencies"][e]] \
+                 + os.environ["PACKAGES"].split()))' \
        > /tmp/requirements.txt
 RUN --mount=type=secret,id=ca-certificates,required=true \
     export PIP_CERT=/run/secrets/ca-certificates \

@@ -5,7 +5,8 @@
 #
 # Environment: BASE_IMAGE / BUILD_IMAGE (default: the local Debian bases of
 # base-image.sh), EXTRAS (pyproject extras to install too), CA_BUNDLE (the CA
-# bundle pip trusts, passed as a build secret; default: Debian's),
+# bundle pip trusts, passed as a build secret; default: Debian's), PACKAGES
+# (more requirements; default: the Dockerfile's, picows for the simulator),
 # PIP_INDEX_URL (default: the host's pip index, when it is an http(s) URL).
 set -euo pipefail
 
@@ -32,6 +33,12 @@ VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml" | head -1)
 REVISION=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
 SOURCE=$(git -C "$ROOT" remote get-url origin 2>/dev/null || true)
 
+# PACKAGES only when set (PACKAGES="" too): otherwise the Dockerfile's default.
+OPTIONAL=()
+if [ -n "${PACKAGES+set}" ]; then
+    OPTIONAL+=(--build-arg "PACKAGES=$PACKAGES")
+fi
+
 # The image this build replaces, removed afterwards so that repeated builds
 # (the tests build on every run) do not pile up untagged images.
 OLD=$(podman image inspect --format '{{.Id}}' "$TAG" 2>/dev/null || true)
@@ -41,6 +48,7 @@ podman build --quiet --layers \
     --build-arg "BASE_IMAGE=$BASE_IMAGE" \
     --build-arg "BUILD_IMAGE=$BUILD_IMAGE" \
     --build-arg "EXTRAS=${EXTRAS:-}" \
+    "${OPTIONAL[@]}" \
     --build-arg "PIP_INDEX_URL=$PIP_INDEX_URL" \
     --build-arg "VERSION=$VERSION" \
     --build-arg "REVISION=$REVISION" \

@@ -40,13 +40,13 @@ def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
                           check=check, timeout=timeout)
 
 
-def build_image(tag: str = TEST_IMAGE, extras: str = "") -> dict[str, Any]:
+def build_image(tag: str = TEST_IMAGE) -> dict[str, Any]:
     """Build the local base images (cached) and the router image; its inspect data."""
     with LOCK.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         for script, args in (("base-image.sh", []), ("build-image.sh", [tag])):
             proc = subprocess.run([str(ROOT / "deploy" / "podman" / script), *args],
-                                  env={**ENV, "EXTRAS": extras},
+                                  env=ENV,
                                   capture_output=True, text=True, timeout=900)
             assert proc.returncode == 0, f"{script} failed:\n{proc.stdout}\n{proc.stderr}"
     data = json.loads(podman("image", "inspect", tag).stdout)[0]

@@ -51,7 +51,6 @@ pytestmark = [
 FULLNAME = f"{RELEASE}-ocpp-router"
 CHARGERS = 5
 PASSWORD = "s3cret-" + uuid.uuid4().hex[:8]
-SIM_IMAGE = "localhost/ocpp-router:test-sim"
 
 
 @pytest.fixture(scope="module")
@@ -296,11 +295,8 @@ def test_the_helm_test_hook_boots_a_charger_through_the_service(
         tmp_path: Path) -> None:
     """``helm test``: the rendered hook pod, run from the image, boots one charger through
     the chargers' Service (its DNS name resolved to the router) and exits 0."""
-    # The simulator needs the `sim` extra (picows): the image the hook runs from.
-    podman.build_image(SIM_IMAGE, extras="sim")
     port, admin = free_port(), free_port()
     values = {"image": {"repository": "localhost/ocpp-router", "tag": "test"},
-              "tests": {"image": {"repository": "localhost/ocpp-router", "tag": "test-sim"}},
               "redis": {"existingSecret": "test-redis"},
               "service": {"port": port},
               "config": {"port": port, "admin_port": admin, "key_prefix": key_prefix},
