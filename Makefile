@@ -65,6 +65,11 @@ image: system-deps
 	@if [ -z "$(BASE_IMAGE)" ]; then deploy/podman/base-image.sh; fi
 	deploy/podman/build-image.sh localhost/ocpp-router:dev
 
+# The image's figures for bench/RESULTS.md: size, start to ready, drain of N chargers.
+.PHONY: bench-image
+bench-image: $(BUILT) system-deps
+	$(PY) -m tests.deploy.measure --chargers $${CHARGERS:-1000} --drain-seconds $${DRAIN_SECONDS:-10}
+
 clean:
 	rm -rf build $(VENV) *.egg-info
 	find router ext -name '*.so' -delete

@@ -359,6 +359,8 @@ def test_monitoring_objects_and_network_policy() -> None:
     assert container["args"] == ["reference-csms"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert find(docs, "ConfigMap", f"{RELEASE}-extra")["data"] == {"note": "rendered with tpl"}
+    text = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: '{{ .Release.Name }}-text'\n"
+    assert find(manifests({"extraObjects": [text]}), "ConfigMap", f"{RELEASE}-text")
 
 
 def dashboard() -> dict[str, Any]:
