@@ -74,3 +74,7 @@ clean:
 	rm -rf build $(VENV) *.egg-info
 	find router ext -name '*.so' -delete
 	find ext -name '*.c' -delete
+
+.PHONY: bench-soap
+bench-soap: $(BUILT)
+	$(PY) bench/bench_soap.py --json bench/results/soap.raw.json
