@@ -65,6 +65,11 @@ image: system-deps
 	@if [ -z "$(BASE_IMAGE)" ]; then deploy/podman/base-image.sh; fi
 	deploy/podman/build-image.sh localhost/ocpp-router:dev
 
+# values.schema.json's `config` section from router/config.py's OPTIONS (a test checks it).
+.PHONY: chart-schema
+chart-schema: $(BUILT)
+	$(PY) -m scripts.chart_schema
+
 # The image's figures for bench/RESULTS.md: size, start to ready, drain of N chargers.
 .PHONY: bench-image
 bench-image: $(BUILT) system-deps

@@ -17,6 +17,7 @@ import yaml
 from kubernetes_validate.utils import SchemaNotFoundError, latest_version
 
 from router.config import OPTIONS, load
+from scripts.chart_schema import NOT_IN_CONFIG, config_section
 from tests.deploy.chart import (
     CHART,
     CI_VALUES,
@@ -33,9 +34,6 @@ FULLNAME = f"{RELEASE}-ocpp-router"
 KUBE_VERSIONS = ("1.29.0", latest_version())
 CI_NAMES = [p.name.removesuffix("-values.yaml") for p in CI_VALUES]
 CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ScaledObject"}
-# Options the chart sets from other values (Secrets, the pod name).
-NOT_IN_CONFIG = {"redis_url", "tls_cert", "tls_key", "tls_client_ca", "node_id",
-                 "trusted_proxy_header", "trusted_proxy_networks"}
 
 
 def schema() -> dict[str, Any]:
@@ -202,10 +200,12 @@ def test_no_secret_value_is_ever_rendered() -> None:
 
 
 def test_the_config_section_knows_every_router_option() -> None:
+    assert schema()["properties"]["config"] == config_section(), (
+        "values.schema.json's config section is not router/config.py's OPTIONS: "
+        "run python -m scripts.chart_schema")
     props = schema()["properties"]["config"]["properties"]
     options = {o.name: o for o in OPTIONS}
-    assert set(props) == set(options) - NOT_IN_CONFIG, (
-        "values.schema.json's config section and router/config.py's OPTIONS differ")
+    assert set(props) == set(options) - NOT_IN_CONFIG
     for name, prop in props.items():
         default = options[name].default
         if default is not None:
