@@ -83,3 +83,9 @@ clean:
 .PHONY: bench-soap
 bench-soap: $(BUILT)
 	$(PY) bench/bench_soap.py --json bench/results/soap.raw.json
+
+# Validation profiles: the strict path against main (A/B) and a relaxed message's cost.
+.PHONY: bench-profiles
+bench-profiles: $(BUILT)
+	$(PY) bench/bench_profiles.py
+	$(PY) -m bench.ab --base main --rounds 4 --duration 6

@@ -60,6 +60,10 @@ class RouterMetrics:
         self.redis_errors: dict[str, int] = {}
         self.edge_answers: dict[str, int] = {}
         self.ignored: dict[str, int] = {}
+        # validation profiles: (rule, check, action) -> messages let through;
+        # outcome ("ok" / "failed") -> reloads
+        self.relaxed: dict[tuple[str, str, str], int] = {}
+        self.profile_reloads: dict[str, int] = {}
         self.publish_latency = Histogram(LATENCY_BUCKETS)
         self.publish_batch = Histogram(SIZE_BUCKETS)
         self.reply_latency = Histogram(LATENCY_BUCKETS)
@@ -120,6 +124,11 @@ class RouterCollector(Collector):
                        ["action"], m.edge_answers)
         yield _counter("ignored_messages", "charger messages ignored (unknown message type, "
                        "answers to nothing)", ["reason"], m.ignored)
+        yield _counter("relaxed_messages", "charger messages accepted only thanks to a "
+                       "validation profile, by rule, relaxed check and action",
+                       ["rule", "check", "action"], m.relaxed)
+        yield _counter("profile_reloads", "validation profile reloads by outcome (failed: the "
+                       "previous rules stay)", ["outcome"], m.profile_reloads)
         yield m.publish_latency.family(f"{NS}_publish_latency_seconds",
                                        "time from XADD batch write to Redis reply")
         yield m.publish_batch.family(f"{NS}_publish_batch_size", "XADDs per write to Redis")

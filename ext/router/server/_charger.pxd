@@ -39,7 +39,11 @@ cdef class ChargerCore(WebSocketProtocol):
     cdef bytes node_b
     cdef double reply_timeout
     cdef bint edge_heartbeat
+    # --- validation profiles (router/ocppj/profiles.py; connection.py)
+    cdef public object profile          # tuple of the rules that apply, or None (strict)
+    cdef public object boot_info        # (vendor, model) of the BootNotification, or None
+    cdef public bint watch_boot         # call boot_seen() on a valid BootNotification
 
     cdef int text_event(self, bytes data) except -1
-    cdef int _charger_call(self, object msg) except -1
+    cdef int _charger_call(self, object msg, tuple extra) except -1
     cdef int _result(self, str msg_id, bytes payload, bytes ref) except -1
