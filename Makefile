@@ -57,3 +57,9 @@ clean:
 	rm -rf build $(VENV) *.egg-info
 	find router ext -name '*.so' -delete
 	find ext -name '*.c' -delete
+
+# The backend SDK's benchmark alone (issue 14): router + fast responder, SDK
+# app with constant handlers, reference CSMS; SDK at 25/50/100 % load.
+.PHONY: bench-sdk
+bench-sdk: $(BUILT)
+	$(PY) -m bench.run --scenario sdk --no-plots

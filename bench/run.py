@@ -49,13 +49,14 @@ RESULTS = REPO / "bench" / "results"
 # Where this run writes (``--results``); bench/RESULTS.md is only rewritten
 # from the default directory.
 results_dir = RESULTS
-SCENARIOS = ("e2e", "idle", "storm", "echo", "validation")
+SCENARIOS = ("e2e", "idle", "storm", "echo", "validation", "sdk")
 
 # System names as they appear in the results, tables and plots.
 OCPP_LIB = "ocpp-lib (websockets + ocpp)"
 PICOWS = "picows responder"
 ROUTER_FAST = "ocpp-router + fast backend"
 ROUTER_CSMS = "ocpp-router + reference CSMS"
+ROUTER_SDK = "ocpp-router + SDK backend (constant handlers)"
 OURS_ECHO = "ocpp-router codec echo"
 PICOWS_ECHO = "picows echo"
 WEBSOCKETS_ECHO = "websockets echo"
@@ -165,7 +166,7 @@ def router_available() -> str | None:
 @contextlib.asynccontextmanager
 async def router_stack(backend: str, workers: int, extra: tuple[str, ...] = ()
                        ) -> AsyncIterator[System]:
-    """Redis + ``ocpp-router serve`` + a backend (``fast`` or ``csms``)."""
+    """Redis + ``ocpp-router serve`` + a backend (``fast``, ``sdk`` or ``csms``)."""
     reason = router_available()
     if reason:
         raise NotAvailable(reason)
@@ -180,6 +181,8 @@ async def router_stack(backend: str, workers: int, extra: tuple[str, ...] = ()
         assert redis.proc is not None
         if backend == "fast":
             argv = python_module("bench.backends.fast_responder", "--redis-url", redis.url)
+        elif backend == "sdk":
+            argv = python_module("bench.backends.sdk_constant", "--redis-url", redis.url)
         else:
             argv = python_module("router.cli.main", "reference-csms", "--redis-url", redis.url)
         # The backend first, so its consumer group exists before any boot.
@@ -556,8 +559,56 @@ async def scenario_validation(a: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+async def scenario_sdk(a: argparse.Namespace) -> dict[str, Any]:
+    """The backend SDK (issue 14): router + one backend process, 200 chargers,
+    closed loop, with the compiled fast responder, an SDK app with constant
+    handlers (``bench.backends.sdk_constant``) and the reference CSMS as the
+    backend, one after the other in one run; then the SDK app in open loop at
+    25 % and 50 % of its closed-loop maximum (batching makes its CPU per
+    message depend on the load). The figure of each is the backend process's
+    CPU per message (``cpu.backend.us_per_msg``) and the system's rate."""
+    n, d, w = a.chargers or 200, a.duration or 8.0, a.warmup
+    rw = a.router_workers or 1
+
+    def closed() -> LoadConfig:
+        return LoadConfig(url="", chargers=n, mode="closed", duration=d, warmup=w, procs=1,
+                          progress=a.progress)
+
+    def share(name: str, part: float) -> Callable[[dict[str, dict[str, Any]]], LoadConfig | None]:
+        def make(prev: dict[str, dict[str, Any]]) -> LoadConfig | None:
+            top = prev.get(name, {}).get("msgs_per_s")
+            return _open_at(closed(), top * part) if top else None
+        return make
+
+    systems: dict[str, Any] = {}
+    systems.update(await measure_series(lambda: router_stack("fast", rw), [
+        (ROUTER_FAST, lambda _r: closed())]))
+    systems.update(await measure_series(lambda: router_stack("sdk", rw), [
+        (ROUTER_SDK, lambda _r: closed()),
+        (ROUTER_SDK + " @ 25% load", share(ROUTER_SDK, 0.25)),
+        (ROUTER_SDK + " @ 50% load", share(ROUTER_SDK, 0.5)),
+    ]))
+    systems.update(await measure_series(lambda: router_stack("csms", rw), [
+        (ROUTER_CSMS, lambda _r: closed())]))
+    summary: dict[str, Any] = {}
+    for name, r in systems.items():
+        if r.get("available"):
+            summary[name] = {"msgs_per_s": r["msgs_per_s"],
+                             "backend_us_per_msg": _nested(r, "cpu", "backend", "us_per_msg"),
+                             "router_us_per_msg": _nested(r, "cpu", "router", "us_per_msg"),
+                             "other_cores": _nested(r, "machine_cores_busy", "other_processes")}
+    fast, sdk = summary.get(ROUTER_FAST, {}), summary.get(ROUTER_SDK, {})
+    if fast.get("msgs_per_s") and sdk.get("msgs_per_s"):
+        summary["sdk_rate_over_fast"] = round(sdk["msgs_per_s"] / fast["msgs_per_s"], 3)
+    for name, s in summary.items():
+        if isinstance(s, dict):
+            log(f"{name}: {s}")
+    return {"systems": systems, "summary": summary, "chargers": n, "duration_s": d,
+            "router_workers": rw}
+
+
 RUNNERS = {"e2e": scenario_e2e, "idle": scenario_idle, "storm": scenario_storm,
-           "echo": scenario_echo, "validation": scenario_validation}
+           "echo": scenario_echo, "validation": scenario_validation, "sdk": scenario_sdk}
 
 
 # --------------------------------------------------------------------------- #
