@@ -57,6 +57,7 @@ PICOWS = "picows responder"
 ROUTER_FAST = "ocpp-router + fast backend"
 ROUTER_CSMS = "ocpp-router + reference CSMS"
 ROUTER_SDK = "ocpp-router + SDK backend (constant handlers)"
+ROUTER_SDK_ASYNC = "ocpp-router + SDK backend (constant async def handlers)"
 OURS_ECHO = "ocpp-router codec echo"
 PICOWS_ECHO = "picows echo"
 WEBSOCKETS_ECHO = "websockets echo"
@@ -181,8 +182,9 @@ async def router_stack(backend: str, workers: int, extra: tuple[str, ...] = ()
         assert redis.proc is not None
         if backend == "fast":
             argv = python_module("bench.backends.fast_responder", "--redis-url", redis.url)
-        elif backend == "sdk":
-            argv = python_module("bench.backends.sdk_constant", "--redis-url", redis.url)
+        elif backend in ("sdk", "sdk-async"):
+            argv = python_module("bench.backends.sdk_constant", "--redis-url", redis.url,
+                                 *(["--async"] if backend == "sdk-async" else []))
         else:
             argv = python_module("router.cli.main", "reference-csms", "--redis-url", redis.url)
         # The backend first, so its consumer group exists before any boot.
@@ -565,7 +567,8 @@ async def scenario_sdk(a: argparse.Namespace) -> dict[str, Any]:
     handlers (``bench.backends.sdk_constant``) and the reference CSMS as the
     backend, one after the other in one run; then the SDK app in open loop at
     25 % and 50 % of its closed-loop maximum (batching makes its CPU per
-    message depend on the load). The figure of each is the backend process's
+    message depend on the load), and with ``async def`` handlers (a task
+    each). The figure of each is the backend process's
     CPU per message (``cpu.backend.us_per_msg``) and the system's rate."""
     n, d, w = a.chargers or 200, a.duration or 8.0, a.warmup
     rw = a.router_workers or 1
@@ -588,6 +591,8 @@ async def scenario_sdk(a: argparse.Namespace) -> dict[str, Any]:
         (ROUTER_SDK + " @ 25% load", share(ROUTER_SDK, 0.25)),
         (ROUTER_SDK + " @ 50% load", share(ROUTER_SDK, 0.5)),
     ]))
+    systems.update(await measure_series(lambda: router_stack("sdk-async", rw), [
+        (ROUTER_SDK_ASYNC, lambda _r: closed())]))
     systems.update(await measure_series(lambda: router_stack("csms", rw), [
         (ROUTER_CSMS, lambda _r: closed())]))
     summary: dict[str, Any] = {}
