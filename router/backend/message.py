@@ -244,6 +244,11 @@ class Message:
             self._writes = []
         self._writes.append(command)
 
+    @property
+    def writes(self) -> tuple[tuple[bytes | str | int, ...], ...]:
+        """The commands added with :meth:`write` so far (tests of handlers run them)."""
+        return tuple(self._writes or ())
+
     # -- payload access -----------------------------------------------------------
 
     @property
