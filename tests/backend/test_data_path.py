@@ -18,21 +18,10 @@ import redis.asyncio as aioredis
 from router.backend import BackendApp, Message
 from router.embedded_redis import RedisServer
 from router.streams.keys import KeySpace
-from tests.backend.helpers import pending_count, publish, read_out, wait_acked
+from tests.backend.helpers import pending_count, publish, read_out, started, stopped, wait_acked
 from tests.conftest import timeout
 
 GROUP = "csms"
-
-
-async def started(app: BackendApp) -> asyncio.Task[None]:
-    task = asyncio.create_task(app.run())
-    await asyncio.wait_for(app.wait_ready(), timeout(10))
-    return task
-
-
-async def stopped(app: BackendApp, task: asyncio.Task[None]) -> None:
-    app.stop()
-    await asyncio.wait_for(task, timeout(20))
 
 
 async def preload(redis: aioredis.Redis, keys: KeySpace, entries: list[tuple[str, str, str]],
