@@ -80,6 +80,13 @@ clean:
 	find router ext -name '*.so' -delete
 	find ext -name '*.c' -delete
 
+# The backend SDK's benchmark alone (issue 14): router + fast responder, SDK
+# app with constant handlers, reference CSMS; SDK at 25/50/100 % load; then
+# alternating rounds. SDK_BASELINE=<source tree> adds an older SDK to the rounds.
+.PHONY: bench-sdk
+bench-sdk: $(BUILT)
+	$(PY) -m bench.run --scenario sdk --no-plots $(if $(SDK_BASELINE),--sdk-baseline $(SDK_BASELINE))
+
 .PHONY: bench-soap
 bench-soap: $(BUILT)
 	$(PY) bench/bench_soap.py --json bench/results/soap.raw.json

@@ -49,13 +49,16 @@ RESULTS = REPO / "bench" / "results"
 # Where this run writes (``--results``); bench/RESULTS.md is only rewritten
 # from the default directory.
 results_dir = RESULTS
-SCENARIOS = ("e2e", "idle", "storm", "echo", "validation")
+SCENARIOS = ("e2e", "idle", "storm", "echo", "validation", "sdk")
 
 # System names as they appear in the results, tables and plots.
 OCPP_LIB = "ocpp-lib (websockets + ocpp)"
 PICOWS = "picows responder"
 ROUTER_FAST = "ocpp-router + fast backend"
 ROUTER_CSMS = "ocpp-router + reference CSMS"
+ROUTER_SDK = "ocpp-router + SDK backend (constant handlers)"
+ROUTER_SDK_ASYNC = "ocpp-router + SDK backend (constant async def handlers)"
+ROUTER_SDK_BASELINE = "ocpp-router + baseline SDK backend (--sdk-baseline)"
 OURS_ECHO = "ocpp-router codec echo"
 PICOWS_ECHO = "picows echo"
 WEBSOCKETS_ECHO = "websockets echo"
@@ -165,7 +168,7 @@ def router_available() -> str | None:
 @contextlib.asynccontextmanager
 async def router_stack(backend: str, workers: int, extra: tuple[str, ...] = ()
                        ) -> AsyncIterator[System]:
-    """Redis + ``ocpp-router serve`` + a backend (``fast`` or ``csms``)."""
+    """Redis + ``ocpp-router serve`` + a backend (``fast``, ``sdk`` or ``csms``)."""
     reason = router_available()
     if reason:
         raise NotAvailable(reason)
@@ -180,6 +183,15 @@ async def router_stack(backend: str, workers: int, extra: tuple[str, ...] = ()
         assert redis.proc is not None
         if backend == "fast":
             argv = python_module("bench.backends.fast_responder", "--redis-url", redis.url)
+        elif backend == "sdk-baseline":
+            # The SDK of another source tree (``--sdk-baseline``), first on sys.path.
+            argv = [sys.executable, "-c",
+                    "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+                    "runpy.run_module('bench.backends.sdk_constant', run_name='__main__')",
+                    str(sdk_baseline), "--redis-url", redis.url]
+        elif backend in ("sdk", "sdk-async"):
+            argv = python_module("bench.backends.sdk_constant", "--redis-url", redis.url,
+                                 *(["--async"] if backend == "sdk-async" else []))
         else:
             argv = python_module("router.cli.main", "reference-csms", "--redis-url", redis.url)
         # The backend first, so its consumer group exists before any boot.
@@ -237,6 +249,9 @@ async def our_echo() -> AsyncIterator[System]:
 # --------------------------------------------------------------------------- #
 # One measurement                                                             #
 # --------------------------------------------------------------------------- #
+
+# ``--sdk-baseline``: a source tree whose SDK the sdk scenario compares with.
+sdk_baseline: Path | None = None
 
 # Seconds to wait for the other jobs on the machine to calm down before each
 # measurement (``--settle``); 0 = do not wait.
@@ -559,8 +574,90 @@ async def scenario_validation(a: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+async def scenario_sdk(a: argparse.Namespace) -> dict[str, Any]:
+    """The backend SDK (issue 14): router + one backend process, 200 chargers,
+    closed loop, with the compiled fast responder, an SDK app with constant
+    handlers (``bench.backends.sdk_constant``) and the reference CSMS as the
+    backend, one after the other in one run; then the SDK app in open loop at
+    25 % and 50 % of its closed-loop maximum (batching makes its CPU per
+    message depend on the load), and with ``async def`` handlers (a task
+    each). The figure of each is the backend process's
+    CPU per message (``cpu.backend.us_per_msg``) and the system's rate."""
+    n, d, w = a.chargers or 200, a.duration or 8.0, a.warmup
+    rw = a.router_workers or 1
+
+    def closed() -> LoadConfig:
+        return LoadConfig(url="", chargers=n, mode="closed", duration=d, warmup=w, procs=1,
+                          progress=a.progress)
+
+    def share(name: str, part: float) -> Callable[[dict[str, dict[str, Any]]], LoadConfig | None]:
+        def make(prev: dict[str, dict[str, Any]]) -> LoadConfig | None:
+            top = prev.get(name, {}).get("msgs_per_s")
+            return _open_at(closed(), top * part) if top else None
+        return make
+
+    systems: dict[str, Any] = {}
+    systems.update(await measure_series(lambda: router_stack("fast", rw), [
+        (ROUTER_FAST, lambda _r: closed())]))
+    systems.update(await measure_series(lambda: router_stack("sdk", rw), [
+        (ROUTER_SDK, lambda _r: closed()),
+        (ROUTER_SDK + " @ 25% load", share(ROUTER_SDK, 0.25)),
+        (ROUTER_SDK + " @ 50% load", share(ROUTER_SDK, 0.5)),
+    ]))
+    systems.update(await measure_series(lambda: router_stack("sdk-async", rw), [
+        (ROUTER_SDK_ASYNC, lambda _r: closed())]))
+    systems.update(await measure_series(lambda: router_stack("csms", rw), [
+        (ROUTER_CSMS, lambda _r: closed())]))
+    # Alternating rounds, each system freshly started, one right after the
+    # other: the throughput ratios use their medians (a single pair minutes
+    # apart is a lottery on a shared machine).
+    lineup = [("fast", ROUTER_FAST), ("sdk", ROUTER_SDK)]
+    if sdk_baseline is not None:
+        lineup.append(("sdk-baseline", ROUTER_SDK_BASELINE))
+    rounds: list[dict[str, Any]] = []
+    for i in range(a.rounds):
+        log(f"round {i + 1}/{a.rounds}")
+        row: dict[str, Any] = {}
+        for backend, name in lineup:
+            r = await measure(name, lambda b=backend: router_stack(b, rw), closed())
+            row[name] = ({"msgs_per_s": r["msgs_per_s"],
+                          "backend_us_per_msg": _nested(r, "cpu", "backend", "us_per_msg"),
+                          "other_cores": _nested(r, "machine_cores_busy", "other_processes")}
+                         if r.get("available") else {"reason": r.get("reason")})
+        rounds.append(row)
+    medians: dict[str, Any] = {}
+    for _backend, name in lineup:
+        rates = [r[name]["msgs_per_s"] for r in rounds if "msgs_per_s" in r.get(name, {})]
+        cpus = [r[name]["backend_us_per_msg"] for r in rounds
+                if r.get(name, {}).get("backend_us_per_msg") is not None]
+        medians[name] = {"msgs_per_s": statistics.median(rates) if rates else None,
+                         "backend_us_per_msg": statistics.median(cpus) if cpus else None}
+    summary: dict[str, Any] = {"rounds_median": medians}
+    fast_rate = medians[ROUTER_FAST]["msgs_per_s"]
+    sdk_rate = medians[ROUTER_SDK]["msgs_per_s"]
+    if fast_rate and sdk_rate:
+        summary["rounds_sdk_rate_over_fast"] = round(sdk_rate / fast_rate, 3)
+    if sdk_baseline is not None and sdk_rate and medians[ROUTER_SDK_BASELINE]["msgs_per_s"]:
+        summary["rounds_sdk_rate_over_baseline"] = round(
+            sdk_rate / medians[ROUTER_SDK_BASELINE]["msgs_per_s"], 3)
+    for name, r in systems.items():
+        if r.get("available"):
+            summary[name] = {"msgs_per_s": r["msgs_per_s"],
+                             "backend_us_per_msg": _nested(r, "cpu", "backend", "us_per_msg"),
+                             "router_us_per_msg": _nested(r, "cpu", "router", "us_per_msg"),
+                             "other_cores": _nested(r, "machine_cores_busy", "other_processes")}
+    fast, sdk = summary.get(ROUTER_FAST, {}), summary.get(ROUTER_SDK, {})
+    if fast.get("msgs_per_s") and sdk.get("msgs_per_s"):
+        summary["sdk_rate_over_fast"] = round(sdk["msgs_per_s"] / fast["msgs_per_s"], 3)
+    for name, s in summary.items():
+        log(f"{name}: {s}")
+    return {"systems": systems, "summary": summary, "rounds": rounds, "chargers": n,
+            "duration_s": d, "router_workers": rw,
+            "sdk_baseline": str(sdk_baseline) if sdk_baseline else None}
+
+
 RUNNERS = {"e2e": scenario_e2e, "idle": scenario_idle, "storm": scenario_storm,
-           "echo": scenario_echo, "validation": scenario_validation}
+           "echo": scenario_echo, "validation": scenario_validation, "sdk": scenario_sdk}
 
 
 # --------------------------------------------------------------------------- #
@@ -632,6 +729,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=3,
                    help="e2e: alternating rounds of router and picows responder after the "
                    "main series; the goal verdicts use their medians (0 = none)")
+    p.add_argument("--sdk-baseline", metavar="DIR",
+                   help="sdk: also run the SDK of this source tree (e.g. a worktree of an "
+                   "older commit, extensions built in place) in the rounds")
     p.add_argument("--settle", type=float, default=0.0, metavar="S",
                    help="before each measurement wait up to S seconds until other jobs use "
                    "< 0.3 cores (shared machines)")
@@ -645,8 +745,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _main(args: argparse.Namespace, argv: list[str]) -> int:
-    global settle, results_dir
+    global settle, results_dir, sdk_baseline
     settle = args.settle
+    sdk_baseline = Path(args.sdk_baseline).resolve() if args.sdk_baseline else None
     results_dir = Path(args.results).resolve()
     scenarios = list(SCENARIOS) if args.standard else args.scenario
     t0 = time.monotonic()

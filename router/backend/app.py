@@ -5,9 +5,21 @@ dispatches entries to handlers by kind and action, writes the answers to
 charger CALLs into ``<prefix>:out:<node>`` and acknowledges an entry only after
 its handler finished and its answer was written (at-least-once delivery).
 
-Ordering and concurrency: entries are queued per charger identity and each
-queue is drained by one task, so the messages of one charger are handled in
-stream order while different chargers are handled concurrently. Many processes
+The data path (docs/backend.md, "Performance model"): one reader per shard,
+each on its own connection (``router.streams.RedisConnection``: RESP encoded
+and parsed by the compiled ``router.streams._resp``). A group read's reply is
+kept as its bytes plus offsets (``StreamEntries``); a :class:`Message` takes
+the seven fields dispatch needs from it in one call and decodes the rest on
+access. A plain ``def`` handler runs inline, in the reply's callback: no
+task, future or semaphore per entry; an ``async def`` handler runs in a task
+of its own (asyncio code needs its task). The replies (``XADD``, encoded in C from the entry's bytes), the
+``XACK``s of the previous batch's confirmed replies and the next
+``XREADGROUP`` leave in one write: one round trip per batch.
+
+Ordering and concurrency: while an ``async def`` handler runs, its
+charger's later entries queue behind it (handled in stream order by that
+task); other chargers go on. At most ``concurrency`` async handlers run at
+once; beyond that, new entries wait for a slot. Many processes
 (consumers) in one group share the shards' entries (XREADGROUP).
 
 Crash safety: an entry whose handler raised (anything but an
@@ -26,6 +38,7 @@ import logging
 import os
 import socket
 import time
+import types
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
@@ -34,20 +47,26 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from router.backend.client import Client
+from router.backend.connections import Connector
 from router.backend.errors import ActionNotImplemented, OCPPError
-from router.backend.message import KINDS, MalformedEntry, Message, StreamReply, encode_payload
-from router.backend.outbox import Outbox
+from router.backend.message import KINDS, MalformedEntry, Message, encode_payload
+from router.backend.outbox import OUT_MAXLEN, Answers, Outbox
+from router.streams._resp import CommandBuffer
+from router.streams.connection import RedisConnection
+from router.streams.errors import RedisReplyError, StreamsError
 from router.streams.keys import KeySpace
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Message], Awaitable[Any]]
+#: A handler: ``def`` or ``async def``, taking the :class:`Message`.
+Handler = Callable[[Message], Awaitable[Any] | Any]
 H = TypeVar("H", bound=Handler)
 
 DEAD_MAXLEN = 100_000
-# Connections used besides the handlers' and the readers' (one per shard):
-# claimer, outbox, client replies, spares.
+# Connections used besides the handlers' (the data path has its own):
+# claimer, client replies, spares.
 RESERVED_CONNECTIONS = 5
+_CORO = types.CoroutineType
 
 
 def default_consumer_name() -> str:
@@ -67,8 +86,12 @@ class BackendApp:
         app = BackendApp(redis.asyncio.Redis.from_url(url), group="csms")
 
         @app.on_call("Heartbeat")
-        async def heartbeat(msg: Message) -> dict[str, Any]:
+        def heartbeat(msg: Message) -> dict[str, Any]:      # no await: called inline
             return {"currentTime": utc_now()}
+
+        @app.on_call("Authorize")
+        async def authorize(msg: Message) -> dict[str, Any]:
+            return {"idTagInfo": await lookup(msg.json["idTag"])}
 
         await app.run()          # until app.stop()
 
@@ -90,11 +113,12 @@ class BackendApp:
             :meth:`stop`. Keep it below the Redis client's socket timeout
             (redis-py ≥ 8 defaults to 5 s).
         max_in_flight: entries read but not finished; reading pauses above it
-            (each shard's reader may overshoot by one ``batch``).
-        concurrency: handlers running at once (each may hold a Redis
-            connection). The Redis client's pool must allow more connections
-            than this: the reader, the claimer, the outbox and ``client``
-            use a few more.
+            (each shard's reader asks for at most the room left).
+        concurrency: handlers suspended at once (each may hold a Redis
+            connection of the redis-py client); beyond it, new entries wait
+            for a slot. The client's pool must allow more connections than
+            this: the claimer and ``client`` use a few more (the readers and
+            the outbox have their own).
         forget_consumers_after: seconds after which an idle consumer with no
             pending entries is deleted from the group (dead processes' names).
         answer_calls: this group answers charger CALLs: a ``call`` handler's
@@ -106,6 +130,7 @@ class BackendApp:
             or ``0`` (everything still in the streams).
         shutdown_timeout: seconds :meth:`run` waits for in-flight handlers on stop.
     """
+
 
     def __init__(self, redis: aioredis.Redis, *, group: str, prefix: str = "ocpp",
                  shards: int = 1, consumer: str | None = None, claim_idle: float = 30.0,
@@ -120,6 +145,8 @@ class BackendApp:
             raise ValueError("max_deliveries must be at least 1")
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if batch < 1 or max_in_flight < 1:
+            raise ValueError("batch and max_in_flight must be at least 1")
         pool_size = getattr(redis.connection_pool, "max_connections", None)
         needed = concurrency + shards + RESERVED_CONNECTIONS
         if isinstance(pool_size, int) and pool_size < needed:
@@ -150,18 +177,26 @@ class BackendApp:
         self.stats: collections.Counter[str] = collections.Counter()
         self.concurrency = concurrency
         self.forget_consumers_after = forget_consumers_after
-        # Bounds the handlers running at once, hence the Redis connections they
-        # use; redis-py's pool refuses (MaxConnectionsError) beyond its size.
-        self._slots = asyncio.Semaphore(concurrency)
-        self._outbox = Outbox(redis, group)
+        #: Opens the data path's connections (one place: cluster/sentinel route there).
+        self.connector = Connector(redis)
+        self._out_prefix = f"{prefix}:out:".encode()
+        self._group_b = group.encode()
+        self._consumer_b = self.consumer.encode()
         self._handlers: dict[tuple[str, str | None], Handler] = {}
-        self._queues: dict[str, collections.deque[Message]] = {}
-        self._workers: dict[str, asyncio.Task[None]] = {}
-        self._side_tasks: set[asyncio.Task[None]] = set()
+        # kind -> action (None: any) -> handler, for a lookup without a tuple.
+        self._by_kind: dict[str, dict[str | None, Handler]] = {kind: {} for kind in KINDS}
+        # Chargers with a handler suspended (or waiting for a slot), and
+        # their entries queued behind it, in stream order.
+        self._busy: dict[str, collections.deque[Message]] = {}
+        self._waiting: collections.deque[str] = collections.deque()
+        self._suspended = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # Entries held outside a reader's batch (queued, suspended, in the
+        # outbox): kept alive against claims, and skipped when claimed back.
         self._in_flight: set[tuple[str, str]] = set()
-        # Set while fewer than max_in_flight entries are held; the reader waits on it.
-        self._room = asyncio.Event()
-        self._room.set()
+        self._readers: list[_ShardReader] = []
+        self._outbox = Outbox(self._connect_outbox, group, self._answer_failed, self._done,
+                             self.stats)
         self._stopping = asyncio.Event()
         self._ready = asyncio.Event()
 
@@ -174,6 +209,9 @@ class BackendApp:
         ``call`` the handler returns the response payload (a dict, a
         ``msgspec.Struct`` or JSON bytes) or raises an
         :class:`~router.backend.errors.OCPPError`; other handlers return nothing.
+
+        A handler is an ``async def`` or a plain ``def`` (called inline, in the
+        reader's callback: it must not block, see docs/backend.md).
 
         Args:
             kind: one of ``call``, ``result``, ``error``, ``send``, ``connected``,
@@ -191,6 +229,7 @@ class BackendApp:
             if key in self._handlers:
                 raise ValueError(f"a handler for {kind} {action or '*'} is already registered")
             self._handlers[key] = handler
+            self._by_kind[kind][action] = handler
             return handler
 
         return register
@@ -225,7 +264,8 @@ class BackendApp:
 
     def handler_for(self, msg: Message) -> Handler | None:
         """The handler registered for this message, if any."""
-        return self._handlers.get((msg.kind, msg.action)) or self._handlers.get((msg.kind, None))
+        kinds = self._by_kind[msg.kind]
+        return kinds.get(msg.action) or kinds.get(None)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -236,7 +276,7 @@ class BackendApp:
     def stop(self) -> None:
         """Ask :meth:`run` to stop: no new reads; in-flight handlers finish."""
         self._stopping.set()
-        self._room.set()  # a reader waiting for room must see the stop
+        self._wake()  # a reader paused for room must see the stop
 
     async def run(self) -> None:
         """Consume until :meth:`stop`; then finish in-flight handlers and return.
@@ -251,8 +291,9 @@ class BackendApp:
         claimer = asyncio.create_task(self._claim_loop(), name="backend-claimer")
         # One reader per shard: a multi-stream XREADGROUP would be a cross-slot
         # command on Redis Cluster, where each shard's hash tag picks a slot.
-        readers = [asyncio.create_task(self._read_loop(stream), name=f"backend-reader-{stream}")
-                   for stream in self.streams]
+        self._readers = [_ShardReader(self, stream) for stream in self.streams]
+        readers = [asyncio.create_task(self._read_shard(r), name=f"backend-reader-{r.stream}")
+                   for r in self._readers]
         try:
             await asyncio.gather(*readers)
         finally:
@@ -262,6 +303,7 @@ class BackendApp:
             self._stopping.set()
             await asyncio.gather(claimer, return_exceptions=True)
             await self._drain_workers()
+            await self._outbox.close()
             await self.client.close()
 
     async def ensure_groups(self) -> None:
@@ -278,50 +320,24 @@ class BackendApp:
                     raise
 
     async def _drain_workers(self) -> None:
-        workers = [*self._workers.values(), *self._side_tasks]
-        if not workers:
-            return
-        _done, pending = await asyncio.wait(workers, timeout=self.shutdown_timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.shutdown_timeout
+        # A finishing charger task may start a waiting one: wait until none is left.
+        while self._tasks and loop.time() < deadline:
+            await asyncio.wait(set(self._tasks), timeout=deadline - loop.time())
+        pending = set(self._tasks)
         for task in pending:
             # Unfinished entries stay pending in Redis; another consumer claims them.
             task.cancel()
         if pending:
-            log.warning("shutdown: %d charger queues did not finish in %.0fs",
+            log.warning("shutdown: %d handlers did not finish in %.0fs",
                         len(pending), self.shutdown_timeout)
             # Bounded: a handler stuck in a blocking call may ignore the cancel.
             await asyncio.wait(pending, timeout=5)
-
-    # ------------------------------------------------------------------ reading
-
-    async def _read_loop(self, stream: str) -> None:
-        streams: dict[Any, Any] = {stream: ">"}
-        block_ms = max(1, int(self.block * 1000))
-        backoff = 0.1
-        while not self._stopping.is_set():
-            if len(self._in_flight) >= self.max_in_flight:
-                self._room.clear()
-                await self._room.wait()
-            if self._stopping.is_set():
-                break
-            try:
-                response = cast(StreamReply, await self.redis.xreadgroup(
-                    self.group, self.consumer, streams, count=self.batch, block=block_ms))
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc):
-                    # The stream or group was deleted under us (FLUSHDB, DEL): recreate.
-                    log.warning("consumer group missing, recreating: %s", exc)
-                    await self.ensure_groups()
-                    continue
-                raise
-            except (RedisError, OSError) as exc:
-                log.warning("XREADGROUP failed (%s); retrying in %.1fs", exc, backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            backoff = 0.1
-            for _key, entries in response or ():
-                for entry_id, fields in entries:
-                    self._dispatch(stream, _s(entry_id), fields)
+        try:
+            await asyncio.wait_for(self._outbox.idle(), 10)
+        except TimeoutError:
+            log.warning("shutdown: the last answers were not written in 10s (they stay pending)")
 
     async def _sleep(self, seconds: float) -> None:
         try:
@@ -329,91 +345,304 @@ class BackendApp:
         except TimeoutError:
             pass
 
-    def _dispatch(self, stream: str, entry_id: str, fields: dict[bytes, bytes] | None) -> None:
+    # ------------------------------------------------------------------ reading
+
+    async def _connect_outbox(self) -> RedisConnection:
+        return await self.connector.connect(self.streams[0].encode(),
+                                            name=f"{self.consumer}:outbox")
+
+    async def _read_shard(self, reader: _ShardReader) -> None:
+        """Keep ``reader`` reading, across lost connections and deleted groups."""
+        backoff = 0.1
+        conn: RedisConnection | None = None
+        try:
+            while not self._stopping.is_set():
+                if conn is None or not conn.connected:
+                    try:
+                        conn = await self.connector.connect(
+                            reader.key, name=f"{self.consumer}:{reader.stream}")
+                    except (StreamsError, OSError) as exc:
+                        log.warning("no connection for %s (%s); retrying in %.1fs",
+                                    reader.stream, exc, backoff)
+                        await self._sleep(backoff)
+                        backoff = min(backoff * 2, 5.0)
+                        continue
+                outcome = await reader.start(conn)
+                if reader.progress:
+                    backoff = 0.1
+                if outcome == "stopped":
+                    break
+                if outcome == "nogroup":
+                    # The stream or group was deleted under us (FLUSHDB, DEL,
+                    # a Redis restarted empty): recreate.
+                    log.warning("consumer group missing on %s, recreating", reader.stream)
+                    try:
+                        await self.ensure_groups()
+                        continue
+                    except (RedisError, OSError) as exc:
+                        outcome = exc
+                log.warning("reading %s failed (%s); retrying in %.1fs",
+                            reader.stream, outcome, backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _room(self) -> int:
+        """Entries this consumer may still take (``max_in_flight``)."""
+        held = len(self._in_flight)
+        for reader in self._readers:
+            held += reader.held()
+        return self.max_in_flight - held
+
+    def _paused(self) -> bool:
+        return any(reader.paused for reader in self._readers)
+
+    def _wake(self) -> None:
+        """Room was made (or stop asked): readers that paused read again."""
+        for reader in self._readers:
+            reader.resume()
+
+    def _dispatch_batch(self, reader: _ShardReader, entries: Any) -> None:
+        stream = reader.stream
+        answers = reader.answers
+        from_entries = Message._from_entries
+        submit = self._submit
+        for i in range(len(entries)):
+            try:
+                msg = from_entries(stream, entries, i)
+            except MalformedEntry as exc:
+                self._malformed(stream, _s(entries.ref(i)), entries.fields(i), str(exc))
+                continue
+            submit(msg, answers)
+
+    def _dispatch_claimed(self, stream: str, entry_id: str,
+                          fields: dict[bytes, bytes] | None) -> None:
         if (stream, entry_id) in self._in_flight:
             return  # claimed back while this consumer still works on it
         try:
             msg = Message(stream, entry_id, fields or {})
         except MalformedEntry as exc:
-            self._in_flight.add((stream, entry_id))
-            task = asyncio.create_task(self._dead_letter(stream, entry_id, fields or {}, 1, str(exc)))
-            self._side_tasks.add(task)  # a reference, and something to wait for on stop
-            task.add_done_callback(self._side_tasks.discard)
-            task.add_done_callback(lambda _t: self._finished(stream, entry_id))
+            self._malformed(stream, entry_id, fields or {}, str(exc))
             return
-        self._in_flight.add((stream, entry_id))
-        queue = self._queues.get(msg.cs)
-        if queue is None:
-            queue = self._queues[msg.cs] = collections.deque()
-        queue.append(msg)
-        if msg.cs not in self._workers:
-            self._workers[msg.cs] = asyncio.create_task(self._drain(msg.cs), name=f"cs:{msg.cs}")
-
-    def _finished(self, stream: str, entry_id: str) -> None:
-        self._in_flight.discard((stream, entry_id))
-        if len(self._in_flight) < self.max_in_flight:
-            self._room.set()
-
-    async def _drain(self, cs: str) -> None:
-        """Handle the queued messages of one charger, one after the other."""
-        queue = self._queues[cs]
-        try:
-            while queue:
-                msg = queue.popleft()
-                try:
-                    async with self._slots:
-                        await self._process(msg)
-                finally:
-                    self._finished(msg.stream, msg.entry_id)
-        finally:
-            del self._queues[cs]
-            del self._workers[cs]
+        self._submit(msg, self._outbox.answers)
+        self._outbox.kick()
 
     # ------------------------------------------------------------------ handling
 
-    async def _process(self, msg: Message) -> None:
-        handler = self.handler_for(msg)
+    def _submit(self, msg: Message, answers: Answers) -> None:
+        """Handle ``msg`` now (inline) or queue it behind its charger's work."""
+        cs = msg.cs
+        queue = self._busy.get(cs)
+        if queue is not None:
+            # A handler of this charger is suspended: keep stream order.
+            self._hold(msg)
+            queue.append(msg)
+            return
+        if self._suspended >= self.concurrency:
+            self._hold(msg)
+            self._busy[cs] = collections.deque((msg,))
+            self._waiting.append(cs)
+            return
+        kinds = self._by_kind[msg.kind]
+        handler = kinds.get(msg.action) or kinds.get(None)
+        answering = msg.kind == "call" and self.answer_calls
+        if answering and (not msg.node or not msg.conn or not msg.id):
+            self._malformed(msg.stream, msg.entry_id, msg.fields,
+                            f"call entry {msg.entry_id} lacks node, conn or id")
+            return
+        if handler is None:
+            if answering:
+                self._error_reply(msg, ActionNotImplemented(f"{msg.action} is not implemented"),
+                                  answers)
+            else:
+                answers.acks.append(msg)
+            return
         try:
-            out_key: bytes | None = None
-            reply: dict[Any, Any] | None = None
-            if msg.kind == "call" and self.answer_calls:
-                out_key, reply = await self._answer_call(msg, handler)
-            elif handler is not None:
-                await handler(msg)
-            # Acknowledged only after the handler finished and its answer is
-            # in the out stream (the outbox writes the reply first). A crash
-            # before that means redelivery.
-            await self._outbox.put(msg.stream, msg.entry_id, out_key, reply)
-            self.stats["handled"] += 1
+            value = handler(msg)
+            if type(value) is _CORO or hasattr(value, "__await__"):
+                # An async handler runs in a task of its own: asyncio code
+                # (timeouts, redis-py) needs to run inside its task, so the
+                # coroutine is not stepped here. A plain `def` handler was
+                # all there is to it.
+                self._suspend(msg, value)
+                return
+        except OCPPError as err:
+            if not answering:
+                self._failure(msg, err)
+            else:
+                self._error_reply(msg, err, answers)
+            return
+        except MalformedEntry as exc:
+            self._malformed(msg.stream, msg.entry_id, msg.fields, str(exc))
+            return
+        except (Exception, asyncio.CancelledError) as exc:
+            self._failure(msg, exc)
+            return
+        self._complete(msg, value, answers)
+
+    def _complete(self, msg: Message, value: Any, answers: Answers) -> None:
+        """Encode ``msg``'s answer (if any) into ``answers``."""
+        if msg.kind == "call" and self.answer_calls:
+            try:
+                payload = encode_payload(value)
+            except TypeError as exc:
+                self._failure(msg, exc)
+                return
+            buf = answers.buf
+            n = 1
+            if msg._writes:
+                n += _put_writes(msg, buf)
+            if msg._entries is not None:
+                buf.append_result(self._out_prefix, OUT_MAXLEN, msg._entries, msg._i, payload)
+            else:
+                buf.append_xadd(self.keys.out(msg.node), OUT_MAXLEN, (
+                    b"kind", b"result", b"cs", msg.cs, b"conn", msg.conn, b"id", msg.id,
+                    b"payload", payload))
+            answers.counts.append(n)
+            answers.msgs.append(msg)
+        elif msg._writes:
+            answers.counts.append(_put_writes(msg, answers.buf))
+            answers.msgs.append(msg)
+        else:
+            answers.acks.append(msg)
+
+    def _error_reply(self, msg: Message, err: OCPPError, answers: Answers) -> None:
+        # The one place a handler's exception becomes a CALLERROR; only the
+        # code, description and details the handler chose reach the charger.
+        # Commands the handler wrote before raising are dropped.
+        try:
+            details = encode_payload(err.details)
+        except TypeError:
+            details = b"{}"
+        answers.buf.append_xadd(self.keys.out(msg.node), OUT_MAXLEN, (
+            b"kind", b"error", b"cs", msg.cs, b"conn", msg.conn, b"id", msg.id,
+            b"code", err.wire_code(msg.proto), b"description", err.description,
+            b"details", details))
+        answers.counts.append(1)
+        answers.msgs.append(msg)
+
+    def _suspend(self, msg: Message, pending: Awaitable[Any]) -> None:
+        """``msg``'s handler waits: finish it in a task; its charger's next
+        entries queue behind it."""
+        self._suspended += 1
+        self._busy[msg.cs] = collections.deque()
+        self._hold(msg)
+        self._spawn(self._continue(msg, pending), f"cs:{msg.cs}")
+
+    async def _continue(self, msg: Message, pending: Awaitable[Any] | None) -> None:
+        cs = msg.cs
+        try:
+            await self._process(msg, pending)
+            await self._drain_queue(cs)
+        finally:
+            self._release_charger(cs)
+
+    async def _drain_waiting(self, cs: str) -> None:
+        try:
+            await self._drain_queue(cs)
+        finally:
+            self._release_charger(cs)
+
+    async def _drain_queue(self, cs: str) -> None:
+        queue = self._busy[cs]
+        while queue:
+            await self._process(queue.popleft(), None)
+
+    def _release_charger(self, cs: str) -> None:
+        self._busy.pop(cs, None)
+        self._suspended -= 1
+        while self._waiting and self._suspended < self.concurrency:
+            self._suspended += 1
+            waiting = self._waiting.popleft()
+            self._spawn(self._drain_waiting(waiting), f"cs:{waiting}")
+
+    async def _process(self, msg: Message, pending: Awaitable[Any] | None) -> None:
+        """Handle one held entry in a charger's task; the answer goes to the outbox."""
+        answering = msg.kind == "call" and self.answer_calls
+        try:
+            if pending is None:
+                if answering and (not msg.node or not msg.conn or not msg.id):
+                    raise MalformedEntry(f"call entry {msg.entry_id} lacks node, conn or id")
+                handler = self.handler_for(msg)
+                if handler is None:
+                    if answering:
+                        raise ActionNotImplemented(f"{msg.action} is not implemented")
+                    value = None
+                else:
+                    value = handler(msg)
+                    if hasattr(value, "__await__"):
+                        value = await value
+            else:
+                value = await pending
         except asyncio.CancelledError:
+            self._release(msg.stream, msg.entry_id)
             raise
+        except OCPPError as err:
+            if not answering:
+                self._failure(msg, err)
+                self._release(msg.stream, msg.entry_id)
+                return
+            self._error_reply(msg, err, self._outbox.answers)
         except MalformedEntry as exc:
             # Retrying cannot help an entry that breaks the contract.
             await self._dead_letter(msg.stream, msg.entry_id, msg.fields, 1, str(exc))
+            self._release(msg.stream, msg.entry_id)
+            return
         except Exception as exc:  # a handler bug or Redis trouble: retry later
-            self.stats["failed"] += 1
-            log.exception("handling %r failed; it stays pending and is retried after %.0fs",
-                          msg, self.claim_idle)
-            await self._record_error(msg.stream, msg.entry_id, exc)
+            self._failure(msg, exc)
+            self._release(msg.stream, msg.entry_id)
+            return
+        else:
+            self._complete(msg, value, self._outbox.answers)
+        self._outbox.kick()
 
-    async def _answer_call(self, msg: Message,
-                           handler: Handler | None) -> tuple[bytes, dict[Any, Any]]:
-        """Run a call handler; return the out stream and the reply entry."""
-        if not msg.node or not msg.conn or not msg.id:
-            raise MalformedEntry(f"call entry {msg.entry_id} lacks node, conn or id")
-        try:
-            if handler is None:
-                raise ActionNotImplemented(f"{msg.action} is not implemented")
-            payload = encode_payload(await handler(msg))
-            fields = {"kind": "result", "cs": msg.cs, "conn": msg.conn, "id": msg.id,
-                      "payload": payload}
-        except OCPPError as err:
-            # The one place a handler's exception becomes a CALLERROR; only the
-            # code, description and details the handler chose reach the charger.
-            fields = {"kind": "error", "cs": msg.cs, "conn": msg.conn, "id": msg.id,
-                      "code": err.wire_code(msg.proto), "description": err.description,
-                      "details": encode_payload(err.details)}
-        return self.keys.out(msg.node), fields
+    def _failure(self, msg: Message, exc: BaseException) -> None:
+        """The handler raised: the entry stays pending and is retried after claim_idle."""
+        self.stats["failed"] += 1
+        log.error("handling %r failed; it stays pending and is retried after %.0fs",
+                  msg, self.claim_idle, exc_info=exc)
+        self._spawn(self._record_error(msg.stream, msg.entry_id, exc), "backend-error")
+
+    def _answer_failed(self, msg: Message, error: str) -> None:
+        """Redis refused a command of ``msg``'s answer: not acknowledged."""
+        self.stats["failed"] += 1
+        log.warning("writing the answer to %r failed (it stays pending): %s", msg, error)
+        self._spawn(self._record_error(msg.stream, msg.entry_id, RedisReplyError(error)),
+                    "backend-error")
+
+    def _malformed(self, stream: str, entry_id: str, fields: dict[bytes, bytes],
+                   error: str) -> None:
+        """Retrying cannot help an entry that breaks the contract: dead-letter it now."""
+        self._in_flight.add((stream, entry_id))
+
+        async def dead() -> None:
+            try:
+                await self._dead_letter(stream, entry_id, fields, 1, error)
+            finally:
+                self._release(stream, entry_id)
+
+        self._spawn(dead(), "backend-dead-letter")
+
+    def _hold(self, msg: Message) -> None:
+        self._in_flight.add((msg.stream, msg.entry_id))
+
+    def _release(self, stream: str, entry_id: str) -> None:
+        self._in_flight.discard((stream, entry_id))
+        self._wake()
+
+    def _done(self, msgs: list[Message]) -> None:
+        """The outbox wrote (or failed to write) the answers of ``msgs``."""
+        discard = self._in_flight.discard
+        for msg in msgs:
+            discard((msg.stream, msg.entry_id))
+        self._wake()
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)  # a reference, and something to wait for on stop
+        task.add_done_callback(self._tasks.discard)
 
     async def _record_error(self, stream: str, entry_id: str, exc: BaseException) -> None:
         try:
@@ -421,7 +650,7 @@ class BackendApp:
                                   f"{type(exc).__name__}: {exc}"[:1000])
             # Old errors of entries that were acknowledged later vanish with the hash.
             await self.redis.expire(self.errors_key, 7 * 86400)
-        except RedisError:
+        except (RedisError, OSError):
             log.warning("could not record the error of %s %s", stream, entry_id)
 
     # ------------------------------------------------------------------ claiming
@@ -551,9 +780,9 @@ class BackendApp:
                     await self._dead_letter(stream, entry_id, fields, deliveries,
                                             _s(error) if error else "not acknowledged in time")
                 finally:
-                    self._finished(stream, entry_id)
+                    self._release(stream, entry_id)
             else:
-                self._dispatch(stream, entry_id, fields)
+                self._dispatch_claimed(stream, entry_id, fields)
 
     async def _dead_letter(self, stream: str, entry_id: str, fields: dict[bytes, bytes],
                            deliveries: int, error: str) -> None:
@@ -572,3 +801,138 @@ class BackendApp:
         self.stats["dead"] += 1
         log.error("entry %s of %s moved to %s after %d deliveries: %s",
                   entry_id, stream, self.dead_stream, deliveries, error)
+
+
+def _put_writes(msg: Message, buf: CommandBuffer) -> int:
+    """Append the commands ``msg``'s handler added with ``Message.write``."""
+    writes = msg._writes or ()
+    for command in writes:
+        buf.append_command(*command)
+    return len(writes)
+
+
+class _ShardReader:
+    """The data path of one inbound shard, driven by reply callbacks.
+
+    Each write carries, in this order: the answers of the last batch (replies
+    and handlers' writes), the ``XACK``s of the entries whose answers Redis
+    confirmed and of those that needed none, and the next ``XREADGROUP``
+    (when there is room and no stop was asked). Its replies come back in the
+    same order (one callback); the new entries are handled inline and the
+    next write goes out at once. The read blocks (``BLOCK``) only when no
+    answer waits for its confirmation, so acknowledgements never wait for
+    traffic.
+    """
+
+    def __init__(self, app: BackendApp, stream: str) -> None:
+        self.app = app
+        self.stream = stream
+        self.key = stream.encode()
+        self.answers = Answers()              # filled by the batch being handled
+        self._sent: Answers | None = None     # written, replies not read yet
+        self._confirmed: list[Message] = []   # answers confirmed: acknowledge next
+        self._conn: RedisConnection | None = None
+        self._done: asyncio.Future[Any] | None = None
+        self._busy = False                    # a write waits for its replies
+        self._reading = False                 # that write ends with an XREADGROUP
+        self.progress = False                 # a read succeeded since start()
+        self._block_ms = max(1, int(app.block * 1000))
+
+    def start(self, conn: RedisConnection) -> asyncio.Future[Any]:
+        """Read on ``conn`` until stopped ("stopped"), the group is missing
+        ("nogroup"), the connection is lost or Redis refuses the read (the
+        exception): what the returned future gets."""
+        self._conn = conn
+        self._done = asyncio.get_running_loop().create_future()
+        self._busy = False
+        self.progress = False
+        self._send()
+        return self._done
+
+    def held(self) -> int:
+        """Entries read and not acknowledged yet."""
+        sent = self._sent
+        return len(self._confirmed) + (len(sent.msgs) if sent is not None else 0)
+
+    @property
+    def paused(self) -> bool:
+        """Waiting for room (or for the stop) with nothing written."""
+        return not self._busy and self._done is not None and not self._done.done()
+
+    def resume(self) -> None:
+        """Write again if paused (no room to read, or stop asked)."""
+        if not self._busy and self._done is not None and not self._done.done():
+            self._send()
+
+    def _finish(self, outcome: Any) -> None:
+        self._busy = False
+        if self._done is not None and not self._done.done():
+            self._done.set_result(outcome)
+
+    def _send(self) -> None:
+        app = self.app
+        answers, self.answers = self.answers, Answers()
+        buf = answers.buf
+        acks = self._confirmed
+        if answers.acks:
+            acks.extend(answers.acks)
+        self._confirmed = []
+        if acks:
+            buf.append_command(b"XACK", self.key, app._group_b, *[m.entry_ref for m in acks])
+            app.stats["handled"] += len(acks)
+        room = 0 if app._stopping.is_set() else app._room() - len(answers.msgs)
+        read = room > 0
+        if read:
+            if answers.msgs:
+                # Their XACKs go with the next write: do not block it.
+                buf.append_command(b"XREADGROUP", b"GROUP", app._group_b, app._consumer_b,
+                                   b"COUNT", min(app.batch, room), b"STREAMS", self.key, b">")
+            else:
+                buf.append_command(b"XREADGROUP", b"GROUP", app._group_b, app._consumer_b,
+                                   b"COUNT", min(app.batch, room), b"BLOCK", self._block_ms,
+                                   b"STREAMS", self.key, b">")
+        n = len(buf)
+        if n == 0:
+            # Nothing to write and no room to read: paused until resume().
+            self._busy = False
+            if app._stopping.is_set():
+                self._finish("stopped")
+            return
+        self._sent = answers
+        self._reading = read
+        self._busy = True
+        assert self._conn is not None
+        try:
+            self._conn.send_raw(buf.take(), n, self._on_replies,
+                                app.block + 10.0 if read else 30.0, xread=read)
+        except StreamsError as exc:
+            self._lost(exc)
+
+    def _lost(self, exc: StreamsError) -> None:
+        # Answers written but not confirmed stay pending (claimed back after
+        # claim_idle); confirmed ones are acknowledged on the next connection.
+        self._sent = None
+        self._finish(exc)
+
+    def _on_replies(self, result: Any) -> None:
+        self._busy = False
+        if isinstance(result, StreamsError):
+            self._lost(result)
+            return
+        sent, self._sent = self._sent, None
+        if sent is not None and sent.msgs:
+            ok, _ = sent.confirm(result, 0, self.app._answer_failed)
+            self._confirmed.extend(ok)
+        if self._reading:
+            entries = result[-1]
+            if type(entries) is RedisReplyError:
+                self._finish("nogroup" if str(entries).startswith("NOGROUP") else entries)
+                return
+            self.progress = True
+            if len(entries):
+                self.app._dispatch_batch(self, entries)
+        if self._done is not None and not self._done.done():
+            self._send()
+        if self.app._paused():
+            # This write's XACKs made room: readers that paused read again.
+            self.app._wake()

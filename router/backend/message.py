@@ -15,6 +15,7 @@ import msgspec
 import orjson
 
 from router.backend.errors import BackendError
+from router.streams._resp import CommandBuffer
 
 T = TypeVar("T")
 
@@ -29,6 +30,12 @@ class MalformedEntry(BackendError, ValueError):
     """An inbound entry lacks a field the contract requires, or has a bad value."""
 
 
+_KINDS = frozenset(KINDS)
+_SCRATCH = CommandBuffer(256)
+# The fields every dispatch reads, taken in one call from a group read.
+_HEAD = (b"kind", b"cs", b"action", b"proto", b"node", b"conn", b"id")
+
+
 def _text(fields: dict[bytes, bytes], name: bytes, default: str = "") -> str:
     value = fields.get(name)
     return value.decode("utf-8", "replace") if value is not None else default
@@ -39,12 +46,34 @@ class Message:
 
     Attributes mirror the entry's fields (absent ones are ``""`` / ``b""``);
     ``stream`` and ``entry_id`` say where it came from.
+
+    Built lazily: the SDK's reader keeps the group read's reply bytes
+    (``router.streams._resp.StreamEntries``) and takes only ``kind``, ``cs``,
+    ``action``, ``proto``, ``node``, ``conn`` and ``id`` from them up front;
+    every other field (``payload``, ``ts``, ``code`` …) is decoded on first
+    access, and :attr:`fields` builds the dict only when asked.
     """
 
     __slots__ = (
-        "_json", "action", "addr", "code", "conn", "cs", "description", "details", "entry_id",
-        "fields", "id", "kind", "msgtype", "node", "payload", "proto", "ref", "stream", "ts",
+        "_entries", "_entry_id", "_fields", "_i", "_json", "_ref", "_writes",
+        "action", "conn", "cs", "id", "kind", "node", "proto", "stream",
     )
+
+    _entries: Any
+    _i: int
+    _fields: dict[bytes, bytes] | None
+    _ref: bytes | None
+    _entry_id: str | None
+    _writes: list[tuple[Any, ...]] | None
+    _json: Any
+    kind: str
+    cs: str
+    action: str
+    proto: str
+    node: str
+    conn: str
+    id: str
+    stream: str
 
     def __init__(self, stream: str, entry_id: str, fields: dict[bytes, bytes]) -> None:
         """Parse one entry.
@@ -55,37 +84,172 @@ class Message:
             fields: its raw fields.
 
         Raises:
-            MalformedEntry: a field every entry has is missing, or ``kind`` is unknown.
+            MalformedEntry: a field every entry has is missing, ``kind`` is
+                unknown or ``ts`` is not a number.
         """
         self.stream = stream
-        self.entry_id = entry_id
-        self.fields = fields
+        self._entry_id = entry_id
+        self._ref = None
+        self._entries = None
+        self._i = 0
+        self._fields = fields
+        self._writes = None
+        self._json = None
+        self._head(tuple(None if (v := fields.get(n)) is None else v.decode("utf-8", "replace")
+                         for n in _HEAD))
+        self.ts  # noqa: B018 - checked up front on this path, as it always was
+
+    @classmethod
+    def _from_entries(cls, stream: str, entries: Any, i: int) -> Message:
+        """Entry ``i`` of a group read's ``StreamEntries``, decoded lazily.
+
+        Raises:
+            MalformedEntry: a field every entry has is missing or ``kind`` is unknown.
+        """
+        msg = cls.__new__(cls)
+        msg.stream = stream
+        msg._entries = entries
+        msg._i = i
+        msg._fields = None
+        msg._ref = None
+        msg._entry_id = None
+        msg._writes = None
+        msg._json = None
+        msg._head(entries.pick(i, _HEAD))
+        return msg
+
+    def _head(self, values: tuple[str | None, ...]) -> None:
+        kind, cs, action, proto, node, conn, mid = values
         # node/conn are checked where they matter (a reply needs them), so that
         # a `failed` entry for an unknown connection still parses.
-        for required in (b"kind", b"cs"):
-            if not fields.get(required):
-                raise MalformedEntry(f"entry {entry_id} of {stream} has no {required.decode()!r}")
-        self.kind = _text(fields, b"kind")
-        if self.kind not in KINDS:
-            raise MalformedEntry(f"entry {entry_id} of {stream} has unknown kind {self.kind!r}")
-        self.cs = _text(fields, b"cs")
-        self.proto = _text(fields, b"proto")
-        self.node = _text(fields, b"node")
-        self.conn = _text(fields, b"conn")
+        if not kind:
+            raise MalformedEntry(f"entry {self.entry_id} of {self.stream} has no 'kind'")
+        if not cs:
+            raise MalformedEntry(f"entry {self.entry_id} of {self.stream} has no 'cs'")
+        if kind not in _KINDS:
+            raise MalformedEntry(f"entry {self.entry_id} of {self.stream} has unknown kind {kind!r}")
+        self.kind = kind
+        self.cs = cs
+        self.action = action or ""
+        self.proto = proto or ""
+        self.node = node or ""
+        self.conn = conn or ""
+        self.id = mid or ""
+
+    # -- lazily decoded fields --------------------------------------------------
+
+    def _raw(self, name: bytes) -> bytes | None:
+        if self._entries is not None:
+            value: bytes | None = self._entries.value(self._i, name)
+            return value
+        assert self._fields is not None
+        return self._fields.get(name)
+
+    def _str(self, name: bytes) -> str:
+        value = self._raw(name)
+        return value.decode("utf-8", "replace") if value is not None else ""
+
+    @property
+    def entry_id(self) -> str:
+        """The stream entry id."""
+        if self._entry_id is None:
+            self._entry_id = self.entry_ref.decode()
+        return self._entry_id
+
+    @property
+    def entry_ref(self) -> bytes:
+        """The stream entry id as bytes (what XACK takes)."""
+        if self._ref is None:
+            if self._entries is not None:
+                self._ref = self._entries.ref(self._i)
+            else:
+                assert self._entry_id is not None
+                self._ref = self._entry_id.encode()
+        return self._ref
+
+    @property
+    def fields(self) -> dict[bytes, bytes]:
+        """Every field of the entry, raw."""
+        if self._fields is None:
+            self._fields = self._entries.fields(self._i)
+        return self._fields
+
+    @property
+    def payload(self) -> bytes:
+        """The payload exactly as the charger sent it (JSON bytes; ``b""`` if none)."""
+        return self._raw(b"payload") or b""
+
+    @property
+    def details(self) -> bytes:
+        """``errorDetails`` of a CALLERROR (JSON bytes; ``b""`` if none)."""
+        return self._raw(b"details") or b""
+
+    @property
+    def ts(self) -> int:
+        """When the router received it (ms since the Unix epoch; 0 if absent).
+
+        Raises:
+            MalformedEntry: ``ts`` is not a number.
+        """
         try:
-            self.ts = int(fields.get(b"ts") or 0)
+            return int(self._raw(b"ts") or 0)
         except ValueError as exc:
-            raise MalformedEntry(f"entry {entry_id} of {stream} has a bad 'ts'") from exc
-        self.id = _text(fields, b"id")
-        self.action = _text(fields, b"action")
-        self.payload: bytes = fields.get(b"payload", b"")
-        self.code = _text(fields, b"code")
-        self.description = _text(fields, b"description")
-        self.details: bytes = fields.get(b"details", b"")
-        self.addr = _text(fields, b"addr")
-        self.ref = _text(fields, b"ref")
-        self.msgtype = _text(fields, b"msgtype")
-        self._json: Any = None
+            raise MalformedEntry(f"entry {self.entry_id} of {self.stream} has a bad 'ts'") from exc
+
+    @property
+    def code(self) -> str:
+        return self._str(b"code")
+
+    @property
+    def description(self) -> str:
+        return self._str(b"description")
+
+    @property
+    def addr(self) -> str:
+        return self._str(b"addr")
+
+    @property
+    def ref(self) -> str:
+        """The ``ref`` field (what a ``failed`` entry refers to)."""
+        return self._str(b"ref")
+
+    @property
+    def msgtype(self) -> str:
+        return self._str(b"msgtype")
+
+    # -- writes riding with the answer --------------------------------------------
+
+    def write(self, *command: bytes | str | int) -> None:
+        """Add a Redis command to this entry's answer, e.g.
+        ``msg.write("HSET", key, "status", "Charging")``.
+
+        The command leaves in the same pipelined write as the reply (before
+        it) and the acknowledgement of the entry, so a handler can keep state
+        without a round trip of its own: the entry is acknowledged only if
+        every command it wrote and its reply succeeded; otherwise it stays
+        pending and is handled again. Dropped when the handler raises. On a
+        Redis Cluster the keys must live on the same node as the inbound shard.
+
+        Args:
+            *command: the command name and its arguments (bytes, str or int).
+
+        Raises:
+            TypeError: an argument of another type; ValueError: no command.
+        """
+        try:
+            _SCRATCH.append_command(*command)   # refuse a bad argument here, in the handler
+        finally:
+            _SCRATCH.clear()
+        if self._writes is None:
+            self._writes = []
+        self._writes.append(command)
+
+    @property
+    def writes(self) -> tuple[tuple[bytes | str | int, ...], ...]:
+        """The commands added with :meth:`write` so far (tests of handlers run them)."""
+        return tuple(self._writes or ())
+
+    # -- payload access -----------------------------------------------------------
 
     @property
     def json(self) -> Any:
@@ -97,7 +261,8 @@ class Message:
         """
         if self._json is None:
             try:
-                self._json = orjson.loads(self.payload) if self.payload else {}
+                payload = self.payload
+                self._json = orjson.loads(payload) if payload else {}
             except orjson.JSONDecodeError as exc:
                 raise MalformedEntry(f"entry {self.entry_id}: payload is not JSON") from exc
         return self._json

@@ -1,102 +1,189 @@
-"""Replies and acknowledgements, batched per event-loop iteration.
+"""Answers and acknowledgements of the backend SDK, encoded in C, written in batches.
 
-Handlers of many chargers finish in the same loop iteration under load.
-Instead of two round trips per entry (XADD the reply, then XACK), the outbox
-writes everything submitted meanwhile in two pipelined round trips: first all
-replies, then the XACKs of exactly those entries whose reply was written, so
-the "acknowledge only after the reply" rule of docs/streams.md holds per entry.
-One task, one Redis connection, however many handlers run.
+:class:`Answers` collects what handlers produced for one pipelined write:
+the RESP of every reply (``XADD`` to ``<prefix>:out:<node>``) and of the
+Redis commands handlers added with :meth:`Message.write`, in one
+``CommandBuffer`` (``router.streams._resp``), plus which entry each group of
+commands answers. Entries without anything to write are acknowledged in the
+same write; an entry with a reply is acknowledged only after Redis confirmed
+every command of its group (docs/streams.md: acknowledge only after the
+reply is written), so its ``XACK`` goes out with the next write. Redis runs a
+connection's commands in order, but a failed ``XADD`` does not stop the
+``XACK`` behind it: hence the second step.
+
+The per-shard readers (``router.backend.app``) put their ``Answers`` in
+front of the next ``XREADGROUP``, so a batch costs one round trip. The
+:class:`Outbox` writes the answers of handlers that finished later (after
+an ``await``), on a connection of its own, in two round trips per flush.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-from typing import Any
+import collections
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from router.streams._resp import CommandBuffer
+from router.streams.connection import RedisConnection
+from router.streams.errors import RedisReplyError, StreamsError
+
+if TYPE_CHECKING:
+    from router.backend.message import Message
+
+log = logging.getLogger(__name__)
 
 # docs/streams.md: "Backends should add to out streams with MAXLEN ~ 100000".
 OUT_MAXLEN = 100_000
 
 
-@dataclasses.dataclass(slots=True)
-class _Item:
-    stream: str
-    entry_id: str
-    out_key: bytes | None
-    fields: dict[Any, Any] | None
-    done: asyncio.Future[None]
+class Answers:
+    """What one pipelined write carries for the handlers (see the module doc).
+
+    ``buf`` holds the commands; ``counts[k]`` commands in it answer
+    ``msgs[k]``; ``acks`` are entries to acknowledge in this write.
+    """
+
+    __slots__ = ("acks", "buf", "counts", "msgs")
+
+    def __init__(self) -> None:
+        self.buf = CommandBuffer(1 << 16)
+        self.counts: list[int] = []
+        self.msgs: list[Message] = []
+        self.acks: list[Message] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.msgs or self.acks)
+
+    def confirm(self, replies: list[Any], first: int,
+                failed: Callable[[Message, str], None]) -> tuple[list[Message], int]:
+        """Check the replies of this write's groups (they start at ``first``).
+
+        Returns the entries whose every command succeeded (to acknowledge
+        next) and the index after the last reply of the groups. ``failed`` is
+        called for each other entry, with the first error.
+        """
+        ok: list[Message] = []
+        pos = first
+        for n, msg in zip(self.counts, self.msgs, strict=True):
+            end = pos + n
+            error = None
+            for reply in replies[pos:end]:
+                if type(reply) is RedisReplyError:
+                    error = str(reply)
+                    break
+            if error is None:
+                ok.append(msg)
+            else:
+                failed(msg, error)
+            pos = end
+        return ok, pos
+
+
+def append_acks(buf: CommandBuffer, group: bytes, msgs: list[Message]) -> int:
+    """Append the ``XACK``s of ``msgs`` (one per stream); return how many commands."""
+    by_stream: dict[str, list[bytes]] = {}
+    for msg in msgs:
+        ids = by_stream.get(msg.stream)
+        if ids is None:
+            ids = by_stream[msg.stream] = []
+        ids.append(msg.entry_ref)
+    for stream, ids in by_stream.items():
+        buf.append_command(b"XACK", stream, group, *ids)
+    return len(by_stream)
 
 
 class Outbox:
-    """Write replies to out streams and acknowledge inbound entries, in batches.
+    """Writes the answers of handlers that finished outside a reader's batch.
 
     Args:
-        redis: the Redis client.
+        connect: opens the outbox's connection (``Connector.connect``).
         group: the consumer group that acknowledges.
+        failed: called for an entry whose answer or acknowledgement failed
+            (it stays pending), with the error.
+        done: called for every entry once its fate is known (acknowledged or
+            left pending).
+        stats: counts ``handled`` (acknowledged) entries.
     """
 
-    def __init__(self, redis: aioredis.Redis, group: str) -> None:
-        self.redis = redis
-        self.group = group
-        self._items: list[_Item] = []
+    def __init__(self, connect: Callable[[], Any], group: str,
+                 failed: Callable[[Message, str], None],
+                 done: Callable[[list[Message]], None],
+                 stats: collections.Counter[str]) -> None:
+        self.stats = stats
+        self._connect = connect
+        self.group = group.encode()
+        self._failed = failed
+        self._done = done
+        self.answers = Answers()
+        self._conn: RedisConnection | None = None
         self._task: asyncio.Task[None] | None = None
 
-    def put(self, stream: str, entry_id: str, out_key: bytes | None = None,
-            fields: dict[Any, Any] | None = None) -> asyncio.Future[None]:
-        """Queue an acknowledgement, preceded by a reply when ``out_key`` is given.
-
-        The returned future resolves once the entry is acknowledged, or fails
-        with the Redis error that prevented the reply or the acknowledgement
-        (then the entry stays pending).
-        """
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._items.append(_Item(stream, entry_id, out_key, fields, done))
+    def kick(self) -> None:
+        """Write what was added to :attr:`answers` (soon, batched with others)."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="backend-outbox")
-        return done
+
+    async def idle(self) -> None:
+        """Return once everything added so far is written (or failed)."""
+        while self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def close(self) -> None:
+        await self.idle()
+        if self._conn is not None:
+            self._conn.close()
+            await self._conn.wait_closed()
+            self._conn = None
 
     async def _run(self) -> None:
         try:
-            while self._items:
+            while self.answers:
                 # One yield lets every handler finishing in this iteration add
-                # its entry; under load, entries also pile up during a write.
+                # its answer; under load, answers also pile up during a write.
                 await asyncio.sleep(0)
-                items, self._items = self._items, []
-                await self._write(items)
+                answers, self.answers = self.answers, Answers()
+                await self._write(answers)
         finally:
             self._task = None
 
-    async def _write(self, items: list[_Item]) -> None:
+    async def _send(self, buf: CommandBuffer) -> list[Any]:
+        if self._conn is None or not self._conn.connected:
+            self._conn = await self._connect()
+        n = len(buf)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._conn.send_raw(buf.take(), n, lambda r: _settle(fut, r), 30.0)
+        result = await fut
+        if isinstance(result, StreamsError):
+            raise result
+        return list(result)
+
+    async def _write(self, answers: Answers) -> None:
+        everyone = [*answers.msgs, *answers.acks]
         try:
-            replies = [it for it in items if it.out_key is not None]
-            if replies:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for it in replies:
-                        pipe.xadd(it.out_key, it.fields, maxlen=OUT_MAXLEN,  # type: ignore[arg-type]
-                                  approximate=True)
-                    results = await pipe.execute(raise_on_error=False)
-                for it, result in zip(replies, results, strict=True):
-                    if isinstance(result, Exception):
-                        it.done.set_exception(result)
-            ackable = [it for it in items if not it.done.done()]
-            by_stream: dict[str, list[_Item]] = {}
-            for it in ackable:
-                by_stream.setdefault(it.stream, []).append(it)
-            if by_stream:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for stream, group_items in by_stream.items():
-                        pipe.xack(stream, self.group, *(it.entry_id for it in group_items))
-                    results = await pipe.execute(raise_on_error=False)
-                for (_stream, group_items), result in zip(by_stream.items(), results, strict=True):
-                    for it in group_items:
-                        if isinstance(result, Exception):
-                            it.done.set_exception(result)
-                        else:
-                            it.done.set_result(None)
-        except (RedisError, OSError) as exc:
-            for it in items:
-                if not it.done.done():
-                    it.done.set_exception(exc)
+            buf = answers.buf
+            if answers.acks:
+                append_acks(buf, self.group, answers.acks)
+            replies = await self._send(buf)
+            self.stats["handled"] += len(answers.acks)
+            ok, _ = answers.confirm(replies, 0, self._failed)
+            if ok:
+                # The second step: the replies are in their out streams.
+                buf = CommandBuffer(4096)
+                append_acks(buf, self.group, ok)
+                await self._send(buf)
+                self.stats["handled"] += len(ok)
+        except (StreamsError, OSError) as exc:
+            log.warning("writing %d answers failed (they stay pending): %s", len(everyone), exc)
+            if self._conn is not None:
+                self._conn.abort()
+                self._conn = None
+        finally:
+            self._done(everyone)
+
+
+def _settle(fut: asyncio.Future[Any], result: Any) -> None:
+    if not fut.done():
+        fut.set_result(result)

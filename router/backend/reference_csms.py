@@ -17,15 +17,21 @@ certificate authority (``SignCertificate`` → ``Rejected``), no OCSP/CRL access
 ``Rejected``, 2.1 ``NoChargingProfile``), no vendor extensions
 (``DataTransfer`` → ``UnknownVendorId``), no VAT validation service.
 
-Each handler is a plain coroutine taking a :class:`~router.backend.Message`
-and returning the response payload as a dict: the SDK writes it to the right
-node's out stream and acknowledges the entry afterwards.
+Each handler takes a :class:`~router.backend.Message` and returns the
+response payload: the SDK writes it to the right node's out stream and
+acknowledges the entry afterwards. The handlers are plain ``def`` functions
+(called inline by the SDK, no task per message) and keep their state with
+:meth:`~router.backend.Message.write`: the ``HSET`` rides in the same
+pipelined write as the answer, and the entry is acknowledged only if both
+succeeded. Only the 1.6 ``StartTransaction`` awaits Redis (one script call
+allocates the transaction id), so it is an ``async def``. Constant answers are
+encoded once, at start.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
+import time
 from collections.abc import Collection
 from typing import Any
 
@@ -70,9 +76,31 @@ ACKNOWLEDGED["ocpp2.1"] = ACKNOWLEDGED["ocpp2.0.1"] | frozenset({
 })
 
 
+_second: list[Any] = [-1, ""]   # the last whole second formatted, and its text
+
+
 def utc_now() -> str:
     """The current time as an RFC 3339 UTC date-time with milliseconds."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    now = time.time()
+    sec = int(now)
+    if sec != _second[0]:
+        # Formatting a date is the expensive part: once per second.
+        _second[0], _second[1] = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return f"{_second[1]}.{int((now - sec) * 1000):03d}Z"
+
+
+# The 1.6 transaction id for one StartTransaction, the same when it is
+# delivered again: the id remembered for (charger, connection, message id), or
+# a new one from the counter, remembered for a day. One round trip, atomic.
+_TX_ID_SCRIPT = """
+local known = redis.call('GET', KEYS[1])
+if known then return tonumber(known) end
+local id = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], id, 'EX', ARGV[1])
+return id
+"""
+
+_EMPTY = b"{}"
 
 
 class ReferenceCSMS:
@@ -97,6 +125,7 @@ class ReferenceCSMS:
         self.heartbeat_interval = heartbeat_interval
         self.allow = frozenset(allow) if allow is not None else None
         self.app = BackendApp(redis, group=group, prefix=prefix, shards=shards, **app_options)
+        self._tx_id = redis.register_script(_TX_ID_SCRIPT)
         self._register()
 
     async def run(self) -> None:
@@ -150,45 +179,45 @@ class ReferenceCSMS:
 
     # ------------------------------------------------------------------ connections
 
-    async def connected(self, msg: Message) -> None:
+    def connected(self, msg: Message) -> None:
         log.info("%s connected (%s, %s, node %s)", msg.cs, msg.proto, msg.addr, msg.node)
 
-    async def disconnected(self, msg: Message) -> None:
+    def disconnected(self, msg: Message) -> None:
         log.info("%s disconnected (%s %s)", msg.cs, msg.code, msg.description)
 
-    async def periodic_event(self, msg: Message) -> None:
+    def periodic_event(self, msg: Message) -> None:
         """OCPP 2.1 SEND NotifyPeriodicEventStream: data only, nothing to answer."""
-        log.debug("%s %s: %d bytes", msg.cs, msg.action, len(msg.payload))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s: %d bytes", msg.cs, msg.action, len(msg.payload))
 
     # ------------------------------------------------------------------ core messages
 
-    async def boot_notification(self, msg: Message) -> Payload:
+    def boot_notification(self, msg: Message) -> Payload:
         """Accept every charger and remember what it says about itself."""
         req = msg.json
-        info: dict[Any, Any]  # redis-py wants its own key union
+        now = utc_now()
+        info: tuple[Any, ...]
         if msg.proto in SHAPED_16:
-            info = {"vendor": req["chargePointVendor"], "model": req["chargePointModel"],
-                    "firmware": req.get("firmwareVersion", "")}
+            info = ("vendor", req["chargePointVendor"], "model", req["chargePointModel"],
+                    "firmware", req.get("firmwareVersion", ""))
         else:
             station = req["chargingStation"]
-            info = {"vendor": station["vendorName"], "model": station["model"],
-                    "firmware": station.get("firmwareVersion", ""), "reason": req["reason"]}
-        await self.redis.hset(self._key("boot", msg.cs),
-                              mapping={**info, "proto": msg.proto, "at": utc_now()})
-        return {"status": "Accepted", "currentTime": utc_now(),
-                "interval": self.heartbeat_interval}
+            info = ("vendor", station["vendorName"], "model", station["model"],
+                    "firmware", station.get("firmwareVersion", ""), "reason", req["reason"])
+        msg.write("HSET", self._key("boot", msg.cs), *info, "proto", msg.proto, "at", now)
+        return {"status": "Accepted", "currentTime": now, "interval": self.heartbeat_interval}
 
-    async def heartbeat(self, msg: Message) -> Payload:
+    def heartbeat(self, msg: Message) -> Payload:
         return {"currentTime": utc_now()}
 
-    async def authorize(self, msg: Message) -> Payload:
+    def authorize(self, msg: Message) -> Payload:
         req = msg.json
         if msg.proto in SHAPED_16:
             ok = self.is_allowed(req["idTag"])
             return {"idTagInfo": {"status": "Accepted" if ok else "Invalid"}}
         return {"idTokenInfo": self._id_token_info(req["idToken"])}
 
-    async def status_notification(self, msg: Message) -> Payload:
+    def status_notification(self, msg: Message) -> bytes:
         """Keep the last status of each connector (1.6: connectorId; 2.x: evse/connector)."""
         req = msg.json
         if msg.proto in SHAPED_16:
@@ -198,28 +227,31 @@ class ReferenceCSMS:
         else:
             connector = f"{req['evseId']}/{req['connectorId']}"
             status = {"status": req["connectorStatus"], "timestamp": req["timestamp"]}
-        await self.redis.hset(self._key("status", msg.cs), connector, orjson.dumps(status))
-        return {}
+        msg.write("HSET", self._key("status", msg.cs), connector, orjson.dumps(status))
+        return _EMPTY
 
-    async def meter_values(self, msg: Message) -> Payload:
-        req = msg.json
-        where = req.get("connectorId", req.get("evseId", 0))
-        log.debug("%s meter values for %s: %d samples", msg.cs, where, len(req.get("meterValue", ())))
-        return {}
+    def meter_values(self, msg: Message) -> bytes:
+        if log.isEnabledFor(logging.DEBUG):
+            req = msg.json
+            where = req.get("connectorId", req.get("evseId", 0))
+            log.debug("%s meter values for %s: %d samples", msg.cs, where,
+                      len(req.get("meterValue", ())))
+        return _EMPTY
 
-    async def data_transfer(self, msg: Message) -> Payload:
+    def data_transfer(self, msg: Message) -> Payload:
         """No vendor extensions here (OCPP 1.6 §4.3, 2.0.1 P02)."""
         return {"status": "UnknownVendorId"}
 
-    async def acknowledge(self, msg: Message) -> Payload:
+    def acknowledge(self, msg: Message) -> bytes:
         """Notifications whose response carries nothing: note and confirm."""
-        log.debug("%s %s", msg.cs, msg.action)
-        return {}
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s", msg.cs, msg.action)
+        return _EMPTY
 
-    async def accepted(self, msg: Message) -> Payload:
+    def accepted(self, msg: Message) -> Payload:
         return {"status": "Accepted"}
 
-    async def rejected(self, msg: Message) -> Payload:
+    def rejected(self, msg: Message) -> Payload:
         return {"status": "Rejected"}
 
     # ------------------------------------------------------------------ transactions, 1.6
@@ -230,10 +262,10 @@ class ReferenceCSMS:
         req = msg.json
         ok = self.is_allowed(req["idTag"])
         tx_id = await self._transaction_id(msg)
-        await self.redis.hset(self._key("tx", msg.cs, str(tx_id)), mapping={
-            "connector": req["connectorId"], "idTag": req["idTag"],
-            "meterStart": req["meterStart"], "started": req["timestamp"],
-            "state": "active" if ok else "refused"})
+        msg.write("HSET", self._key("tx", msg.cs, str(tx_id)),
+                  "connector", req["connectorId"], "idTag", req["idTag"],
+                  "meterStart", req["meterStart"], "started", req["timestamp"],
+                  "state", "active" if ok else "refused")
         return {"idTagInfo": {"status": "Accepted" if ok else "Invalid"}, "transactionId": tx_id}
 
     async def _transaction_id(self, msg: Message) -> int:
@@ -245,22 +277,14 @@ class ReferenceCSMS:
         ids are unique per sender and connection, OCPP-J 1.6 §4.1.3).
         """
         seen = self._key("txmsg", msg.cs, msg.conn, msg.id)
-        known = await self.redis.get(seen)
-        if known is not None:
-            return int(known)
-        new_id = int(await self.redis.incr(self._key("txseq")))
-        if await self.redis.set(seen, new_id, nx=True, ex=86400):
-            return new_id
-        return int(await self.redis.get(seen) or new_id)  # a concurrent delivery won
+        return int(await self._tx_id(keys=[seen, self._key("txseq")], args=[86400]))
 
-    async def stop_transaction(self, msg: Message) -> Payload:
+    def stop_transaction(self, msg: Message) -> Payload:
         req = msg.json
         key = self._key("tx", msg.cs, str(req["transactionId"]))
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"meterStop": req["meterStop"], "stopped": req["timestamp"],
-                                    "reason": req.get("reason", "Local"), "state": "ended"})
-            pipe.expire(key, ENDED_TX_TTL)
-            await pipe.execute()
+        msg.write("HSET", key, "meterStop", req["meterStop"], "stopped", req["timestamp"],
+                  "reason", req.get("reason", "Local"), "state", "ended")
+        msg.write("EXPIRE", key, ENDED_TX_TTL)
         if "idTag" in req:
             ok = self.is_allowed(req["idTag"])
             return {"idTagInfo": {"status": "Accepted" if ok else "Invalid"}}
@@ -268,49 +292,46 @@ class ReferenceCSMS:
 
     # ------------------------------------------------------------------ transactions, 2.x
 
-    async def transaction_event(self, msg: Message) -> Payload:
+    def transaction_event(self, msg: Message) -> Payload:
         """Track a 2.x transaction (E01-E15); the charger allocates the id."""
         req = msg.json
         info = req["transactionInfo"]
         key = self._key("tx", msg.cs, info["transactionId"])
-        fields: dict[Any, Any] = {"seqNo": req["seqNo"], "updated": req["timestamp"],
-                                  "chargingState": info.get("chargingState", "")}
-        if req["eventType"] == "Started":
-            fields["started"] = req["timestamp"]
-            fields["state"] = "active"
-        elif req["eventType"] == "Ended":
-            fields["stopped"] = req["timestamp"]
-            fields["reason"] = info.get("stoppedReason", "Local")
-            fields["state"] = "ended"
+        fields: list[Any] = ["seqNo", req["seqNo"], "updated", req["timestamp"],
+                             "chargingState", info.get("chargingState", "")]
+        event = req["eventType"]
+        if event == "Started":
+            fields += ["started", req["timestamp"], "state", "active"]
+        elif event == "Ended":
+            fields += ["stopped", req["timestamp"], "reason", info.get("stoppedReason", "Local"),
+                       "state", "ended"]
         if "evse" in req:
-            fields["evse"] = f"{req['evse']['id']}/{req['evse'].get('connectorId', 0)}"
+            fields += ["evse", f"{req['evse']['id']}/{req['evse'].get('connectorId', 0)}"]
         answer: Payload = {}
         if "idToken" in req:
-            fields["idToken"] = req["idToken"]["idToken"]
+            fields += ["idToken", req["idToken"]["idToken"]]
             # E01.FR.xx: the CSMS answers idTokenInfo when the request has an idToken.
             answer["idTokenInfo"] = self._id_token_info(req["idToken"])
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=fields)
-            if req["eventType"] == "Ended":
-                pipe.expire(key, ENDED_TX_TTL)
-            await pipe.execute()
+        msg.write("HSET", key, *fields)
+        if event == "Ended":
+            msg.write("EXPIRE", key, ENDED_TX_TTL)
         return answer
 
     # ------------------------------------------------------------------ certificates, smart charging
 
-    async def sign_certificate(self, msg: Message) -> Payload:
+    def sign_certificate(self, msg: Message) -> Payload:
         """No certificate authority behind the reference CSMS."""
         return {"status": "Rejected"}
 
-    async def get_certificate_status(self, msg: Message) -> Payload:
+    def get_certificate_status(self, msg: Message) -> Payload:
         """No OCSP responder reachable from here (2.0.1 M06)."""
         return {"status": "Failed"}
 
-    async def get_15118_ev_certificate(self, msg: Message) -> Payload:
+    def get_15118_ev_certificate(self, msg: Message) -> Payload:
         """No contract certificate pool (2.0.1 M01): fail with an empty EXI response."""
         return {"status": "Failed", "exiResponse": ""}
 
-    async def get_certificate_chain_status(self, msg: Message) -> Payload:
+    def get_certificate_chain_status(self, msg: Message) -> Payload:
         """OCPP 2.1: one ``Failed`` status per requested certificate."""
         return {"certificateStatus": [
             {"certificateHashData": item["certificateHashData"], "source": item["source"],
@@ -318,11 +339,11 @@ class ReferenceCSMS:
             for item in msg.json["certificateStatusRequests"][:4]
         ]}
 
-    async def notify_ev_charging_needs(self, msg: Message) -> Payload:
+    def notify_ev_charging_needs(self, msg: Message) -> Payload:
         """No smart charging: 2.1 says so precisely, 2.0.1 can only reject."""
         return {"status": "NoChargingProfile" if msg.proto == "ocpp2.1" else "Rejected"}
 
-    async def vat_number_validation(self, msg: Message) -> Payload:
+    def vat_number_validation(self, msg: Message) -> Payload:
         """OCPP 2.1: no VAT validation service, so the number is not confirmed."""
         req = msg.json
         answer: Payload = {"vatNumber": req["vatNumber"], "status": "Rejected"}

@@ -11,9 +11,24 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from router.backend import BackendApp
 from router.streams.keys import KeySpace
+from tests.conftest import timeout
 
 _ids = itertools.count(1)
+
+
+async def started(app: BackendApp) -> asyncio.Task[None]:
+    """Run ``app`` in a task; return it once the app reads."""
+    task = asyncio.create_task(app.run())
+    await asyncio.wait_for(app.wait_ready(), timeout(10))
+    return task
+
+
+async def stopped(app: BackendApp, task: asyncio.Task[None]) -> None:
+    """Stop ``app`` and wait for its :meth:`~BackendApp.run` to return."""
+    app.stop()
+    await asyncio.wait_for(task, timeout(20))
 
 
 async def publish(redis: aioredis.Redis, keys: KeySpace, kind: str, cs: str, *,

@@ -22,7 +22,15 @@ from router.backend import (
     SecurityError,
 )
 from router.streams.keys import KeySpace
-from tests.backend.helpers import pending_count, publish, read_out, read_stream, wait_acked
+from tests.backend.helpers import (
+    pending_count,
+    publish,
+    read_out,
+    read_stream,
+    started,
+    stopped,
+    wait_acked,
+)
 from tests.conftest import timeout
 
 GROUP = "csms"
@@ -31,17 +39,6 @@ GROUP = "csms"
 @pytest.fixture
 def keys(key_prefix: str) -> KeySpace:
     return KeySpace(prefix=key_prefix, shards=3)
-
-
-async def started(app: BackendApp) -> asyncio.Task[None]:
-    task = asyncio.create_task(app.run())
-    await asyncio.wait_for(app.wait_ready(), timeout(10))
-    return task
-
-
-async def stopped(app: BackendApp, task: asyncio.Task[None]) -> None:
-    app.stop()
-    await asyncio.wait_for(task, timeout(20))
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import time
 from collections.abc import AsyncIterator
@@ -40,11 +41,22 @@ def entry(proto: str, action: str, payload: dict[str, Any], cs: str = "CP-1",
         b"id": msg_id.encode(), b"action": action.encode(), b"payload": orjson.dumps(payload)})
 
 
-async def answer(csms: ReferenceCSMS, proto: str, action: str, payload: dict[str, Any]) -> Any:
-    msg = entry(proto, action, payload, msg_id=f"m{next(_ids)}")
+async def run(csms: ReferenceCSMS, msg: Message) -> Any:
+    """Run the handler of ``msg`` as the SDK does: call it, await it if it is a
+    coroutine, then run the commands it wrote (the SDK pipelines them with
+    the answer). Returns the answer, decoded if it is JSON bytes."""
     handler = csms.app.handler_for(msg)
-    assert handler is not None, f"no handler for {proto} {action}"
-    return await handler(msg)
+    assert handler is not None, f"no handler for {msg.proto} {msg.action}"
+    value = handler(msg)
+    if inspect.isawaitable(value):
+        value = await value
+    for command in msg.writes:
+        await csms.redis.execute_command(*command)
+    return orjson.loads(value) if isinstance(value, bytes) else value
+
+
+async def answer(csms: ReferenceCSMS, proto: str, action: str, payload: dict[str, Any]) -> Any:
+    return await run(csms, entry(proto, action, payload, msg_id=f"m{next(_ids)}"))
 
 
 @pytest.mark.parametrize(("proto", "action"), CASES)
@@ -135,6 +147,17 @@ async def test_served_through_the_streams(csms: ReferenceCSMS, redis: aioredis.R
     [out] = await read_out(redis, keys)
     boot = orjson.loads(out[b"payload"])
     assert (out[b"id"], boot["status"], boot["interval"]) == (b"b1", "Accepted", 300)
+    # The state a handler wrote (Message.write) went out with the answer.
+    assert (await redis.hgetall(f"{key_prefix}:csms:boot:CP-9"))[b"vendor"] == b"ACME"
+    # The async path: StartTransaction awaits its id, the answer goes through the outbox.
+    await publish(redis, keys, "call", "CP-9", id="s1", action="StartTransaction",
+                  payload={"connectorId": 1, "idTag": "GOOD", "meterStart": 0,
+                           "timestamp": "2026-11-21T12:00:00Z"})
+    _, out = await read_out(redis, keys, count=2)
+    tx_id = orjson.loads(out[b"payload"])["transactionId"]
+    async with asyncio.timeout(timeout(10)):
+        while not await redis.exists(f"{key_prefix}:csms:tx:CP-9:{tx_id}"):
+            await asyncio.sleep(0.02)
     csms.stop()
     await asyncio.wait_for(task, timeout(20))
 
@@ -143,10 +166,8 @@ async def test_redelivered_start_transaction_keeps_its_id(csms: ReferenceCSMS) -
     start = {"connectorId": 1, "idTag": "04A2B3", "meterStart": 0,
              "timestamp": "2026-11-21T12:00:00Z"}
     msg = entry("ocpp1.6", "StartTransaction", start)
-    handler = csms.app.handler_for(msg)
-    assert handler is not None
-    first = await handler(msg)
-    again = await handler(entry("ocpp1.6", "StartTransaction", start))  # same conn and id
-    other = await handler(Message("in", "1-2", {**msg.fields, b"id": b"43"}))
+    first = await run(csms, msg)
+    again = await run(csms, entry("ocpp1.6", "StartTransaction", start))  # same conn and id
+    other = await run(csms, Message("in", "1-2", {**msg.fields, b"id": b"43"}))
     assert again["transactionId"] == first["transactionId"]
     assert other["transactionId"] == first["transactionId"] + 1

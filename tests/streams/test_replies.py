@@ -225,3 +225,34 @@ def test_gets_xread_on_any_reply_shape(value: object) -> None:
             flat = flat or []
             expected.append((ref, dict(zip(flat[::2], flat[1::2], strict=True))))
     assert list(out) == expected
+
+
+def test_group_read_field_access_without_a_dict() -> None:
+    # The backend SDK's accessors (issue 14): pick, value, size, and the XADD
+    # of a CALLRESULT built from the entry's own bytes.
+    from router.streams._resp import CommandBuffer
+
+    reader = ReplyReader()
+    fields = [b"kind", b"call", b"cs", b"CP-\xc3\xa9", b"node", b"n1", b"conn", b"c1",
+              b"id", b"42", b"payload", b"{}", b"cs", b"CP-2"]
+    reader.feed(encode_reply([[b"s", [[b"1-0", fields], [b"2-0", None]]]]))
+    entries = reader.gets_xread()
+    # A repeated name: the last one wins, as in fields().
+    assert entries.pick(0, (b"kind", b"cs", b"action")) == ("call", "CP-2", None)
+    assert entries.value(0, b"payload") == b"{}" and entries.value(0, b"ts") is None
+    assert (entries.size(0), entries.size(1)) == (7, 0)
+    assert entries.pick(1, (b"kind",)) == (None,)
+    with pytest.raises(IndexError):
+        entries.pick(2, (b"kind",))
+    buf = CommandBuffer()
+    buf.append_result(b"ocpp:out:", 100, entries, 0, b'{"a":1}')
+    expected = CommandBuffer()
+    expected.append_xadd(b"ocpp:out:n1", 100, [b"kind", b"result", b"cs", b"CP-2",
+                                               b"conn", b"c1", b"id", b"42",
+                                               b"payload", b'{"a":1}'])
+    assert buf.take() == expected.take()
+    buf.append_result(b"ocpp:out:", None, entries, 0, b"{}")
+    assert b"MAXLEN" not in buf.take()
+    with pytest.raises(ValueError, match="lacks node"):
+        buf.append_result(b"ocpp:out:", 100, entries, 1, b"{}")
+    assert len(buf) == 0 and buf.nbytes == 0

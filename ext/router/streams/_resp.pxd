@@ -82,3 +82,6 @@ cdef class StreamEntries:
     cdef dict fields_c(self, Py_ssize_t i)
     cdef const char* base(self)
     cdef Py_ssize_t _check(self, Py_ssize_t i) except -1
+    # The value span of field `name` of entry i (the last one if repeated),
+    # or NULL when the entry has no such field (backend SDK, group reads).
+    cdef Span* _find(self, Py_ssize_t i, const char* name, Py_ssize_t n) noexcept

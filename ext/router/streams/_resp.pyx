@@ -34,7 +34,9 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 from cpython.long cimport PyLong_AsLongLong, PyLong_Check
 from cpython.unicode cimport PyUnicode_Check
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memchr, memcpy, memmove
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from libc.string cimport memchr, memcmp, memcpy, memmove
 
 from router.streams.errors import RedisProtocolError, RedisReplyError
 
@@ -351,6 +353,74 @@ cdef class CommandBuffer:
             raise
         self._ncmd += 1
         return 0
+
+    def append_result(self, out_prefix, maxlen, StreamEntries entries, Py_ssize_t i,
+                      payload):
+        """Append the XADD answering inbound entry ``i`` of ``entries`` (a charger
+        CALL) with a CALLRESULT (docs/streams.md, "Out entries"):
+        ``XADD <out_prefix><node> [MAXLEN ~ maxlen] * kind result cs … conn … id … payload …``.
+
+        ``node``, ``cs``, ``conn`` and ``id`` are copied from the entry's bytes
+        as received, with no Python object in between (the backend SDK's
+        common path).
+
+        Args:
+            out_prefix: ``<prefix>:out:`` (bytes).
+            maxlen: approximate cap (``MAXLEN ~``), or None for no cap.
+            entries: a group read's entries (``ReplyReader.gets_xread``).
+            i: the entry's index.
+            payload: the CALLRESULT payload (JSON bytes or a buffer).
+
+        Raises:
+            ValueError: the entry lacks ``node``, ``cs``, ``conn`` or ``id``;
+                the buffer is unchanged.
+            IndexError: no entry ``i``.
+        """
+        cdef Py_ssize_t mark = self._len
+        cdef const char* raw
+        cdef Span* node
+        cdef Span* cs
+        cdef Span* conn
+        cdef Span* mid
+        cdef const char* pre
+        cdef Py_ssize_t npre
+        i = entries._check(i)
+        node = entries._find(i, "node", 4)
+        cs = entries._find(i, "cs", 2)
+        conn = entries._find(i, "conn", 4)
+        mid = entries._find(i, "id", 2)
+        if node == NULL or cs == NULL or conn == NULL or mid == NULL or node.len == 0:
+            raise ValueError("the entry lacks node, cs, conn or id")
+        if not PyBytes_CheckExact(out_prefix):
+            raise TypeError("out_prefix must be bytes")
+        pre = PyBytes_AS_STRING(out_prefix)
+        npre = PyBytes_GET_SIZE(out_prefix)
+        raw = entries.base()
+        try:
+            # XADD key [MAXLEN ~ n] * kind result cs <cs> conn <conn> id <id> payload <p>
+            self._header(b'*', 3 + (3 if maxlen is not None else 0) + 10)
+            self._lit(b"$4\r\nXADD\r\n")
+            self._header(b'$', npre + node.len)
+            self._raw(pre, npre)
+            self._raw(raw + node.off, node.len)
+            self._lit(b"\r\n")
+            if maxlen is not None:
+                if maxlen <= 0:
+                    raise ValueError("maxlen must be positive or None")
+                self._lit(b"$6\r\nMAXLEN\r\n$1\r\n~\r\n")
+                self._bulk_int(maxlen)
+            self._lit(b"$1\r\n*\r\n$4\r\nkind\r\n$6\r\nresult\r\n$2\r\ncs\r\n")
+            self._bulk(raw + cs.off, cs.len)
+            self._lit(b"$4\r\nconn\r\n")
+            self._bulk(raw + conn.off, conn.len)
+            self._lit(b"$2\r\nid\r\n")
+            self._bulk(raw + mid.off, mid.len)
+            self._lit(b"$7\r\npayload\r\n")
+            self._arg(payload)
+        except BaseException:
+            self._len = mark
+            raise
+        self._ncmd += 1
 
     def take(self):
         """Return every pending command as one ``bytes`` and empty the buffer."""
@@ -761,6 +831,53 @@ cdef class StreamEntries:
     def fields(self, Py_ssize_t i):
         """The fields of entry ``i`` as a dict (the last of a repeated name wins)."""
         return self.fields_c(self._check(i))
+
+    cdef Span* _find(self, Py_ssize_t i, const char* name, Py_ssize_t n) noexcept:
+        cdef EntryRec* rec = &self._ent[i]
+        cdef const char* raw = PyBytes_AS_STRING(self._raw)
+        cdef Span* sp
+        cdef Span* found = NULL
+        cdef Py_ssize_t j
+        for j in range(rec.first, rec.first + 2 * rec.nfields, 2):
+            sp = &self._spans[j]
+            if sp.len == n and memcmp(raw + sp.off, name, n) == 0:
+                found = &self._spans[j + 1]
+        return found
+
+    def value(self, Py_ssize_t i, bytes name):
+        """The value of field ``name`` of entry ``i`` (bytes), or None."""
+        cdef Span* sp
+        i = self._check(i)
+        sp = self._find(i, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name))
+        return None if sp == NULL else self._bytes(sp)
+
+    def pick(self, Py_ssize_t i, tuple names):
+        """The values of the fields ``names`` (bytes) of entry ``i``, decoded as
+        UTF-8 (invalid bytes replaced), in one tuple; None for a missing field.
+
+        The backend SDK's ``Message`` takes the fields every dispatch needs
+        this way: one call, one ``str`` per field, no dict per entry.
+        """
+        cdef Py_ssize_t k, n = len(names)
+        cdef tuple out = PyTuple_New(n)
+        cdef object name, value
+        cdef Span* sp
+        i = self._check(i)
+        for k in range(n):
+            name = names[k]
+            sp = self._find(i, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name))
+            if sp == NULL:
+                value = None
+            else:
+                value = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(self._raw) + sp.off, sp.len,
+                                             "replace")
+            Py_INCREF(value)
+            PyTuple_SET_ITEM(out, k, value)
+        return out
+
+    def size(self, Py_ssize_t i):
+        """How many fields entry ``i`` has (0: deleted while pending)."""
+        return self._ent[self._check(i)].nfields
 
     @property
     def last_id(self):
