@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from router.streams.redis_url import RedisURLError, parse_redis_url
+
 ENV_PREFIX = "OCPP_ROUTER_"
 KNOWN_SUBPROTOCOLS = ("ocpp2.1", "ocpp2.0.1", "ocpp1.6")
 
@@ -182,8 +184,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_level", _choice("debug", "info", "warning", "error"), "info", "log level",
            "serving"),
     # -- redis
-    Option("redis_url", _str, "redis://127.0.0.1:6379/0", "Redis URL (redis:// or rediss://)",
-           "redis"),
+    Option("redis_url", _str, "redis://127.0.0.1:6379/0",
+           "Redis URL: redis://, rediss:// (TLS), unix://, redis+sentinel://, "
+           "redis+cluster:// (docs/deployment.md, Redis modes)", "redis"),
     Option("key_prefix", _key_prefix, "ocpp", "prefix of every Redis key", "redis"),
     Option("shards", _positive_int, 1,
            "number of inbound streams; must be the same on every router and backend", "redis"),
@@ -408,9 +411,10 @@ def _check(c: Config) -> None:
                           "not expire while its XADD is still unacknowledged)")
     if c.port and c.admin_port and c.port == c.admin_port:
         raise ConfigError("--port and --admin-port must differ")
-    if not c.redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"{where('redis_url')}: --redis-url must start with redis://, "
-                          f"rediss:// or unix://")
+    try:
+        parse_redis_url(c.redis_url)
+    except RedisURLError as exc:
+        raise ConfigError(f"{where('redis_url')}: {exc}") from None
 
 
 def config_field_names() -> Sequence[str]:

@@ -43,9 +43,10 @@ import random
 from collections.abc import Callable
 
 from router.streams._publisher import PublisherCore
-from router.streams.connection import RedisAddress, RedisConnection
+from router.streams.connection import RedisConnection
 from router.streams.errors import RedisConnectionError
 from router.streams.keys import KeySpace
+from router.streams.redis_url import parse_redis_url
 
 #: A connection that lived this long (seconds) counts as healthy: when it is
 #: lost, the reconnect is immediate and the backoff starts over.
@@ -114,7 +115,7 @@ class Publisher(PublisherCore):
             raise ValueError("publish limits must be positive")
         if timeout <= 0 or connect_timeout <= 0:
             raise ValueError("timeouts must be positive")
-        RedisAddress(url)  # a malformed URL fails here, not in the reconnect loop
+        parse_redis_url(url)  # a malformed URL fails here, not in the reconnect loop
         self.url = url
         self.keys = keys
         self.maxlen = maxlen
