@@ -196,11 +196,16 @@ OPTIONS: tuple[Option, ...] = (
            "seconds a registry entry lives without refresh (refreshed every third of it)",
            "redis"),
     Option("publish_timeout", _positive_seconds, 2.0,
-           "seconds before an unacknowledged XADD counts as failed (charger gets InternalError)",
+           "seconds an XADD may take, held through a Redis restart or failover included, "
+           "before it counts as failed (charger gets InternalError)",
            "redis"),
     Option("max_pending_publishes", _positive_int, 20_000,
            "publishes in flight before the router stops reading from sockets (backpressure)",
            "redis"),
+    # -- redis: durability (issue 12)
+    Option("durability", _choice("none", "replicated"), "none",
+           "replicated: an entry counts as published once a replica has it (WAIT 1), "
+           "so it survives a master crash; none: once the master has it", "redis"),
     # -- security
     Option("auth", _choice("none", "basic"), "none",
            "charger authentication: none, or HTTP Basic (security profiles 1 and 2)", "security"),
@@ -283,6 +288,7 @@ class Config:
     registry_ttl: int = 300
     publish_timeout: float = 2.0
     max_pending_publishes: int = 20_000
+    durability: str = "none"
     auth: str = "none"
     tls_cert: str | None = None
     tls_key: str | None = None

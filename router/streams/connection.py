@@ -191,6 +191,18 @@ class RedisConnection(asyncio.Protocol):
                         return
                     replies.append(reply)
                 queue.popleft()
+                # A demoted master answers writes with -READONLY and ends
+                # blocked reads with -UNBLOCKED: the failover happened under
+                # this connection. Checking the last reply is enough (the
+                # switch is permanent within one request) and costs one
+                # type test per request, not per entry.
+                if replies and type(replies[-1]) is RedisReplyError and \
+                        _demoted(replies[-1]):
+                    reason = ConnectionLostError(
+                        f"{self.address} is no longer the master: {replies[-1]}")
+                    self._deliver(req.callback, reason)
+                    self._lose(reason)
+                    return
                 self._deliver(req.callback, replies)
             if gets() is not False:
                 self._lose(RedisProtocolError("reply without a request"))
@@ -394,6 +406,17 @@ class RedisConnection(asyncio.Protocol):
             self._lose(RedisTimeoutError("Redis did not answer in time"))
         else:
             self._arm_timer()
+
+
+#: Error replies that mean "this server is not the master any more"
+#: (https://redis.io/docs/latest/operate/oss_and_stack/management/sentinel/ —
+#: clients must reconnect and rediscover; UNBLOCKED ends a blocking read on a
+#: master turned replica, https://redis.io/commands/replicaof/).
+_DEMOTION_PREFIXES = ("READONLY", "UNBLOCKED", "MASTERDOWN")
+
+
+def _demoted(reply: RedisReplyError) -> bool:
+    return str(reply).startswith(_DEMOTION_PREFIXES)
 
 
 def _client_name(name: str) -> str:

@@ -241,7 +241,17 @@ class RedisURL:
             if self.tls is not None:
                 sentinel_kw.update({k: v for k, v in kw.items() if k.startswith("ssl")})
             sentinel = Sentinel(list(self.addresses), sentinel_kwargs=sentinel_kw, **kw)
-            master: aioredis.Redis = sentinel.master_for(self.master_name)
+
+            class SentinelMaster(aioredis.Redis):
+                # redis-py's master client leaves the sentinels' connections
+                # open on aclose(); this one closes them too.
+                async def aclose(self, close_connection_pool: bool | None = None) -> None:
+                    await super().aclose(close_connection_pool)
+                    for client in sentinel.sentinels:
+                        await client.aclose()
+
+            master: aioredis.Redis = sentinel.master_for(self.master_name,
+                                                         redis_class=SentinelMaster)
             return master
         if self.unix_path is not None:
             return aioredis.Redis(unix_socket_path=self.unix_path, **{
