@@ -53,6 +53,11 @@ fuzz: $(BUILT)
 bench: $(BUILT)
 	$(PY) -m bench.run --standard
 
+# Redis failover (Sentinel, SIGKILL of the master) and durability figures (issue 12)
+.PHONY: bench-failover
+bench-failover: $(BUILT)
+	$(PY) -m bench.failover --trials $${FAILOVER_TRIALS:-5} --seconds $${FAILOVER_SECONDS:-10}
+
 clean:
 	rm -rf build $(VENV) *.egg-info
 	find router ext -name '*.so' -delete
