@@ -80,7 +80,7 @@ class Load:
             while pub.pending < self.window and self.running:
                 t = self.tag
                 self.tag += 1
-                pub.publish_inbound("CP-%d" % (t % 1000), "call", "ocpp1.6", "bench", "c", 1,
+                pub.publish_inbound(f"CP-{t % 1000}", "call", "ocpp1.6", "bench", "c", 1,
                                     str(t), "Authorize", b'{"idTag":"A"}',
                                     on_done=lambda _i, t=t: self._ok(t),
                                     on_error=lambda e, t=t: self.failed.__setitem__(t, e.code))
