@@ -48,6 +48,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from router.backend.client import Client
 from router.backend.connections import Connector
+from router.backend.dedup import Deduplicator
 from router.backend.errors import ActionNotImplemented, OCPPError
 from router.backend.message import KINDS, MalformedEntry, Message, encode_payload
 from router.backend.outbox import OUT_MAXLEN, Answers, Outbox
@@ -67,6 +68,7 @@ DEAD_MAXLEN = 100_000
 # claimer, client replies, spares.
 RESERVED_CONNECTIONS = 5
 _CORO = types.CoroutineType
+_DUPLICATE = object()  # what _once returns for a message handled before
 
 
 def default_consumer_name() -> str:
@@ -129,6 +131,9 @@ class BackendApp:
         start_id: where a newly created group starts: ``$`` (new entries only)
             or ``0`` (everything still in the streams).
         shutdown_timeout: seconds :meth:`run` waits for in-flight handlers on stop.
+        dedup: drop charger messages this group handled already (the router
+            publishes at least once; router/backend/dedup.py). Each message then
+            costs two Redis round trips and a task.
     """
 
 
@@ -138,7 +143,7 @@ class BackendApp:
                  batch: int = 100, block: float = 2.0, max_in_flight: int = 1000,
                  concurrency: int = 50, forget_consumers_after: float = 3600.0,
                  answer_calls: bool = True, start_id: str = "$",
-                 shutdown_timeout: float = 30.0) -> None:
+                 shutdown_timeout: float = 30.0, dedup: Deduplicator | None = None) -> None:
         if shards < 1:
             raise ValueError("shards must be at least 1")
         if max_deliveries < 1:
@@ -175,6 +180,7 @@ class BackendApp:
         self.errors_key = f"{prefix}:errors:{group}"
         self.client = Client(redis, prefix=prefix, shards=shards)
         self.stats: collections.Counter[str] = collections.Counter()
+        self.dedup = dedup
         self.concurrency = concurrency
         self.forget_consumers_after = forget_consumers_after
         #: Opens the data path's connections (one place: cluster/sentinel route there).
@@ -459,6 +465,11 @@ class BackendApp:
             else:
                 answers.acks.append(msg)
             return
+        if self.dedup is not None:
+            # De-duplication asks Redis before the handler runs: such a
+            # message takes the async path (a task, ordered behind its charger).
+            self._suspend(msg, self._once(msg, handler))
+            return
         try:
             value = handler(msg)
             if type(value) is _CORO or hasattr(value, "__await__"):
@@ -570,6 +581,8 @@ class BackendApp:
                     if answering:
                         raise ActionNotImplemented(f"{msg.action} is not implemented")
                     value = None
+                elif self.dedup is not None:
+                    value = await self._once(msg, handler)
                 else:
                     value = handler(msg)
                     if hasattr(value, "__await__"):
@@ -595,8 +608,24 @@ class BackendApp:
             self._release(msg.stream, msg.entry_id)
             return
         else:
-            self._complete(msg, value, self._outbox.answers)
+            if value is _DUPLICATE:
+                self._outbox.answers.acks.append(msg)  # handled before: no second answer
+            else:
+                self._complete(msg, value, self._outbox.answers)
         self._outbox.kick()
+
+    async def _once(self, msg: Message, handler: Handler) -> Any:
+        """Run ``handler`` unless this group handled ``msg`` already (the router
+        publishes at least once: router/backend/dedup.py)."""
+        assert self.dedup is not None
+        if await self.dedup.seen(msg):
+            self.stats["duplicates"] += 1
+            return _DUPLICATE
+        value = handler(msg)
+        if hasattr(value, "__await__"):
+            value = await value
+        await self.dedup.mark(msg)
+        return value
 
     def _failure(self, msg: Message, exc: BaseException) -> None:
         """The handler raised: the entry stays pending and is retried after claim_idle."""

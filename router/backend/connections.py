@@ -17,6 +17,7 @@ from urllib.parse import quote
 import redis.asyncio as aioredis
 
 from router.streams.connection import RedisConnection, open_connection
+from router.streams.redis_url import RedisURL, url_of_client
 
 
 def url_of(redis: aioredis.Redis) -> str:
@@ -51,7 +52,9 @@ class Connector:
     """
 
     def __init__(self, redis: aioredis.Redis, *, timeout: float = 5.0) -> None:
-        self.url = url_of(redis)
+        # A client made by RedisURL.redis_py() (the CLI, the reference CSMS)
+        # carries its deployment: TLS files, the Sentinel master name.
+        self.url: str | RedisURL = url_of_client(redis) or url_of(redis)
         self.timeout = timeout
 
     async def connect(self, key: bytes, *, name: str) -> RedisConnection:
