@@ -165,18 +165,27 @@ class ChargerConnection(ChargerCore, asyncio.BufferedProtocol):
             node.count_handshake("bad_request" if status == 400 else "not_found")
             self.reject(status)
             return
+        # Admission control (router/server/admission.py): 503 in a storm,
+        # 429 for a flapping identity.
+        admission = node.admission
         if node.draining:
-            node.count_handshake("draining")
-            self.reject(503, [("Retry-After", str(node.config.retry_after))])
+            admission.refuse(self, "draining")
             return
         if node.overloaded():
-            node.count_handshake("overloaded")
-            self.reject(503, [("Retry-After", str(node.config.retry_after))])
+            admission.refuse(self, "overloaded")
+            return
+        if not admission.take_handshake():
+            admission.refuse(self, "handshake_rate")
             return
         assert identity is not None
         self.identity = identity
         peer = self.transport.get_extra_info("peername") if self.transport else None
         self.addr = f"{peer[0]}:{peer[1]}" if peer else ""
+        admission.admit(self, request, identity)
+
+    def continue_handshake(self, request: UpgradeRequest, identity: str) -> None:
+        """The handshake after admission control: certificate, auth, subprotocol."""
+        node = self.node
         failure = node.check_certificate(self, request, identity)
         if failure:
             node.count_handshake(failure)
@@ -266,6 +275,21 @@ class ChargerConnection(ChargerCore, asyncio.BufferedProtocol):
         # OCPP-J uses text frames only (OCPP-J 1.6 §4.1.1, 2.0.1 §4.1.1).
         self.node.metrics.inc(self.node.metrics.ignored, "binary_frame")
         self.close(1003, "OCPP-J messages are text frames")
+
+    def rate_limited(self, msg: Message) -> None:
+        """A CALL above --message-rate (the compiled GCRA check said so):
+        CALLERROR GenericError (the charger keeps the message and retries,
+        OCPP-J §4.2.3), or close 1008 with --message-limit-action close.
+        Nothing is published."""
+        node = self.node
+        if node.config.message_limit_action == "close":
+            node.metrics.inc(node.metrics.rate_limited, "close")
+            self.close(1008, "message rate limit exceeded")
+            return
+        node.metrics.inc(node.metrics.rate_limited, "callerror")
+        self.send_text(self.dialect.encode_error(
+            msg.id, "GenericError",
+            f"message rate limit exceeded ({node.config.message_rate:g}/s), retry later"))
 
     def second_call(self, msg: Message) -> None:
         """OCPP-J §4.1.1: one CALL at a time. The previous one still waits for

@@ -28,6 +28,7 @@ from router.ocppj import Options, dialect
 from router.ocppj.errors import ActionNotImplemented, NotSupported, OCPPJError, error_codes
 from router.server._charger import dispatch_out_entries
 from router.server.admin import AdminServer
+from router.server.admission import Admission
 from router.server.connection import (
     BackendCall,
     ChargerConnection,
@@ -35,10 +36,12 @@ from router.server.connection import (
     cn_from_header,
     common_name,
 )
+from router.server.rebalance import Rebalancer
 from router.server.wsconn import ConnectionState, start_timers
 from router.server.wsconn import stats as ws_stats
 from router.streams._resp import StreamEntries
 from router.streams.connection import SharedConnection
+from router.streams.fleet import FleetState
 from router.streams.keys import KeySpace
 from router.streams.publisher import Publisher
 from router.streams.reader import OutboundReader
@@ -108,6 +111,10 @@ class Node:
             on_batch=self._observe_batch, client_name=f"ocpp-router:{node_id}")
         self.reader = OutboundReader(config.redis_url, self.keys.out(node_id), self.on_out_entries)
         self.registry = Registry(self.redis, self.keys, ttl=config.registry_ttl)
+        # Fleet behaviour (issue 13): admission control, rebalancing.
+        self.fleet = FleetState(self.redis, config.key_prefix)
+        self.admission = Admission(self, self.fleet)
+        self.rebalancer = Rebalancer(self, self.fleet)
         self.stopped = asyncio.Event()
 
     # ------------------------------------------------------------- lifecycle
@@ -130,6 +137,7 @@ class Node:
             await self.admin.start(self.config.admin_host, self.config.admin_port)
         self._tasks.append(asyncio.create_task(self._sweep(), name="sweep"))
         self._tasks.append(asyncio.create_task(self._keep_registry(), name="registry"))
+        self._tasks.append(asyncio.create_task(self.rebalancer.run(), name="rebalance"))
         log.info("node %s listening on %s:%s", self.node_id, self.config.host, self.config.port)
 
     async def _start_reader(self) -> None:
@@ -218,6 +226,10 @@ class Node:
             # Registry clean-ups of the connections just closed: let them land
             # so backends do not see drained chargers as connected until TTL.
             await asyncio.wait(set(self._auth_tasks), timeout=2.0)
+        try:
+            await self.fleet.leave(self.node_id)   # out of the fleet mean at once
+        except Exception:
+            log.debug("leaving the fleet hash failed", exc_info=True)
         await self.reader.stop()
         await self.publisher.close(flush=True, timeout=5.0)
         if self.admin is not None:
@@ -284,8 +296,7 @@ class Node:
             stored = await self.redis.command(b"GET", self.keys.auth(identity))
         except Exception:
             self.metrics.inc(self.metrics.redis_errors, "auth")
-            self.count_handshake("redis_unavailable")
-            conn.reject(503, [("Retry-After", str(self.config.retry_after))])
+            self.admission.refuse(conn, "redis_unavailable")
             return
         ok = False
         if stored is not None:
@@ -623,6 +634,9 @@ class Node:
             "draining": int(self.draining),
             "redis_connected": int(self.publisher.connected),
             "reading_paused": int(self.reading_paused),
+            "fleet_nodes": self.rebalancer.nodes,
+            "fleet_mean_connections": self.rebalancer.mean,
+            "rebalance_surplus": self.rebalancer.surplus,
             "out_reads": self.reader.stats.reads,
             "out_entries": self.reader.stats.entries,
             "ws": ws_stats(),

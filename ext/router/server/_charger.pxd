@@ -39,7 +39,13 @@ cdef class ChargerCore(WebSocketProtocol):
     cdef bytes node_b
     cdef double reply_timeout
     cdef bint edge_heartbeat
+    # --- message-rate limit (issue 13): GCRA, a token bucket kept as one time
+    #     stamp, integer microseconds; rl_interval 0 = no limit
+    cdef long long rl_tat               # theoretical arrival time of the next CALL
+    cdef long long rl_interval          # 1e6 / --message-rate
+    cdef long long rl_tolerance         # (--message-burst - 1) x rl_interval
 
     cdef int text_event(self, bytes data) except -1
     cdef int _charger_call(self, object msg) except -1
     cdef int _result(self, str msg_id, bytes payload, bytes ref) except -1
+    cdef bint _over_rate(self) noexcept
