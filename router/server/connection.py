@@ -51,10 +51,11 @@ CALL, CALLRESULT, CALLERROR, CALLRESULTERROR, SEND = 2, 3, 4, 5, 6
 class BackendCall:
     """A backend CALL queued for or in flight to a charger."""
 
-    __slots__ = ("action", "deadline", "id", "payload", "ref", "reply_to", "timeout")
+    __slots__ = ("action", "deadline", "id", "payload", "qid", "ref", "reply_to", "sent",
+                 "timeout")
 
     def __init__(self, id: str, action: str, payload: bytes, timeout: float,
-                 reply_to: bytes | None, ref: bytes | None) -> None:
+                 reply_to: bytes | None, ref: bytes | None, qid: bytes | None = None) -> None:
         self.id = id
         self.action = action
         self.payload = payload
@@ -62,6 +63,10 @@ class BackendCall:
         self.reply_to = reply_to
         self.ref = ref
         self.deadline = 0.0
+        # From the charger's command queue (router/server/commands.py): its
+        # entry id there, and whether its claim was marked sent.
+        self.qid = qid
+        self.sent = False
 
 
 def new_conn_id() -> str:
@@ -343,6 +348,8 @@ class ChargerConnection(ChargerCore, asyncio.BufferedProtocol):
             node.publish(self, b"error", call.id, call.action, None, msg.code,
                          msg.description, msg.details, reply_to=call.reply_to)
         self.inflight = None
+        if call.qid is not None:
+            node.commands.finished(self, call)
         self._send_next_call()
 
     # ------------------------------------------------------ backend -> charger
@@ -405,10 +412,21 @@ class ChargerConnection(ChargerCore, asyncio.BufferedProtocol):
 
     def _start_call(self, call: BackendCall) -> None:
         self.inflight = call
+        if call.qid is not None and not call.sent:
+            # A queued command: claimed as sent in Redis first (exactly once).
+            self.node.commands.start(self, call)
+            return
+        self.send_call(call)
+
+    def send_call(self, call: BackendCall) -> None:
+        """Write the in-flight backend CALL to the charger; its timeout starts."""
         call.deadline = time.monotonic() + call.timeout
         self.node.timed.add(self)     # the node's sweep checks its deadline
         self.node.count_message("out", "call", call.action)
         self.send_text(self.dialect.encode_call(call.id, call.action, call.payload))
+
+    def send_next_call(self) -> None:
+        self._send_next_call()
 
     def _send_next_call(self) -> None:
         queue = self.queue
@@ -436,6 +454,8 @@ class ChargerConnection(ChargerCore, asyncio.BufferedProtocol):
             node.fail(self.identity or "", call.id, call.action, "Timeout",
                       f"charger did not answer within {call.timeout:g} s",
                       conn=self, ref=call.ref, reply_to=call.reply_to)
+            if call.qid is not None:
+                node.commands.finished(self, call)
             self._send_next_call()
         return self.call_id is not None or self.inflight is not None
 
@@ -449,6 +469,13 @@ class ChargerConnection(ChargerCore, asyncio.BufferedProtocol):
             calls.extend(self.queue)
         self.queue = None
         for call in calls:
+            if call.qid is not None and not call.sent:
+                # Not written yet: back to the charger's queue for its next
+                # connection, on whichever node (commands that follow the charger).
+                self.node.commands.closed(self, call)
+                continue
             self.node.fail(self.identity or "", call.id, call.action, "Closed",
                            "the connection closed before the charger answered",
                            conn=self, ref=call.ref, reply_to=call.reply_to)
+            if call.qid is not None:
+                self.node.commands.finished(self, call)

@@ -29,6 +29,7 @@ from router.ocppj.errors import ActionNotImplemented, NotSupported, OCPPJError, 
 from router.server._charger import dispatch_out_entries
 from router.server.admin import AdminServer
 from router.server.admission import Admission
+from router.server.commands import Commands
 from router.server.connection import (
     BackendCall,
     ChargerConnection,
@@ -115,6 +116,7 @@ class Node:
         self.fleet = FleetState(self.redis, config.key_prefix)
         self.admission = Admission(self, self.fleet)
         self.rebalancer = Rebalancer(self, self.fleet)
+        self.commands = Commands(self)
         self.stopped = asyncio.Event()
 
     # ------------------------------------------------------------- lifecycle
@@ -138,6 +140,7 @@ class Node:
         self._tasks.append(asyncio.create_task(self._sweep(), name="sweep"))
         self._tasks.append(asyncio.create_task(self._keep_registry(), name="registry"))
         self._tasks.append(asyncio.create_task(self.rebalancer.run(), name="rebalance"))
+        self._tasks.append(asyncio.create_task(self.commands.sweep_forever(), name="commands"))
         log.info("node %s listening on %s:%s", self.node_id, self.config.host, self.config.port)
 
     async def _start_reader(self) -> None:
@@ -348,6 +351,7 @@ class Node:
         task = asyncio.create_task(self._register(conn))
         self._auth_tasks.add(task)
         task.add_done_callback(self._auth_tasks.discard)
+        self.commands.poke(conn)   # commands queued for it (after the registry write: FIFO)
 
     async def _register(self, conn: ChargerConnection) -> None:
         identity = conn.identity
@@ -386,6 +390,7 @@ class Node:
         if self.by_identity.get(identity) is conn:
             del self.by_identity[identity]
         conn.fail_all_calls()
+        self.commands.forget(conn)
         self.publish(conn, b"disconnected", None, None, None, str(code), reason[:123])
         task = asyncio.create_task(self._unregister(identity, conn.conn_id))
         self._auth_tasks.add(task)
@@ -483,11 +488,16 @@ class Node:
         self.fail(_text(fields.get(b"cs")), _opt_text(fields.get(b"id")), None,
                   "Malformed", "entry could not be processed", ref=ref)
 
-    def _out_entry(self, ref: bytes, fields: dict[bytes, bytes]) -> None:
+    def _out_entry(self, ref: bytes, fields: dict[bytes, bytes],
+                   qid: bytes | None = None) -> None:
+        """One out-stream entry (``qid``: a command from the charger's queue)."""
         kind = fields.get(b"kind")
         identity = _text(fields.get(b"cs"))
         msg_id = _opt_text(fields.get(b"id"))
         reply_to = fields.get(b"reply_to") or None
+        if kind == b"pull" and identity:   # a command was queued for this charger
+            self.commands.on_pull_entry(identity)
+            return
         if not identity or kind not in (b"result", b"error", b"call", b"send", b"close"):
             self.fail(identity, msg_id, None, "Malformed", "missing cs or unknown kind",
                       ref=ref, reply_to=reply_to)
@@ -561,7 +571,7 @@ class Node:
                           "timeout must be seconds between 0 and 3600",
                           conn=conn, ref=ref, reply_to=reply_to)
                 return
-        conn.backend_call(BackendCall(msg_id, action, payload, timeout, reply_to, ref))
+        conn.backend_call(BackendCall(msg_id, action, payload, timeout, reply_to, ref, qid))
 
     # ------------------------------------------------------------- helpers
     def count_message(self, direction: str, kind: str, action: str) -> None:
