@@ -964,6 +964,7 @@ def _aggregate(result: dict[str, Any], reports: list[dict[str, Any]], cfg: LoadC
     result["boot_latency_ms"] = percentiles(boot, boot[-1][0] if boot else 0)
     hs = merge_hists(r["hs_hist"] for r in reports)
     result["handshake_latency_ms"] = percentiles(hs, hs[-1][0] if hs else 0)
+    result["handshake_hist_us"] = hs
 
 
 def _parse_watch(items: list[str]) -> dict[str, int]:

@@ -45,7 +45,7 @@ cdef class ChargerCore(WebSocketProtocol):
         self.reply_timeout = node.reply_timeout
         self.edge_heartbeat = node.edge_heartbeat
         rate = node.config.message_rate
-        self.rl_interval = <long long>(1e6 / rate) if rate > 0 else 0
+        self.rl_interval = max(1, <long long>(1e6 / rate)) if rate > 0 else 0
         self.rl_tolerance = (node.config.message_burst - 1) * self.rl_interval
         self.rl_tat = 0
 
