@@ -305,7 +305,7 @@ class Client:
                 entry = await self._enqueue(
                     keys=[queue],
                     args=[MAX_QUEUED, int((wait + seconds + KEY_GRACE_S) * 1000),
-                          "v", "2", "id", msg_id, "action", action, "payload", data,
+                          "v", "1", "id", msg_id, "action", action, "payload", data,
                           "timeout", seconds, "expires", expires, "reply_to", self.reply_key])
                 if entry is None:
                     raise DeliveryFailed(f"more than {MAX_QUEUED} commands queued for {identity}",

@@ -8,7 +8,7 @@ keys, all with the identity as Redis Cluster hash tag so every script below
 touches one slot:
 
 - ``<prefix>:cmd:{<identity>}`` — a stream of pending commands, oldest first
-  (fields ``v`` ``2``, ``id``, ``action``, ``payload``, ``timeout``,
+  (fields ``v`` ``1``, ``id``, ``action``, ``payload``, ``timeout``,
   ``expires`` ms since the epoch, optional ``reply_to``);
 - ``<prefix>:cmd:{<identity>}:claim`` — a hash, entry id → ``<node> <conn>
   held`` (taken by a connection, not sent yet) or ``<node> <conn> sent
