@@ -155,3 +155,27 @@ async def test_a_command_held_by_a_node_that_is_killed_reaches_the_charger_on_th
             direct.cancel()
             await ws2.close()
     await redis.aclose()
+
+
+async def test_cli_call_wait_delivers_or_expires(router_node: RouterNode) -> None:
+    from tests.backend.test_cli import cli, one_line_error
+
+    conn = ("--redis-url", router_node.redis_url, "--key-prefix", router_node.key_prefix)
+    # Expired: nobody connects within --wait; one line, exit status 7.
+    code, out, err = await cli("call", "CP-CLI0", "Reset", '{"type":"Soft"}', "--wait", "1",
+                               "--timeout", "1", *conn)
+    assert code == 7 and out == ""
+    one_line_error(err, "Expired")
+    code, _, err = await cli("call", "CP-CLI0", "Reset", "{}", "--wait", "-3", *conn)
+    assert code == 2
+    one_line_error(err, "--wait")
+    # Delivered once the charger connects.
+    task = asyncio.create_task(cli("call", "CP-CLI1", "Reset", '{"type":"Hard"}',
+                                   "--wait", "60", *conn))
+    await asyncio.sleep(1.0)
+    ws = await _connect(f"ws://127.0.0.1:{router_node.port}", "CP-CLI1")
+    call = await _recv_call(ws, wait=20)
+    await ws.send(json.dumps([3, call[1], {"status": "Accepted"}]))
+    code, out, err = await task
+    assert (code, json.loads(out)) == (0, {"status": "Accepted"}), err
+    await ws.close()

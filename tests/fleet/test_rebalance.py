@@ -122,3 +122,19 @@ def test_surplus_only_above_the_bound_of_the_ready_nodes_mean() -> None:
     assert surplus_of(540, loads((540, True), (460, True)), 0.1)[0] == 0
     # 2 -> 3: each of the old ones sheds down to floor(1.1 x 666.7) = 733.
     assert surplus_of(1000, loads((1000, True), (1000, True), (0, True)), 0.1)[0] == 267
+
+
+async def test_no_rebalance_keeps_every_connection(
+        router_factory: Callable[..., RouterNode]) -> None:
+    import websockets
+
+    a = router_factory("--no-rebalance", "--rebalance-interval", "0.5")
+    conns = [await websockets.connect(a.url(f"NR{i}"), subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+                                      open_timeout=timeout(5)) for i in range(40)]
+    b = router_factory("--rebalance-interval", "0.5")
+    await wait_until(lambda: a.metric("ocpp_router_fleet_nodes") == 2, 10, "A sees B")
+    await asyncio.sleep(timeout(2))           # four rounds with a surplus of 18
+    assert a.metric("ocpp_router_rebalance_shed_total") == 0
+    assert connections(a) == 40 and connections(b) == 0
+    for ws in conns:
+        await ws.close()
