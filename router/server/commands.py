@@ -169,6 +169,11 @@ class Commands:
                           "the connection closed while the command was being sent",
                           ref=call.qid, reply_to=call.reply_to)
                 self._spawn(self._done(conn, identity, call.qid, poke=False))
+            elif state == -1:
+                node.metrics.inc(node.metrics.commands, "expired")
+                node.fail(identity, call.id, call.action, "Expired",
+                          "the command's wait ran out before it could be sent",
+                          ref=call.qid, reply_to=call.reply_to)
             return
         if state == 1:
             node.metrics.inc(node.metrics.commands, "sent")

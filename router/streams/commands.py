@@ -54,9 +54,11 @@ return id
 
 # KEYS: queue, claim. ARGV: node, conn, now ms, keep ms.
 # -> {taken, expired, interrupted, busy}: the head entry claimed for this
-#    connection ({id, fields} or false), entries that expired unsent, a head
-#    that was sent by a connection whose deadline passed, and 1 when the head
-#    is sent and still within its deadline (ask again later).
+#    connection ({id, fields} or false; a head this connection already holds
+#    unsent is handed out again: the node lost track of it after a Redis
+#    error), entries that expired unsent, a head that was sent by a
+#    connection whose deadline passed, and 1 when the head is sent and still
+#    within its deadline (ask again later).
 PULL = """\
 local me = ARGV[1] .. ' ' .. ARGV[2]
 local now = tonumber(ARGV[3])
@@ -76,7 +78,7 @@ for _ = 1, 100 do
     for w in string.gmatch(claim, '%S+') do words[#words + 1] = w end
     state = words[3]
     deadline = tonumber(words[4] or '0')
-    if (words[1] .. ' ' .. words[2]) == me then
+    if state == 'sent' and (words[1] .. ' ' .. words[2]) == me then
       return {false, expired, interrupted, 1}
     end
   end
