@@ -108,8 +108,15 @@ def limiter(rounds: int, messages: int) -> dict[str, Any]:
 class Fleet:
     """A Redis, a fast responder, router nodes and haproxy processes."""
 
-    def __init__(self, router_args: list[str], lbs: int, balance: str) -> None:
+    def __init__(self, router_args: list[str], lbs: int, balance: str,
+                 max_nodes: int = 1) -> None:
         self.router_args = router_args
+        # Every node's port is in haproxy's configuration from the start; the
+        # ones not started yet fail their health checks and get no traffic,
+        # and come up by health check when started, as new pods do behind a
+        # load balancer: no reload, so haproxy keeps its connection counts
+        # (which leastconn balances on).
+        self.ports = [(free_port(), free_port()) for _ in range(max_nodes)]
         self.redis = RedisServer()
         self.services: list[Service] = []
         self.nodes: list[tuple[Service, int]] = []     # (service, admin port)
@@ -127,7 +134,7 @@ class Fleet:
         return self
 
     def add_node(self) -> Service:
-        port, admin = free_port(), free_port()
+        port, admin = self.ports[len(self.nodes)]
         name = f"node{len(self.nodes)}"
         svc = Service(name, python_module(
             "router.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port),
@@ -140,15 +147,13 @@ class Fleet:
         svc.start()
         _wait_ready(admin)
         self.nodes.append((svc, admin))
-        backends = [("127.0.0.1", s.port or 0) for s, _ in self.nodes]
         if not self.lbs:
+            backends = [("127.0.0.1", p) for p, _ in self.ports]
             for _ in range(self.nlbs):
                 lb = HAProxy(backends, balance=self.balance)
                 lb.start()
                 self.lbs.append(lb)
-        else:
-            for lb in self.lbs:
-                lb.set_backends(backends)
+            time.sleep(2.0)      # health checks mark the nodes not started yet down
         return svc
 
     def counts(self) -> list[int]:
@@ -241,7 +246,7 @@ def scaleout(chargers: int, nodes: int, rate: float, tolerance: float,
             "--rebalance-interval", "1", "--max-handshakes", "5000"]
     lbs = max(1, -(-chargers // PER_LB))
     steps: list[dict[str, Any]] = []
-    with Fleet(args, lbs, balance) as fleet:
+    with Fleet(args, lbs, balance, max_nodes=nodes) as fleet:
         fleet.add_node()
 
         async def step(connected: Callable[[], int]) -> None:
