@@ -59,11 +59,13 @@ clean:
 	find ext -name '*.c' -delete
 
 # Fleet figures of issue 13 (bench/RESULTS.md, "Fleet behaviour"): the rate
-# limiter's CPU cost, scale-out 1 -> 2 -> 3 nodes with 10,000 chargers, and a
+# limiter's CPU cost, neighbours' latency beside a flooding charger, scale-out
+# 1 -> 2 -> 3 nodes with 10,000 chargers (round-robin and leastconn), and a
 # reconnect storm of 20,000 chargers with and without admission control.
 .PHONY: bench-fleet
 bench-fleet: $(BUILT)
 	$(PY) -m bench.fleet limiter
+	$(PY) -m bench.fleet flood
 	$(PY) -m bench.fleet scaleout --chargers 10000 --nodes 3 --balance roundrobin
 	$(PY) -m bench.fleet scaleout --chargers 10000 --nodes 3 --balance leastconn
 	$(PY) -m bench.fleet storm --chargers 20000 --admission both

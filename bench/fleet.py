@@ -315,6 +315,70 @@ def storm(chargers: int, admission: bool, workers: int) -> dict[str, Any]:
             "failure_kinds": [r["counters"]["failure_kinds"] for r in results]}
 
 
+async def _flood_case(port: int, flooding: bool, cfg: LoadConfig, flood_rate: float
+                      ) -> tuple[dict[str, Any], list[int]]:
+    """Run the neighbours' load, with a flooding charger beside them if asked;
+    (load result, [flood CALLs sent, CALLERRORs they got])."""
+    import websockets
+
+    stop = asyncio.Event()
+    sent = [0, 0]
+
+    async def flooder() -> None:
+        ws = await websockets.connect(f"ws://127.0.0.1:{port}/ocpp/FLOODER",
+                                      subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+                                      max_queue=None)
+
+        async def drain() -> None:
+            async for msg in ws:
+                if isinstance(msg, str) and msg.startswith("[4"):
+                    sent[1] += 1
+
+        reader = asyncio.create_task(drain())
+        t0 = time.monotonic()
+        while not stop.is_set():
+            due = int((time.monotonic() - t0) * flood_rate) - sent[0]
+            for _ in range(max(0, due)):
+                sent[0] += 1
+                await ws.send(f'[2,"f{sent[0]}","Heartbeat",{{}}]')
+            await asyncio.sleep(0.005)
+        await ws.close()
+        reader.cancel()
+
+    task = asyncio.create_task(flooder()) if flooding else None
+    try:
+        return await run_load(cfg), sent
+    finally:
+        stop.set()
+        if task is not None:
+            await task
+
+
+def flood(neighbours: int, rate: float, flood_rate: float, duration: float
+          ) -> list[dict[str, Any]]:
+    """Neighbours' latency (open loop, the standard mix through a backend)
+    with no flooder, with a flooder and the limiter on, and with a flooder and
+    the limiter off (each case a fresh router process)."""
+    out = []
+    for case, flooding, limit in (("no flooder", False, True),
+                                  ("flooder, limiter on", True, True),
+                                  ("flooder, limiter off", True, False)):
+        args = ["--flap-limit", "0"] + ([] if limit else ["--message-rate", "0"])
+        with Fleet(args, 1, "roundrobin") as fleet:
+            svc = fleet.add_node()
+            cfg = LoadConfig(url=f"ws://127.0.0.1:{svc.port}/ocpp", chargers=neighbours,
+                             mode="open", rate=rate, duration=duration, warmup=2.0,
+                             id_prefix="NB", progress=False)
+            r, sent = asyncio.run(_flood_case(svc.port or 0, flooding, cfg, flood_rate))
+        out.append({"case": case, "neighbours": neighbours, "rate": rate,
+                    "flood_rate": flood_rate if flooding else 0,
+                    "flood_sent": sent[0], "flood_limited": sent[1],
+                    "neighbour_latency_ms": r["latency_ms"],
+                    "neighbour_callerrors": r["counters"]["call_errors"]})
+        print(json.dumps(out[-1]), file=sys.stderr, flush=True)
+    return out
+
+
 # --------------------------------------------------------------------------- #
 
 def main(argv: list[str] | None = None) -> int:
@@ -330,15 +394,22 @@ def main(argv: list[str] | None = None) -> int:
     so.add_argument("--rate", type=float, default=500.0, help="--rebalance-rate per node")
     so.add_argument("--tolerance", type=float, default=0.1)
     so.add_argument("--balance", choices=("roundrobin", "leastconn"), default="roundrobin")
+    fl = sub.add_parser("flood")
+    fl.add_argument("--neighbours", type=int, default=500)
+    fl.add_argument("--rate", type=float, default=500.0, help="neighbours' CALLs/s in total")
+    fl.add_argument("--flood-rate", type=float, default=1000.0)
+    fl.add_argument("--duration", type=float, default=20.0)
     st = sub.add_parser("storm")
     st.add_argument("--chargers", type=int, default=20_000)
     st.add_argument("--admission", choices=("on", "off", "both"), default="both")
     st.add_argument("--workers", type=int, default=2)
-    for sp in (lim, so, st):
+    for sp in (lim, so, fl, st):
         sp.add_argument("--out", default=str(REPO / "bench" / "results" / "fleet.json"))
     args = p.parse_args(argv)
     if args.scenario == "limiter":
         out: Any = limiter(args.rounds, args.messages)
+    elif args.scenario == "flood":
+        out = flood(args.neighbours, args.rate, args.flood_rate, args.duration)
     elif args.scenario == "scaleout":
         out = scaleout(args.chargers, args.nodes, args.rate, args.tolerance, args.balance)
     else:
