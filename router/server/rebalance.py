@@ -7,14 +7,17 @@ fleet hash in Redis (:mod:`router.streams.fleet`) and reads everyone's. The
 mean is taken over the live, ready nodes only (a node that is starting,
 draining or cut off from Redis publishes ``ready 0``; a dead one stops
 publishing and drops out). A node holding more than (1 + tolerance) x mean
+(or any node above the mean while another is below (1 - tolerance) x mean)
 closes its surplus with close code 1012 (or 1001), at most
 ``--rebalance-rate`` connections per second, so the chargers reconnect
 through the load balancer, mostly to emptier nodes.
 
 No oscillation, by construction:
 
-- only a node above the upper bound sheds; a node below the mean never does;
-- it sheds only down to the bound ("within tolerance"), never to the mean;
+- only a node above the mean sheds, never one below it, and only while some
+  node is out of tolerance (above the upper bound, or below the lower one);
+- it sheds down to the upper bound, or to the mean while a node is below the
+  lower bound — never below the mean — and stops once every node is within;
 - one shedding episode (from crossing the bound until back within it) closes
   only connections older than the episode: a charger shed once that comes
   back to the same node is never shed again in that episode;
@@ -51,8 +54,10 @@ def surplus_of(own: int, loads: list[NodeLoad], tolerance: float) -> tuple[int, 
 
     ``loads`` are the fresh entries of the fleet hash, this node's included
     (its count replaced by ``own``, the live figure); not-ready ones do not
-    count. The surplus is what brings ``own`` down to ⌊(1 + tolerance) x mean⌋,
-    0 when it is within that bound or when it is the only ready node.
+    count. The surplus is what brings ``own`` down to the upper bound
+    floor((1 + tolerance) x mean) — or to the mean itself while some ready node
+    is below the lower bound (1 - tolerance) x mean, so a new node fills up to
+    within tolerance too; 0 when it is the only ready node.
     """
     counts = [load.connections for load in loads if load.ready]
     if not counts:
@@ -60,7 +65,10 @@ def surplus_of(own: int, loads: list[NodeLoad], tolerance: float) -> tuple[int, 
     mean = sum(counts) / len(counts)
     if len(counts) < 2:
         return 0, len(counts), mean
-    bound = math.floor((1.0 + tolerance) * mean)
+    if min(counts) < (1.0 - tolerance) * mean:
+        bound = math.ceil(mean)
+    else:
+        bound = math.floor((1.0 + tolerance) * mean)
     return max(0, own - bound), len(counts), mean
 
 
