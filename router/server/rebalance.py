@@ -7,23 +7,23 @@ fleet hash in Redis (:mod:`router.streams.fleet`) and reads everyone's. The
 mean is taken over the live, ready nodes only (a node that is starting,
 draining or cut off from Redis publishes ``ready 0``; a dead one stops
 publishing and drops out). A node holding more than (1 + tolerance) x mean
-(or any node above the mean while another is below (1 - tolerance) x mean)
 closes its surplus with close code 1012 (or 1001), at most
 ``--rebalance-rate`` connections per second, so the chargers reconnect
 through the load balancer, mostly to emptier nodes.
 
 No oscillation, by construction:
 
-- only a node above the mean sheds, never one below it, and only while some
-  node is out of tolerance (above the upper bound, or below the lower one);
-- it sheds down to the upper bound, or to the mean while a node is below the
-  lower bound — never below the mean — and stops once every node is within;
+- only a node above the upper bound sheds; a node below the mean never does;
+- it sheds only down to the bound ("within tolerance"), never to the mean;
 - one shedding episode (from crossing the bound until back within it) closes
   only connections older than the episode: a charger shed once that comes
   back to the same node is never shed again in that episode;
 - at most rate x interval per round, so a round's decision is never far
   behind the counts it was made on (a shed charger is counted nowhere until
-  it has reconnected).
+  it has reconnected);
+- no shedding in a round in which far more chargers arrived than shedding
+  brings (a reconnect storm, a neighbour draining): the counts are moving by
+  themselves, and shedding would only add to the storm.
 
 Chargers with nothing in flight go first (no charger CALL waiting for the
 backend, no backend CALL in flight or queued), oldest first; busy ones only
@@ -48,16 +48,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("router.rebalance")
 
+# A round with more accepted handshakes than this many times what shedding
+# at the full rate would bring back (and at least STORM_MIN) holds shedding.
+STORM_FACTOR = 4
+STORM_MIN = 100
+
 
 def surplus_of(own: int, loads: list[NodeLoad], tolerance: float) -> tuple[int, int, float]:
     """(surplus to shed, live ready nodes, their mean) for a node holding ``own``.
 
     ``loads`` are the fresh entries of the fleet hash, this node's included
     (its count replaced by ``own``, the live figure); not-ready ones do not
-    count. The surplus is what brings ``own`` down to the upper bound
-    floor((1 + tolerance) x mean) — or to the mean itself while some ready node
-    is below the lower bound (1 - tolerance) x mean, so a new node fills up to
-    within tolerance too; 0 when it is the only ready node.
+    count. The surplus is what brings ``own`` down to ⌊(1 + tolerance) x mean⌋,
+    0 when it is within that bound or when it is the only ready node.
     """
     counts = [load.connections for load in loads if load.ready]
     if not counts:
@@ -65,10 +68,7 @@ def surplus_of(own: int, loads: list[NodeLoad], tolerance: float) -> tuple[int, 
     mean = sum(counts) / len(counts)
     if len(counts) < 2:
         return 0, len(counts), mean
-    if min(counts) < (1.0 - tolerance) * mean:
-        bound = math.ceil(mean)
-    else:
-        bound = math.floor((1.0 + tolerance) * mean)
+    bound = math.floor((1.0 + tolerance) * mean)
     return max(0, own - bound), len(counts), mean
 
 
@@ -90,6 +90,7 @@ class Rebalancer:
         self.interval = c.rebalance_interval
         self.close_code = c.rebalance_close_code
         self.episode_ms: int | None = None   # connections since then are not shed
+        self.accepted = 0                     # handshakes accepted up to the last round
         self.nodes = 0
         self.mean = 0.0
         self.surplus = 0
@@ -122,6 +123,13 @@ class Rebalancer:
                          own, self.mean, self.nodes)
             self.episode_ms = None
             self.surplus = 0
+            return
+        accepted = node.metrics.handshakes.get("accepted", 0)
+        arrivals, self.accepted = accepted - self.accepted, accepted
+        if arrivals > max(STORM_MIN, STORM_FACTOR * self.rate * self.interval):
+            # Far more chargers arriving than shedding would bring: a storm
+            # (or a node nearby draining). The counts are moving by
+            # themselves; shedding now would only add reconnects to it.
             return
         if self.episode_ms is None:
             self.episode_ms = int(time.time() * 1000)

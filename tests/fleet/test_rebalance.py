@@ -95,7 +95,7 @@ async def test_scale_out_moves_half_of_the_chargers_to_the_new_node(
     # on its way when the chargers report).
     shed = a.metric("ocpp_router_rebalance_shed_total")
     assert 0 <= shed - c["close_codes"]["1012"] <= 2
-    assert b.metric("ocpp_router_rebalance_shed_total") == 0    # below the mean: never sheds
+    assert b.metric("ocpp_router_rebalance_shed_total") == 0, "B (below the mean) shed"
     assert a.metric("ocpp_router_fleet_nodes") == 2
     # Every CALL during the move ended with an outcome from the router: an
     # answer, or a failed entry for a direct CALL whose charger was moving.
@@ -115,17 +115,13 @@ def test_surplus_only_above_the_bound_of_the_ready_nodes_mean() -> None:
     # Alone, or the only ready node: nothing to shed, whatever the count.
     assert surplus_of(1000, loads((1000, True)), 0.1)[0] == 0
     assert surplus_of(1000, loads((1000, True), (0, False)), 0.1)[0] == 0
-    # 1 -> 2: towards the mean while the new node is below 0.9 x mean …
-    assert surplus_of(1000, loads((1000, True), (0, True)), 0.1) == (500, 2, 500.0)
-    # … then only above the upper bound, floor(1.1 x mean).
-    assert surplus_of(560, loads((560, True), (460, True)), 0.1)[0] == 0   # bound 561
-    assert surplus_of(700, loads((700, True), (560, True), (540, True)), 0.1)[0] == 40  # 660
-    # Below the mean, or everyone within tolerance: never sheds.
+    # 1 -> 2: down to floor(1.1 x 500) = 550, never to the mean.
+    assert surplus_of(1000, loads((1000, True), (0, True)), 0.1) == (450, 2, 500.0)
+    # Below the mean, or within tolerance: never sheds.
     assert surplus_of(400, loads((400, True), (600, True)), 0.1)[0] == 0
-    assert surplus_of(0, loads((0, True), (600, True)), 0.1)[0] == 0
     assert surplus_of(540, loads((540, True), (460, True)), 0.1)[0] == 0
-    # 2 -> 3: each old node towards ceil(666.7) = 667 while the new one is low.
-    assert surplus_of(1000, loads((1000, True), (1000, True), (0, True)), 0.1)[0] == 333
+    # 2 -> 3: each of the old ones sheds down to floor(1.1 x 666.7) = 733.
+    assert surplus_of(1000, loads((1000, True), (1000, True), (0, True)), 0.1)[0] == 267
 
 
 async def test_no_rebalance_keeps_every_connection(
