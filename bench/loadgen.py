@@ -774,7 +774,10 @@ async def run_load(cfg: LoadConfig, log: Callable[[str], None] | None = None,
         first += count
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.loadgen", "--worker", orjson.dumps(wcfg).decode(),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            # A worker's report line carries its latency histograms: after
+            # thousands of reconnects it outgrows asyncio's 64 KiB line limit.
+            limit=16 << 20)
         workers.append(_WorkerProc(proc))
     pumps = [asyncio.create_task(w.pump()) for w in workers]
     timeline: list[list[float]] = []
