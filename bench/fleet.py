@@ -3,6 +3,10 @@ and without admission control, the CPU cost of the message-rate limiter.
 
 Scenarios (``python -m bench.fleet SCENARIO --help``):
 
+``flood``     the neighbours' latency (500 chargers, open loop at 500 CALLs/s
+              through Redis and the backend) alone, beside a charger sending
+              StatusNotifications as fast as they are answered with the
+              limiter on (default rate), and with it off.
 ``limiter``   the compiled per-message path (``ChargerCore.text_event`` → decode
               → rate check → the edge-answered Heartbeat) driven in-process,
               rounds alternating limiter off / on (never limiting), CPU time per
@@ -315,35 +319,30 @@ def storm(chargers: int, admission: bool, workers: int) -> dict[str, Any]:
             "failure_kinds": [r["counters"]["failure_kinds"] for r in results]}
 
 
-async def _flood_case(port: int, flooding: bool, cfg: LoadConfig, flood_rate: float
+async def _flood_case(port: int, flooding: bool, cfg: LoadConfig
                       ) -> tuple[dict[str, Any], list[int]]:
-    """Run the neighbours' load, with a flooding charger beside them if asked;
+    """Run the neighbours' load, with a flooding charger beside them if asked:
+    it sends StatusNotifications one after the other as fast as they are
+    answered (through Redis and the backend, or refused at the edge).
     (load result, [flood CALLs sent, CALLERRORs they got])."""
     import websockets
 
     stop = asyncio.Event()
     sent = [0, 0]
+    body = ('"StatusNotification",{"connectorId":1,"errorCode":"NoError",'
+            '"status":"Available"}]')
 
     async def flooder() -> None:
         ws = await websockets.connect(f"ws://127.0.0.1:{port}/ocpp/FLOODER",
                                       subprotocols=["ocpp1.6"],  # type: ignore[list-item]
                                       max_queue=None)
-
-        async def drain() -> None:
-            async for msg in ws:
-                if isinstance(msg, str) and msg.startswith("[4"):
-                    sent[1] += 1
-
-        reader = asyncio.create_task(drain())
-        t0 = time.monotonic()
         while not stop.is_set():
-            due = int((time.monotonic() - t0) * flood_rate) - sent[0]
-            for _ in range(max(0, due)):
-                sent[0] += 1
-                await ws.send(f'[2,"f{sent[0]}","Heartbeat",{{}}]')
-            await asyncio.sleep(0.005)
+            sent[0] += 1
+            await ws.send(f'[2,"f{sent[0]}",' + body)
+            answer = await ws.recv()
+            if isinstance(answer, str) and answer.startswith("[4"):
+                sent[1] += 1
         await ws.close()
-        reader.cancel()
 
     task = asyncio.create_task(flooder()) if flooding else None
     try:
@@ -354,8 +353,7 @@ async def _flood_case(port: int, flooding: bool, cfg: LoadConfig, flood_rate: fl
             await task
 
 
-def flood(neighbours: int, rate: float, flood_rate: float, duration: float
-          ) -> list[dict[str, Any]]:
+def flood(neighbours: int, rate: float, duration: float) -> list[dict[str, Any]]:
     """Neighbours' latency (open loop, the standard mix through a backend)
     with no flooder, with a flooder and the limiter on, and with a flooder and
     the limiter off (each case a fresh router process)."""
@@ -369,10 +367,13 @@ def flood(neighbours: int, rate: float, flood_rate: float, duration: float
             cfg = LoadConfig(url=f"ws://127.0.0.1:{svc.port}/ocpp", chargers=neighbours,
                              mode="open", rate=rate, duration=duration, warmup=2.0,
                              id_prefix="NB", progress=False)
-            r, sent = asyncio.run(_flood_case(svc.port or 0, flooding, cfg, flood_rate))
+            t0 = time.monotonic()
+            r, sent = asyncio.run(_flood_case(svc.port or 0, flooding, cfg))
+            wall = time.monotonic() - t0
         out.append({"case": case, "neighbours": neighbours, "rate": rate,
-                    "flood_rate": flood_rate if flooding else 0,
                     "flood_sent": sent[0], "flood_limited": sent[1],
+                    "flood_per_s": round(sent[0] / wall), "flood_published_per_s":
+                    round((sent[0] - sent[1]) / wall),
                     "neighbour_latency_ms": r["latency_ms"],
                     "neighbour_callerrors": r["counters"]["call_errors"]})
         print(json.dumps(out[-1]), file=sys.stderr, flush=True)
@@ -397,7 +398,6 @@ def main(argv: list[str] | None = None) -> int:
     fl = sub.add_parser("flood")
     fl.add_argument("--neighbours", type=int, default=500)
     fl.add_argument("--rate", type=float, default=500.0, help="neighbours' CALLs/s in total")
-    fl.add_argument("--flood-rate", type=float, default=1000.0)
     fl.add_argument("--duration", type=float, default=20.0)
     st = sub.add_parser("storm")
     st.add_argument("--chargers", type=int, default=20_000)
@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.scenario == "limiter":
         out: Any = limiter(args.rounds, args.messages)
     elif args.scenario == "flood":
-        out = flood(args.neighbours, args.rate, args.flood_rate, args.duration)
+        out = flood(args.neighbours, args.rate, args.duration)
     elif args.scenario == "scaleout":
         out = scaleout(args.chargers, args.nodes, args.rate, args.tolerance, args.balance)
     else:
