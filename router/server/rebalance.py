@@ -52,6 +52,9 @@ log = logging.getLogger("router.rebalance")
 # at the full rate would bring back (and at least STORM_MIN) holds shedding.
 STORM_FACTOR = 4
 STORM_MIN = 100
+# Never shed to correct an excess of fewer connections than this over the
+# mean: in a small fleet 10 % is a handful of chargers, not worth a reconnect.
+MIN_EXCESS = 10
 
 
 def surplus_of(own: int, loads: list[NodeLoad], tolerance: float) -> tuple[int, int, float]:
@@ -59,8 +62,9 @@ def surplus_of(own: int, loads: list[NodeLoad], tolerance: float) -> tuple[int, 
 
     ``loads`` are the fresh entries of the fleet hash, this node's included
     (its count replaced by ``own``, the live figure); not-ready ones do not
-    count. The surplus is what brings ``own`` down to ⌊(1 + tolerance) x mean⌋,
-    0 when it is within that bound or when it is the only ready node.
+    count. The surplus is what brings ``own`` down to floor((1 + tolerance) x mean)
+    (and never closer than :data:`MIN_EXCESS` to the mean), 0 when it is within
+    that bound or when it is the only ready node.
     """
     counts = [load.connections for load in loads if load.ready]
     if not counts:
@@ -68,7 +72,7 @@ def surplus_of(own: int, loads: list[NodeLoad], tolerance: float) -> tuple[int, 
     mean = sum(counts) / len(counts)
     if len(counts) < 2:
         return 0, len(counts), mean
-    bound = math.floor((1.0 + tolerance) * mean)
+    bound = max(math.floor((1.0 + tolerance) * mean), math.ceil(mean) + MIN_EXCESS)
     return max(0, own - bound), len(counts), mean
 
 

@@ -5,8 +5,9 @@ Two kinds of keys (docs/streams.md, "Fleet keys"):
 - ``<prefix>:fleet`` — one hash, a field per router node: ``<connections>
   <ready 0|1> <ms since the epoch>``, written every ``--rebalance-interval``.
   A node that stopped writing (dead, partitioned) drops out of the mean once
-  its stamp is older than :data:`STALE_AFTER` intervals; whoever sees such a
-  field deletes it. One key, so one slot on Redis Cluster.
+  its stamp is older than :data:`STALE_AFTER` intervals (its chargers are
+  reconnecting elsewhere: counting it would make the others shed them again);
+  whoever sees such a field deletes it. One key, so one slot on Redis Cluster.
 - ``<prefix>:flap:{<identity>}`` — a counter of one charger's connection
   attempts in the current window, across all nodes. The hash tag keeps the
   key beside the identity's other tagged keys on Redis Cluster.
@@ -108,8 +109,10 @@ class FleetState:
                                interval: float) -> list[NodeLoad]:
         """Write this node's load and read every fresh one (this node's too).
 
-        Stale fields (nodes gone for :data:`STALE_AFTER` intervals, and at
-        least 30 s so a slow scrape never drops a live node) are deleted.
+        Stale fields (nodes silent for :data:`STALE_AFTER` intervals: dead, or
+        cut off from Redis) are left out and deleted; a node that comes back
+        writes its field again. A node dropped too early only makes the mean
+        look higher, so the others shed less (the safe side).
 
         Raises:
             StreamsError: Redis failed or is unreachable.
@@ -125,7 +128,7 @@ class FleetState:
         pairs = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
         fresh: list[NodeLoad] = []
         stale: list[bytes] = []
-        horizon = now - int(max(STALE_AFTER * interval, 30.0) * 1000)
+        horizon = now - int(STALE_AFTER * interval * 1000)
         for field, val in pairs:
             load = _parse(field, val)
             if load is None or load.stamp_ms < horizon:

@@ -7,6 +7,7 @@ real WebSocket chargers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import uuid
@@ -129,32 +130,48 @@ async def test_a_command_held_by_a_node_that_is_killed_reaches_the_charger_on_th
             # A direct CALL the charger leaves unanswered keeps the
             # connection busy, so the queued one is held by the node, unsent.
             direct = asyncio.create_task(client.call(identity, "ClearCache", {}, timeout=60))
-            first = await _recv_call(ws)
-            assert first[2] == "ClearCache"
-            queued = asyncio.create_task(client.call(identity, "Reset", {"type": "Soft"},
-                                                     wait=timeout(60), timeout=10))
-            await _wait_for(lambda: holder.metric("ocpp_router_backend_calls_queued") == 2, 10)
-            holder.stop(signal.SIGKILL)
-            # The charger sees its socket die and reconnects through haproxy.
-            with pytest.raises(websockets.ConnectionClosed):
-                await asyncio.wait_for(ws.recv(), timeout(10))
-            ws2 = None
-            for _ in range(200):
-                try:
-                    ws2 = await _connect(url, identity)
-                    break
-                except (OSError, websockets.InvalidHandshake, TimeoutError):
-                    await asyncio.sleep(0.1)
-            assert ws2 is not None
-            call = await _recv_call(ws2, wait=20)
-            assert call[2:] == ["Reset", {"type": "Soft"}]
-            await ws2.send(json.dumps([3, call[1], {"status": "Accepted"}]))
-            assert await queued == {"status": "Accepted"}
-            with pytest.raises(TimeoutError):       # exactly once
-                await asyncio.wait_for(ws2.recv(), 1.0)
-            direct.cancel()
-            await ws2.close()
+            try:
+                await _kill_holder_then_deliver(client, holder, ws, url, identity)
+            finally:
+                direct.cancel()
+                with contextlib.suppress(asyncio.CancelledError, CallFailed):
+                    await direct
     await redis.aclose()
+
+
+async def _kill_holder_then_deliver(client: Client, holder: RouterNode,
+                                    ws: websockets.ClientConnection, url: str,
+                                    identity: str) -> None:
+    first = await _recv_call(ws)
+    assert first[2] == "ClearCache"
+    queued = asyncio.create_task(client.call(identity, "Reset", {"type": "Soft"},
+                                             wait=timeout(60), timeout=10))
+    try:
+        await _wait_for(lambda: holder.metric("ocpp_router_backend_calls_queued") == 2, 10)
+        holder.stop(signal.SIGKILL)
+        # The charger sees its socket die and reconnects through haproxy.
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), timeout(10))
+        ws2 = None
+        for _ in range(200):
+            try:
+                ws2 = await _connect(url, identity)
+                break
+            except (OSError, websockets.InvalidHandshake, TimeoutError):
+                await asyncio.sleep(0.1)
+        assert ws2 is not None
+        call = await _recv_call(ws2, wait=20)
+        assert call[2:] == ["Reset", {"type": "Soft"}]
+        await ws2.send(json.dumps([3, call[1], {"status": "Accepted"}]))
+        assert await queued == {"status": "Accepted"}
+        with pytest.raises(TimeoutError):       # exactly once
+            await asyncio.wait_for(ws2.recv(), 1.0)
+        await ws2.close()
+    finally:
+        if not queued.done():
+            queued.cancel()
+        with contextlib.suppress(asyncio.CancelledError, CallFailed):
+            await queued
 
 
 async def test_cli_call_wait_delivers_or_expires(router_node: RouterNode) -> None:

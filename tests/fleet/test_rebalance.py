@@ -115,6 +115,10 @@ def test_surplus_only_above_the_bound_of_the_ready_nodes_mean() -> None:
     # Alone, or the only ready node: nothing to shed, whatever the count.
     assert surplus_of(1000, loads((1000, True)), 0.1)[0] == 0
     assert surplus_of(1000, loads((1000, True), (0, False)), 0.1)[0] == 0
+    # A small fleet: an excess of a few chargers is not worth moving them.
+    assert surplus_of(1, loads((1, True), (0, True)), 0.1)[0] == 0
+    assert surplus_of(30, loads((30, True), (10, True)), 0.1)[0] == 0     # bound 20 + 10
+    assert surplus_of(40, loads((40, True), (0, True)), 0.1)[0] == 10
     # 1 -> 2: down to floor(1.1 x 500) = 550, never to the mean.
     assert surplus_of(1000, loads((1000, True), (0, True)), 0.1) == (450, 2, 500.0)
     # Below the mean, or within tolerance: never sheds.
