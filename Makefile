@@ -69,3 +69,7 @@ bench-fleet: $(BUILT)
 	$(PY) -m bench.fleet scaleout --chargers 10000 --nodes 3 --balance roundrobin
 	$(PY) -m bench.fleet scaleout --chargers 10000 --nodes 3 --balance leastconn
 	$(PY) -m bench.fleet storm --chargers 20000 --admission both
+
+.PHONY: bench-soap
+bench-soap: $(BUILT)
+	$(PY) bench/bench_soap.py --json bench/results/soap.raw.json
