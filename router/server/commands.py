@@ -24,6 +24,7 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from router.server.wsconn import ConnectionState
 from router.streams.commands import Entry, NodeQueues
 
 if TYPE_CHECKING:
@@ -152,6 +153,10 @@ class Commands:
         node = self.node
         identity = conn.identity or ""
         assert call.qid is not None
+        if conn.state != ConnectionState.OPEN:
+            # Closing (rebalancing, takeover, drain): a frame written now would
+            # be dropped. Not sent: fail_all_calls gives the claim back.
+            return
         t = now_ms()
         try:
             state = await self.queues.mark_sent(identity, call.qid, node.node_id, conn.conn_id,
@@ -174,6 +179,18 @@ class Commands:
                 node.fail(identity, call.id, call.action, "Expired",
                           "the command's wait ran out before it could be sent",
                           ref=call.qid, reply_to=call.reply_to)
+            return
+        if state == 1 and conn.state != ConnectionState.OPEN:
+            # Began closing while the claim was marked: nothing was written.
+            # The charger may be back any moment; the claim ends as sent, so
+            # it is failed now rather than after its deadline.
+            node.metrics.inc(node.metrics.commands, "interrupted")
+            node.fail(identity, call.id, call.action, "Closed",
+                      "the connection closed while the command was being sent",
+                      ref=call.qid, reply_to=call.reply_to)
+            self.holding.pop(conn, None)
+            conn.inflight = None
+            self._spawn(self._done(conn, identity, call.qid, poke=False))
             return
         if state == 1:
             node.metrics.inc(node.metrics.commands, "sent")

@@ -98,6 +98,7 @@ class Rebalancer:
         self.nodes = 0
         self.mean = 0.0
         self.surplus = 0
+        self.idle_picked = 0
 
     async def run(self) -> None:
         """Publish, check, shed; every interval, until cancelled."""
@@ -151,6 +152,7 @@ class Rebalancer:
             if conn.opened and conn.since_ms < episode:
                 (idle if is_idle(conn) else busy).append(conn)
         picked = heapq.nsmallest(n, idle, key=_age_key)
+        self.idle_picked = len(picked)
         if len(picked) < n:
             picked += heapq.nsmallest(n - len(picked), busy, key=_age_key)
         return picked
@@ -166,8 +168,8 @@ class Rebalancer:
                 await asyncio.sleep(delay)
             if node.draining:
                 return
-            if not conn.opened:
-                continue
+            if not conn.opened or (i < self.idle_picked and not is_idle(conn)):
+                continue      # gone, or picked idle and busy now: next round
             state = "idle" if is_idle(conn) else "busy"
             node.metrics.inc(node.metrics.shed, state)
             self.surplus = max(0, self.surplus - 1)

@@ -91,18 +91,19 @@ async def test_scale_out_moves_half_of_the_chargers_to_the_new_node(
     assert c["sent_away"] > 0.3 * CHARGERS                 # chargers did move …
     assert c["sent_away_twice"] == 0                        # … each at most once
     assert set(c["close_codes"]) == {"1012"}
-    # Every shed connection got its close frame (the last one may still be
-    # on its way when the chargers report).
+    # The chargers saw at most the closes A counted (a close frame can be
+    # lost when a lagging charger's socket is reset after --close-timeout).
     shed = a.metric("ocpp_router_rebalance_shed_total")
-    assert 0 <= shed - c["close_codes"]["1012"] <= 2
+    assert 0.9 * shed <= c["close_codes"]["1012"] <= shed
     assert b.metric("ocpp_router_rebalance_shed_total") == 0, "B (below the mean) shed"
     assert a.metric("ocpp_router_fleet_nodes") == 2
     # Every CALL during the move ended with an outcome from the router: an
     # answer, or a failed entry for a direct CALL whose charger was moving.
     assert "timeout" not in outcomes
-    assert all(o == "answered" for o in outcomes[1::2]), outcomes     # queued: all delivered
+    direct, queued = outcomes[0::2], outcomes[1::2]
+    assert all(o == "answered" for o in queued), queued       # queued: all delivered
     assert all(o in ("answered", "failed:Closed", "failed:NotConnected")
-               for o in outcomes[0::2]), outcomes
+               for o in direct), direct
 
 
 def test_surplus_only_above_the_bound_of_the_ready_nodes_mean() -> None:
