@@ -22,8 +22,9 @@ No oscillation, by construction:
   behind the counts it was made on (a shed charger is counted nowhere until
   it has reconnected);
 - no shedding in a round in which far more chargers arrived than shedding
-  brings (a reconnect storm, a neighbour draining): the counts are moving by
-  themselves, and shedding would only add to the storm.
+  brings, or the fleet's total grew by more than the tolerance (a ramp-up, a
+  reconnect storm, a neighbour draining): the other nodes' counts lag, and
+  shedding would only add to the storm.
 
 Chargers with nothing in flight go first (no charger CALL waiting for the
 backend, no backend CALL in flight or queued), oldest first; busy ones only
@@ -49,7 +50,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("router.rebalance")
 
 # A round with more accepted handshakes than this many times what shedding
-# at the full rate would bring back (and at least STORM_MIN) holds shedding.
+# at the full rate would bring back (and at least STORM_MIN), or in which the
+# fleet's total grew by more than the tolerance (and STORM_MIN), holds shedding.
 STORM_FACTOR = 4
 STORM_MIN = 100
 # Never shed to correct an excess of fewer connections than this over the
@@ -95,6 +97,7 @@ class Rebalancer:
         self.close_code = c.rebalance_close_code
         self.episode_ms: int | None = None   # connections since then are not shed
         self.accepted = 0                     # handshakes accepted up to the last round
+        self.total = 0                        # the ready nodes' total in the last round
         self.nodes = 0
         self.mean = 0.0
         self.surplus = 0
@@ -122,6 +125,16 @@ class Rebalancer:
         mine = [NodeLoad(node.node_id, own, ready, 0)]
         others = [load for load in loads if load.node != node.node_id]
         self.surplus, self.nodes, self.mean = surplus_of(own, mine + others, self.tolerance)
+        # Is the fleet settled? Many chargers arriving here, or the fleet's
+        # total growing: a ramp-up, a storm, a neighbour draining. Then the
+        # other nodes' counts (a round old) lag behind and this node only
+        # looks above the mean; shedding would add reconnects to the storm.
+        accepted = node.metrics.handshakes.get("accepted", 0)
+        arrivals, self.accepted = accepted - self.accepted, accepted
+        total = sum(load.connections for load in mine + others if load.ready)
+        grew, self.total = total - self.total, total
+        unsettled = (arrivals > max(STORM_MIN, STORM_FACTOR * self.rate * self.interval)
+                     or grew > max(STORM_MIN, self.tolerance * (total - grew)))
         if not self.enabled or not ready or node.draining or self.surplus == 0:
             if self.episode_ms is not None:
                 log.info("rebalancing done: %d connections, fleet mean %.0f over %d nodes",
@@ -129,12 +142,7 @@ class Rebalancer:
             self.episode_ms = None
             self.surplus = 0
             return
-        accepted = node.metrics.handshakes.get("accepted", 0)
-        arrivals, self.accepted = accepted - self.accepted, accepted
-        if arrivals > max(STORM_MIN, STORM_FACTOR * self.rate * self.interval):
-            # Far more chargers arriving than shedding would bring: a storm
-            # (or a node nearby draining). The counts are moving by
-            # themselves; shedding now would only add reconnects to it.
+        if unsettled:
             return
         if self.episode_ms is None:
             self.episode_ms = int(time.time() * 1000)
