@@ -95,3 +95,9 @@ bench-fleet: $(BUILT)
 .PHONY: bench-soap
 bench-soap: $(BUILT)
 	$(PY) bench/bench_soap.py --json bench/results/soap.raw.json
+
+# Validation profiles: the strict path against main (A/B) and a relaxed message's cost.
+.PHONY: bench-profiles
+bench-profiles: $(BUILT)
+	$(PY) bench/bench_profiles.py
+	$(PY) -m bench.ab --base main --rounds 4 --duration 6

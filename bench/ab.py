@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import run, services
-from bench.loadgen import LoadConfig
+from router.sim.loadgen import LoadConfig
 
 REPO = Path(__file__).resolve().parent.parent
 

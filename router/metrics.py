@@ -67,6 +67,10 @@ class RouterMetrics:
         self.shed: dict[str, int] = {}
         self.rate_limited: dict[str, int] = {}
         self.commands: dict[str, int] = {}
+        # validation profiles: (rule, check, action) -> messages let through;
+        # outcome ("ok" / "failed") -> reloads
+        self.relaxed: dict[tuple[str, str, str], int] = {}
+        self.profile_reloads: dict[str, int] = {}
         self.publish_latency = Histogram(LATENCY_BUCKETS)
         self.publish_batch = Histogram(SIZE_BUCKETS)
         self.reply_latency = Histogram(LATENCY_BUCKETS)
@@ -135,6 +139,11 @@ class RouterCollector(Collector):
                        "action taken (callerror, close)", ["action"], m.rate_limited)
         yield _counter("queued_commands", "backend CALLs from the per-charger command queues, by "
                        "outcome", ["outcome"], m.commands)
+        yield _counter("relaxed_messages", "charger messages accepted only thanks to a "
+                       "validation profile, by rule, relaxed check and action",
+                       ["rule", "check", "action"], m.relaxed)
+        yield _counter("profile_reloads", "validation profile reloads by outcome (failed: the "
+                       "previous rules stay)", ["outcome"], m.profile_reloads)
         yield m.publish_latency.family(f"{NS}_publish_latency_seconds",
                                        "time from XADD batch write to Redis reply")
         yield m.publish_batch.family(f"{NS}_publish_batch_size", "XADDs per write to Redis")

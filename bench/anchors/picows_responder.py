@@ -25,8 +25,8 @@ from picows import (
     ws_create_server,
 )
 
-from bench import messages
 from bench.anchors._common import announce, parser, raise_nofile
+from router.sim import messages
 
 _TEXT = WSMsgType.TEXT
 _CLOSE = WSMsgType.CLOSE

@@ -26,7 +26,7 @@ from typing import Any
 
 import redis
 
-from bench import messages
+from router.sim import messages
 from router.streams import CommandBuffer, RedisAddress
 from router.streams._resp import ReplyReader
 from router.streams.errors import RedisReplyError

@@ -36,12 +36,13 @@ def add_connection_arguments(parser: argparse.ArgumentParser, *, shards: bool = 
         parser: the sub-command's parser.
         shards: the command reads the inbound streams and needs ``--shards``.
     """
+    from router.cli.devstate import default_redis_url
+
     env = os.environ
     group = parser.add_argument_group("redis")
-    group.add_argument("--redis-url", metavar="URL",
-                       default=env.get(ENV_PREFIX + "REDIS_URL", DEFAULT_REDIS_URL),
-                       help=f"Redis URL (default: {DEFAULT_REDIS_URL}; "
-                            f"env {ENV_PREFIX}REDIS_URL)")
+    group.add_argument("--redis-url", metavar="URL", default=default_redis_url(),
+                       help=f"Redis URL (default: env {ENV_PREFIX}REDIS_URL, else the Redis of "
+                            f"a running `ocpp-router dev`, else {DEFAULT_REDIS_URL})")
     group.add_argument("--key-prefix", metavar="PREFIX",
                        default=env.get(ENV_PREFIX + "KEY_PREFIX", "ocpp"),
                        help=f"prefix of every Redis key (default: ocpp; env {ENV_PREFIX}KEY_PREFIX)")

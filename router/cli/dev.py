@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -38,8 +38,10 @@ from redis.exceptions import RedisError
 import router
 from router.backend.client import Client
 from router.backend.reference_csms import ReferenceCSMS
+from router.cli.devstate import remove_state, write_state
+from router.cli.live import Status
 from router.cli.main import EXIT_ERROR, EXIT_USAGE, CLIError
-from router.embedded_redis import RedisServer, RedisServerError
+from router.embedded_redis import RedisServer, RedisServerError, die_with_parent
 from router.streams.keys import KeySpace
 
 NODE_ID = "dev-0"
@@ -121,29 +123,6 @@ def _tail(path: Path, lines: int = 1) -> str:
     return " | ".join(text[-lines:])
 
 
-class Status:
-    """The live status line: rewritten in place on a terminal, else a line per change."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.tty = out.isatty()
-        self._previous = ""
-
-    def show(self, text: str) -> None:
-        if self.tty:
-            self.out.write("\r\x1b[2K" + text)
-            self.out.flush()
-        elif text != self._previous:
-            self.out.write(text + "\n")
-            self.out.flush()
-        self._previous = text
-
-    def end(self) -> None:
-        if self.tty and self._previous:
-            self.out.write("\n")
-            self.out.flush()
-
-
 async def run_async(args: argparse.Namespace) -> int:
     if args.shards < 1 or args.status_interval <= 0:
         raise CLIError("--shards and --status-interval must be positive", EXIT_USAGE)
@@ -168,7 +147,9 @@ async def run_async(args: argparse.Namespace) -> int:
             redis_url = args.redis_url
         else:
             try:
-                embedded = await asyncio.to_thread(RedisServer(own_session=True).start)
+                # On this (the main) thread: the parent-death signal is tied to
+                # the thread that forks (see die_with_parent()).
+                embedded = RedisServer(own_session=True, tied_to_parent=True).start()
             except RedisServerError as exc:
                 raise CLIError(str(exc)) from None
             redis_url = embedded.url
@@ -197,11 +178,14 @@ async def run_async(args: argparse.Namespace) -> int:
               f"reference CSMS (group {csms.app.group})")
         print(f"logs: {log_path}, {workdir / 'csms.log'}")
         print(f"Point a charger at:  ws://{shown_host}:{args.port}/ocpp/<identity>")
+        state = write_state(redis_url, args.key_prefix, args.shards)
+        print(_next_commands(args, state))
         print("Ctrl-C stops everything.")
         sys.stdout.flush()
         await _status_loop(redis, args, router_proc, csms_task, status, stop, log_path)
         return 0
     finally:
+        remove_state()
         status.end()
         logging.getLogger("router").removeHandler(handler)
         handler.close()
@@ -213,6 +197,19 @@ async def run_async(args: argparse.Namespace) -> int:
             # Nothing worth keeping; after a router failure the log stays (its
             # path is in the error message).
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _next_commands(args: argparse.Namespace, state: Path) -> str:
+    """What to type next; the commands find this Redis through ``state``."""
+    opts = "" if args.key_prefix == "ocpp" else f" --key-prefix {args.key_prefix}"
+    shard_opts = opts + ("" if args.shards == 1 else f" --shards {args.shards}")
+    return "\n".join([
+        f"In another terminal (they find this Redis through {state}):",
+        f"  ocpp-router simulate ws://localhost:{args.port}/ocpp/ --chargers 10 --duration 30",
+        f"  ocpp-router chargers{opts}",
+        f"  ocpp-router call CP000000 Reset '{{\"type\": \"Soft\"}}'{opts}",
+        f"  ocpp-router tail{shard_opts}",
+    ])
 
 
 def _spawn_router(args: argparse.Namespace, redis_url: str, log_path: Path) -> subprocess.Popen[bytes]:
@@ -228,9 +225,11 @@ def _spawn_router(args: argparse.Namespace, redis_url: str, log_path: Path) -> s
     env["PYTHONPATH"] = os.pathsep.join(p for p in (source_root, env.get("PYTHONPATH")) if p)
     with open(log_path, "ab") as log:
         # Own process group: the terminal's Ctrl-C reaches only us, and we stop
-        # the router in order (after the CSMS finished its handlers).
+        # the router in order (after the CSMS finished its handlers). If we
+        # die without stopping it (SIGKILL), the kernel sends it SIGTERM.
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                env=env, start_new_session=True)
+                                env=env, start_new_session=True,
+                                preexec_fn=die_with_parent())
 
 
 async def _wait_router(proc: subprocess.Popen[bytes], args: argparse.Namespace, log_path: Path,

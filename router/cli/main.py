@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tail": ("router.cli.tail", "follow the inbound streams live"),
     "auth": ("router.cli.auth", "manage charger passwords (security profiles 1 and 2)"),
     "reference-csms": ("router.cli.reference_csms", "run the reference CSMS backend"),
+    "simulate": ("router.cli.simulate", "simulated chargers against a deployment (load test)"),
 }
 
 # Exit statuses shared by all sub-commands.

@@ -21,9 +21,12 @@ def run(args: argparse.Namespace) -> int:
         config = load(args)
     except ConfigError as exc:
         raise CLIError(str(exc), 2) from exc
+    from router.server.admin import ListenError
     from router.server.supervisor import serve
 
     try:
         return serve(config)
+    except ListenError as exc:
+        raise CLIError(str(exc)) from exc
     except OSError as exc:
         raise CLIError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from exc

@@ -18,6 +18,8 @@ Never on the hot path: it allocates a Python object tree (``json.loads``).
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -41,6 +43,11 @@ KEYWORD_ERROR: dict[str, type[errors.OCPPJError]] = {
     "multipleOf": errors.PropertyConstraintViolation,
     "format": errors.PropertyConstraintViolation,
 }
+
+#: ``relax(check, path) -> bool``: whether a validation profile lets this
+#: violation pass (router/ocppj/profiles.py); checks: string_length, enum_case,
+#: additional_properties, datetime_offset, number_as_string.
+Relax = Callable[[str, str], bool]
 
 _TYPE_NAMES = {"object": "an object", "array": "an array", "string": "a string",
                "integer": "an integer", "number": "a number", "boolean": "a boolean", "null": "null"}
@@ -108,6 +115,7 @@ def first_violation(
     root: dict[str, Any] | None = None,
     strict_datetime: bool = False,
     path: str = "$",
+    relax: Relax | None = None,
 ) -> Violation | None:
     """First violation of ``schema`` by the decoded JSON ``value``, or None.
 
@@ -117,28 +125,58 @@ def first_violation(
         root: the schema document ``$ref`` resolves against (default: ``schema``).
         strict_datetime: assert ``format: date-time`` (RFC 3339 §5.6).
         path: JSON path of ``value``.
+        relax: a validation profile's say on the five relaxable violations
+            (see :data:`Relax`); asked only where the relaxed form is what
+            the check names (e.g. ``enum_case`` only for a string equal to an
+            allowed value but for case). None: strict.
     """
     root = schema if root is None else root
-    return _walk(schema, value, root, is_draft4(root), strict_datetime, path)
+    return _walk(schema, value, root, is_draft4(root), strict_datetime, path, relax)
+
+
+def _as_number(text: str, typ: str) -> int | float | None:
+    """The number a string holds (for ``number_as_string``), or None."""
+    try:
+        number = json.loads(text.strip()) if text.strip() else None
+    except ValueError:
+        return None
+    if isinstance(number, bool) or not isinstance(number, int | float):
+        return None
+    if isinstance(number, float) and not math.isfinite(number):
+        return None          # json.loads reads NaN/Infinity; JSON has no such numbers
+    if typ == "integer" and not isinstance(number, int):
+        return None
+    return number
 
 
 def _walk(schema: dict[str, Any], value: Any, root: dict[str, Any], draft4: bool, strict: bool,
-          path: str) -> Violation | None:
+          path: str, relax: Relax | None = None) -> Violation | None:
     ref = schema.get("$ref")
     if ref is not None:
         # Siblings of "$ref" are ignored in draft-04/06.
         schema = root["definitions"][ref.rsplit("/", 1)[1]]
     typ = schema.get("type")
     if typ is not None and not _is_type(value, typ, draft4):
-        return Violation("type", path, f"{path}: must be {_TYPE_NAMES.get(typ, typ)}")
+        number = (_as_number(value, typ) if relax is not None and isinstance(value, str)
+                  and typ in ("number", "integer") else None)
+        if number is None or relax is None or not relax("number_as_string", path):
+            return Violation("type", path, f"{path}: must be {_TYPE_NAMES.get(typ, typ)}")
+        value = number       # minimum/maximum/multipleOf apply to the number
     enum = schema.get("enum")
     if enum is not None and not any(_equal(value, e) for e in enum):
-        return Violation("enum", path, f"{path}: value is not one of the allowed values")
+        folded = value.casefold() if relax is not None and isinstance(value, str) else None
+        if relax is None or folded is None or not any(
+                isinstance(e, str) and e.casefold() == folded for e in enum) or not relax(
+                "enum_case", path):
+            return Violation("enum", path, f"{path}: value is not one of the allowed values")
     if isinstance(value, str):
         limit = schema.get("maxLength")
-        if limit is not None and len(value) > limit:
+        if limit is not None and len(value) > limit and (
+                relax is None or not relax("string_length", path)):
             return Violation("maxLength", path, f"{path}: longer than {limit} characters")
-        if strict and schema.get("format") == "date-time" and not is_rfc3339(value):
+        if strict and schema.get("format") == "date-time" and not is_rfc3339(value) and (
+                relax is None or not is_rfc3339(value + "Z")
+                or not relax("datetime_offset", path)):
             return Violation("format", path, f"{path}: not an RFC 3339 date-time")
     elif isinstance(value, int | float) and not isinstance(value, bool):
         low = schema.get("minimum")
@@ -155,15 +193,15 @@ def _walk(schema: dict[str, Any], value: Any, root: dict[str, Any], draft4: bool
         for name in schema.get("required", ()):
             if name not in value:
                 return Violation("required", path, f"{path}: required property '{name}' is missing")
-        if schema.get("additionalProperties", True) is False:
-            for name in value:
-                if name not in props:
-                    # The name comes from the peer: never echoed (docs/ocppj.md).
-                    return Violation("additionalProperties", path,
-                                     f"{path}: contains a property the schema does not define")
+        if schema.get("additionalProperties", True) is False and any(
+                name not in props for name in value) and (
+                relax is None or not relax("additional_properties", path)):
+            # The name comes from the peer: never echoed (docs/ocppj.md).
+            return Violation("additionalProperties", path,
+                             f"{path}: contains a property the schema does not define")
         for name, sub in props.items():
             if name in value:
-                found = _walk(sub, value[name], root, draft4, strict, f"{path}.{name}")
+                found = _walk(sub, value[name], root, draft4, strict, f"{path}.{name}", relax)
                 if found is not None:
                     return found
     elif isinstance(value, list):
@@ -176,7 +214,7 @@ def _walk(schema: dict[str, Any], value: Any, root: dict[str, Any], draft4: bool
         items = schema.get("items")
         if isinstance(items, dict):
             for i, item in enumerate(value):
-                found = _walk(items, item, root, draft4, strict, f"{path}[{i}]")
+                found = _walk(items, item, root, draft4, strict, f"{path}[{i}]", relax)
                 if found is not None:
                     return found
     return None

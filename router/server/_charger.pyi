@@ -2,7 +2,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from router.ocppj import Dialect
+from router.ocppj import Dialect, Message
 from router.server._wsconn import WebSocketProtocol
 from router.streams._resp import StreamEntries
 
@@ -23,7 +23,11 @@ class ChargerCore(WebSocketProtocol):
     call_deadline: float
     inflight: Any
     queue: deque[Any] | None
+    profile: tuple[Any, ...] | None
+    boot_info: tuple[str | None, str | None] | None
+    watch_boot: bool
     def bind(self, node: Any) -> None: ...
+    def relaxed_call(self, msg: Message, extra: tuple[bytes, ...]) -> None: ...
     def on_text(self, data: bytes) -> None: ...
     def backend_result(self, msg_id: str, payload: bytes, ref: bytes) -> None: ...
 

@@ -30,6 +30,7 @@ from urllib.parse import unquote
 
 from router.ocppj import Message
 from router.ocppj.errors import OCPPJError
+from router.ocppj.profiles import boot_vendor_model, envelope_only, relaxed_check, relaxed_field
 from router.server._charger import ChargerCore
 from router.ws import UpgradeRequest
 
@@ -44,6 +45,7 @@ log = logging.getLogger("router.connection")
 # forbids it in the Basic-auth username, RFC 7617 §2).
 _IDENTITY = re.compile(r"[A-Za-z0-9*\-_=+|@.]{1,48}")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_EMPTY_SEGMENTS = re.compile(r"//+")
 
 CALL, CALLRESULT, CALLERROR, CALLRESULTERROR, SEND = 2, 3, 4, 5, 6
 
@@ -79,11 +81,18 @@ def parse_identity(path: str, prefix: str) -> tuple[int, str | None]:
 
     Returns (0, identity) when the path is a valid charger URL, else the HTTP
     status to answer: 400 for a malformed target, 404 for anything else.
+
+    Forgiving where client libraries differ (docs/websocket.md): empty path
+    segments are collapsed (``/ocpp//CP-1``: ocpp-rpc and others build
+    ``endpoint + "/" + identity`` from a URL that already ends in ``/``), and
+    one trailing slash after the identity is accepted (``/ocpp/CP-1/``).
     """
-    target = path.split("?", 1)[0]
+    target = _EMPTY_SEGMENTS.sub("/", path.split("?", 1)[0])
     if not target.startswith(prefix):
         return 404, None
     raw = target[len(prefix):]
+    if raw.endswith("/"):
+        raw = raw[:-1]
     if _BAD_PERCENT.search(raw):
         return 400, None
     try:
@@ -244,6 +253,7 @@ class ChargerConnection(ChargerCore, asyncio.BufferedProtocol):
         self.since_ms = int(time.time() * 1000)
         assert self.identity is not None
         self.shard = self.node.keys.shard_of(self.identity)
+        self.apply_profiles()
         self.node.connection_opened(self)
 
     def on_rejected(self) -> None:
@@ -259,7 +269,9 @@ class ChargerConnection(ChargerCore, asyncio.BufferedProtocol):
     # ------------------------------------------------------ charger -> router
     # on_text and the CALL path are compiled (ChargerCore); these are the
     # uncommon cases it hands back.
-    def invalid_message(self, exc: OCPPJError) -> None:
+    def invalid_message(self, exc: OCPPJError, data: bytes = b"") -> None:
+        if data and self.node.profiles.rules and self._relaxed(exc, data):
+            return
         self.node.count_validation_error(exc, self.proto)
         if exc.msgtype in (CALLRESULT, CALLERROR, CALLRESULTERROR, SEND):
             # OCPP-J answers only a CALL with a CALLERROR; a broken answer or
@@ -268,6 +280,50 @@ class ChargerConnection(ChargerCore, asyncio.BufferedProtocol):
             self.node.metrics.inc(self.node.metrics.ignored, "invalid_non_call")
             return
         self.send_text(self.dialect.error_for(exc))
+
+    # ------------------------------------------------- validation profiles
+    # docs/ocppj.md "Validation profiles". Only on the error path, and only for
+    # what chargers send: a message the strict validator accepts never comes here.
+    def apply_profiles(self) -> None:
+        """(Re)match the node's profile rules (at open, on reload, on boot)."""
+        profiles = self.node.profiles
+        vendor, model = self.boot_info or (None, None)
+        self.profile = profiles.match(self.identity or "", vendor, model)
+        self.watch_boot = profiles.needs_boot
+
+    def boot_seen(self, payload: bytes) -> None:
+        """A BootNotification: rules by vendor/model apply from now on."""
+        self.boot_info = boot_vendor_model(self.proto, payload)
+        self.apply_profiles()
+
+    def _relaxed(self, exc: OCPPJError, data: bytes) -> bool:
+        """Publish a charger's CALL/SEND that the strict check rejected if the
+        connection's rules make it valid (with a ``relaxed`` field)."""
+        if exc.msgtype not in (CALL, SEND) or exc.message_id == "-1":
+            return False
+        if self.profile is None and not self.watch_boot:
+            return False             # no rule can apply to this charger
+        try:
+            msg = envelope_only(self.dialect).decode(data)
+        except OCPPJError:
+            return False
+        if msg is None or msg.action is None or msg.payload is None:
+            return False
+        if self.watch_boot and msg.action == "BootNotification":
+            self.boot_seen(msg.payload)    # the broken boot may be what names the model
+        if self.profile is None:
+            return False
+        applied = relaxed_check(self.dialect, self.profile, msg.action, msg.payload, False)
+        if not applied:
+            return False
+        self.node.count_relaxed(applied, msg.action)
+        extra = (b"relaxed", relaxed_field(applied))
+        if msg.msgtype == CALL:
+            self.relaxed_call(msg, extra)
+        else:
+            self.node.count_message("in", "send", msg.action)
+            self.node.publish(self, b"send", msg.id, msg.action, msg.payload, extra=extra)
+        return True
 
     def other_message(self, msg: Message | None) -> None:
         """Anything but a CALL; None for an unknown message type (ignored)."""
@@ -342,16 +398,10 @@ class ChargerConnection(ChargerCore, asyncio.BufferedProtocol):
             node.metrics.inc(node.metrics.ignored, "unexpected_answer")
             return
         if msg.msgtype == CALLRESULT:
-            try:
-                self.dialect.validate_response(call.action, msg.payload or b"{}")
-            except OCPPJError as exc:
-                node.count_validation_error(exc, self.proto)
-                node.fail(self.identity or "", call.id, call.action, "InvalidPayload",
-                          f"charger's CALLRESULT is invalid: {exc.description}"[:255],
-                          conn=self, ref=call.ref, reply_to=call.reply_to)
-            else:
+            extra = self._checked_result(call, msg.payload or b"{}")
+            if extra is not None:
                 node.count_message("in", "result", call.action)
-                node.publish(self, b"result", call.id, call.action, msg.payload,
+                node.publish(self, b"result", call.id, call.action, msg.payload, extra=extra,
                              reply_to=call.reply_to)
         else:
             node.count_message("in", "error", call.action)
@@ -361,6 +411,26 @@ class ChargerConnection(ChargerCore, asyncio.BufferedProtocol):
         if call.qid is not None:
             node.commands.finished(self, call)
         self._send_next_call()
+
+    def _checked_result(self, call: BackendCall, payload: bytes) -> tuple[bytes, ...] | None:
+        """Validate a charger's CALLRESULT: () when valid, the ``relaxed`` field
+        when a validation profile lets it through, None when invalid (the
+        backend CALL ends as failed InvalidPayload)."""
+        try:
+            self.dialect.validate_response(call.action, payload)
+        except OCPPJError as exc:
+            node = self.node
+            applied = (relaxed_check(self.dialect, self.profile, call.action, payload, True)
+                       if self.profile else [])
+            if applied:
+                node.count_relaxed(applied, call.action)
+                return (b"relaxed", relaxed_field(applied))
+            node.count_validation_error(exc, self.proto)
+            node.fail(self.identity or "", call.id, call.action, "InvalidPayload",
+                      f"charger's CALLRESULT is invalid: {exc.description}"[:255],
+                      conn=self, ref=call.ref, reply_to=call.reply_to)
+            return None
+        return ()
 
     # ------------------------------------------------------ backend -> charger
     def reply_not_pending(self, msg_id: str, ref: bytes) -> None:

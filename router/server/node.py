@@ -26,8 +26,9 @@ from router.config import Config
 from router.metrics import RouterMetrics
 from router.ocppj import Options, dialect
 from router.ocppj.errors import ActionNotImplemented, NotSupported, OCPPJError, error_codes
+from router.ocppj.profiles import ProfileError, Profiles, load_file
 from router.server._charger import dispatch_out_entries
-from router.server.admin import AdminServer
+from router.server.admin import AdminServer, ListenError
 from router.server.admission import Admission
 from router.server.commands import Commands
 from router.server.connection import (
@@ -89,6 +90,9 @@ class Node:
         self.edge_heartbeat = config.heartbeat == "edge"
         self.reply_timeout = config.reply_timeout
         self.by_identity: dict[str, ChargerConnection] = {}
+        # Validation profiles (docs/ocppj.md); the file was checked by config.load.
+        self.profiles = Profiles(load_file(config.validation_profiles)
+                                 if config.validation_profiles else ())
         self.connections: set[ChargerConnection] = set()
         self.handshakes: set[ChargerConnection] = set()
         self.timed: set[ChargerConnection] = set()
@@ -136,9 +140,13 @@ class Node:
             self.server = await loop.create_server(factory, sock=sock, ssl=self.ssl_context,
                                                    backlog=4096)
         else:
-            self.server = await loop.create_server(
-                factory, self.config.host, self.config.port, ssl=self.ssl_context,
-                reuse_address=True, reuse_port=self.config.workers > 1, backlog=4096)
+            try:
+                self.server = await loop.create_server(
+                    factory, self.config.host, self.config.port, ssl=self.ssl_context,
+                    reuse_address=True, reuse_port=self.config.workers > 1, backlog=4096)
+            except OSError as exc:
+                raise ListenError("charger port", self.config.host, self.config.port,
+                                  exc) from exc
         if admin:
             self.admin = AdminServer(self.admin_routes())
             await self.admin.start(self.config.admin_host, self.config.admin_port)
@@ -182,7 +190,38 @@ class Node:
         async def metrics() -> tuple[int, str, bytes]:
             return 200, "text/plain; version=0.0.4; charset=utf-8", generate_latest(registry)
 
-        return {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics}
+        async def profiles() -> tuple[int, str, bytes]:
+            return 200, "application/json", msgspec.json.encode(self.profiles.describe()) + b"\n"
+
+        async def reload_profiles() -> tuple[int, str, bytes]:
+            error = self.reload_profiles()
+            if error:
+                return 400, "text/plain", f"{error}\n".encode()
+            return 200, "text/plain", f"{len(self.profiles.rules)} rules loaded\n".encode()
+
+        return {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics,
+                "/profiles": profiles, "POST /profiles/reload": reload_profiles}
+
+    def reload_profiles(self) -> str | None:
+        """Re-read --validation-profiles and rematch every open connection;
+        on a bad file keep the current rules. Returns the error, if any."""
+        path = self.config.validation_profiles
+        try:
+            rules = load_file(path) if path else ()
+        except ProfileError as exc:
+            log.error("validation profiles not reloaded, the previous rules stay: %s", exc)
+            self.metrics.inc(self.metrics.profile_reloads, "failed")
+            return str(exc)
+        self.profiles = Profiles(rules)
+        for conn in self.connections:
+            conn.apply_profiles()
+        self.metrics.inc(self.metrics.profile_reloads, "ok")
+        log.info("validation profiles reloaded: %d rules", len(rules))
+        return None
+
+    def count_relaxed(self, applied: list[tuple[str, str]], action: str) -> None:
+        for rule, check in applied:
+            self.metrics.inc(self.metrics.relaxed, (rule, check, action))
 
     def ready(self) -> tuple[bool, str]:
         if self.draining:
@@ -194,6 +233,7 @@ class Node:
     def install_signal_handlers(self, sigint: bool = True) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.begin_drain)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_profiles)
         if sigint:
             loop.add_signal_handler(signal.SIGINT, self.begin_drain)
 

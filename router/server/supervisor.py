@@ -177,7 +177,8 @@ class Supervisor:
         for worker in self.workers:
             self._spawn(worker)
         admin = AdminServer({"/healthz": self._healthz, "/readyz": self._readyz,
-                             "/metrics": self._metrics})
+                             "/metrics": self._metrics,
+                             "POST /profiles/reload": self._reload_profiles})
         await admin.start(self.config.admin_host, self.config.admin_port)
 
         def stop() -> None:
@@ -191,9 +192,25 @@ class Supervisor:
 
         loop.add_signal_handler(signal.SIGTERM, stop)
         loop.add_signal_handler(signal.SIGINT, stop)
+        loop.add_signal_handler(signal.SIGHUP, self._signal_workers, signal.SIGHUP)
         await self.done.wait()
         await admin.close()
         return 0
+
+    def _signal_workers(self, sig: int) -> int:
+        """Forward ``sig`` (SIGHUP: reload validation profiles) to every worker."""
+        sent = 0
+        for worker in self.workers:
+            if worker.proc is not None and worker.proc.returncode is None:
+                worker.proc.send_signal(sig)
+                sent += 1
+        return sent
+
+    async def _reload_profiles(self) -> tuple[int, str, bytes]:
+        # Each worker reloads on its own; a bad file is logged by each and
+        # counted in ocpp_router_profile_reloads_total{outcome="failed"}.
+        sent = self._signal_workers(signal.SIGHUP)
+        return 202, "text/plain", f"reload signalled to {sent} workers\n".encode()
 
     async def _fetch(self, path: str) -> list[tuple[int, bytes]]:
         async def one(port: int) -> tuple[int, bytes]:

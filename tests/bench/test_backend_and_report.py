@@ -14,11 +14,12 @@ import orjson
 import pytest
 import redis
 
-from bench import messages, plots, report
-from bench.loadgen import LoadConfig, run_load
+from bench import plots, report
 from bench.run import OCPP_LIB, PICOWS, PICOWS_ECHO, ROUTER_FAST, machine
 from bench.services import Service, python_module
 from router.embedded_redis import RedisServer, free_port
+from router.sim import messages
+from router.sim.loadgen import LoadConfig, run_load
 from tests.conftest import timeout
 
 

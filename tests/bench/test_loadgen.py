@@ -23,10 +23,10 @@ from picows import (
     ws_create_server,
 )
 
-from bench import messages
-from bench.loadgen import LoadConfig, LoadgenError, percentiles, run_load
 from bench.services import Service, python_module
 from router.embedded_redis import free_port
+from router.sim import messages
+from router.sim.loadgen import LoadConfig, LoadgenError, percentiles, run_load
 from tests.conftest import timeout
 
 from .test_messages import check

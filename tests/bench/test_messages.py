@@ -13,7 +13,7 @@ import ocpp
 import orjson
 import pytest
 
-from bench import messages
+from router.sim import messages
 
 SCHEMAS = Path(ocpp.__file__).parent
 _DIRS = {"ocpp1.6": "v16", "ocpp2.0.1": "v201", "ocpp2.1": "v21"}

@@ -59,6 +59,25 @@ def test_url_rules(router_node: RouterNode, path: str, status: int) -> None:
     assert status_of(raw_request(router_node, path)) == status
 
 
+@pytest.mark.parametrize("path", ["/ocpp//CP-SLASH", "/ocpp/CP-SLASH/"])
+async def test_forgiving_urls_connect(router_node: RouterNode, path: str) -> None:
+    """A server URL with a trailing slash (ocpp-rpc joins endpoint + "/" +
+    identity) and a trailing slash after the identity both reach CP-SLASH."""
+    backend = Backend(router_node)
+    url = f"ws://127.0.0.1:{router_node.port}{path}"
+    ws = await websockets.connect(url, subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+                                  open_timeout=timeout(5))
+    try:
+        charger = Charger(ws)
+        msg_id = await charger.call("BootNotification", BOOT["ocpp1.6"])
+        call = await backend.next("call", action="BootNotification")
+        assert (call["cs"], call["id"]) == ("CP-SLASH", msg_id)
+        assert (await backend.registry("CP-SLASH"))["conn"] == call["conn"]
+    finally:
+        await ws.close()
+        await backend.close()
+
+
 def test_path_prefix_is_configurable(router_factory: Callable[..., RouterNode]) -> None:
     node = router_factory("--path-prefix", "/cs/v1")
     assert status_of(raw_request(node, "/cs/v1/CP-1")) == 101

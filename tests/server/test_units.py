@@ -25,6 +25,14 @@ from tests.resp import stream_entries
     ("/ocpp/", (404, None)),
     ("/ocp/CP", (404, None)),
     ("/ocpp/%C3%A9", (404, None)),
+    # forgiving: empty segments collapsed, one trailing slash after the identity
+    ("/ocpp//CP-1", (0, "CP-1")),
+    ("//ocpp///CP-1?a=/b", (0, "CP-1")),
+    ("/ocpp/CP-1/", (0, "CP-1")),
+    ("/ocpp//CP-1//", (0, "CP-1")),
+    ("/ocpp//", (404, None)),
+    ("/ocpp/CP-1/x", (404, None)),
+    ("/ocpp/CP-1%2F", (404, None)),
 ])
 def test_parse_identity(path: str, expected: tuple[int, str | None]) -> None:
     assert parse_identity(path, "/ocpp/") == expected

@@ -44,8 +44,12 @@ cdef class ChargerCore(WebSocketProtocol):
     cdef long long rl_tat               # theoretical arrival time of the next CALL
     cdef long long rl_interval          # 1e6 / --message-rate
     cdef long long rl_tolerance         # (--message-burst - 1) x rl_interval
+    # --- validation profiles (router/ocppj/profiles.py; connection.py)
+    cdef public object profile          # tuple of the rules that apply, or None (strict)
+    cdef public object boot_info        # (vendor, model) of the BootNotification, or None
+    cdef public bint watch_boot         # call boot_seen() on a valid BootNotification
 
     cdef int text_event(self, bytes data) except -1
-    cdef int _charger_call(self, object msg) except -1
+    cdef int _charger_call(self, object msg, tuple extra) except -1
     cdef int _result(self, str msg_id, bytes payload, bytes ref) except -1
     cdef bint _over_rate(self) noexcept

@@ -9,7 +9,7 @@ handshake, backend CALL queues, errors, timers — is plain Python in
 provides the methods called here for the uncommon cases:
 ``invalid_message``, ``other_message``, ``second_call``, ``edge_answer``,
 ``call_publish_failed``, ``reply_not_pending``, ``reply_invalid``,
-``rate_limited``.
+``rate_limited``, ``boot_seen``.
 
 From the socket read to the socket write the common path makes no
 Python-level call: the WebSocket layer calls the C hook ``text_event``, the
@@ -60,7 +60,7 @@ cdef class ChargerCore(WebSocketProtocol):
             decoded = (<Core?>self.dialect)._decode(
                 <const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
         except OCPPJError as exc:
-            self.invalid_message(exc)
+            self.invalid_message(exc, data)
             return 0
         if decoded is None:
             self.other_message(None)
@@ -68,7 +68,7 @@ cdef class ChargerCore(WebSocketProtocol):
             if self.rl_interval and self._over_rate():
                 self.rate_limited(decoded)  # CALLERROR or close (--message-limit-action)
             else:
-                self._charger_call(decoded)
+                self._charger_call(decoded, ())
         else:
             self.other_message(decoded)
         return 0
@@ -88,7 +88,12 @@ cdef class ChargerCore(WebSocketProtocol):
         self.rl_tat = tat + self.rl_interval
         return False
 
-    cdef int _charger_call(self, object decoded) except -1:
+    def relaxed_call(self, Message msg, tuple extra):
+        """A CALL a validation profile let through (connection.py): the same
+        path as a valid one, its entry carrying ``extra`` fields."""
+        self._charger_call(msg, extra)
+
+    cdef int _charger_call(self, object decoded, tuple extra) except -1:
         cdef Message msg = <Message>decoded
         cdef object action = msg.action
         cdef double now
@@ -98,6 +103,8 @@ cdef class ChargerCore(WebSocketProtocol):
         if self.edge_heartbeat and action == "Heartbeat":
             self.edge_answer(msg)
             return 0
+        if self.watch_boot and action == "BootNotification":
+            self.boot_seen(msg.payload)    # validation profiles by vendor/model
         now = monotonic_s()
         self.call_id = msg.id
         self.call_action = action
@@ -106,7 +113,7 @@ cdef class ChargerCore(WebSocketProtocol):
         self.timed.add(self)
         self.calls_in[action] = self.calls_in.get(action, 0) + 1
         self.publisher.inbound(self.shard, self.identity, b"call", self.proto, self.node_b,
-                               self.conn_id, epoch_ms(), msg.id, action, msg.payload, (),
+                               self.conn_id, epoch_ms(), msg.id, action, msg.payload, extra,
                                self.call_publish_failed, None)
         return 0
 
