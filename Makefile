@@ -92,6 +92,18 @@ clean:
 bench-sdk: $(BUILT)
 	$(PY) -m bench.run --scenario sdk --no-plots $(if $(SDK_BASELINE),--sdk-baseline $(SDK_BASELINE))
 
+# Fleet figures of issue 13 (bench/RESULTS.md, "Fleet behaviour"): the rate
+# limiter's CPU cost, neighbours' latency beside a flooding charger, scale-out
+# 1 -> 2 -> 3 nodes with 10,000 chargers (round-robin and leastconn), and a
+# reconnect storm of 20,000 chargers with and without admission control.
+.PHONY: bench-fleet
+bench-fleet: $(BUILT)
+	$(PY) -m bench.fleet limiter
+	$(PY) -m bench.fleet flood
+	$(PY) -m bench.fleet scaleout --chargers 10000 --nodes 3 --balance roundrobin
+	$(PY) -m bench.fleet scaleout --chargers 10000 --nodes 3 --balance leastconn
+	$(PY) -m bench.fleet storm --chargers 20000 --admission both
+
 .PHONY: bench-soap
 bench-soap: $(BUILT)
 	$(PY) bench/bench_soap.py --json bench/results/soap.raw.json

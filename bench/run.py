@@ -208,6 +208,9 @@ async def router_stack(backend: str, workers: int, extra: tuple[str, ...] = ()
             # Every CALL goes through Redis and the backend (the default
             # answers Heartbeat at the edge, which would flatter the figures).
             "--heartbeat", "forward",
+            # Simulated chargers send as fast as answered: no per-connection
+            # message-rate limit (its own cost: bench/fleet.py, "rate limiter").
+            "--message-rate", "0",
             # 50,000 chargers over a few workers, storms of 20,000 handshakes.
             "--max-connections", "19000", "--max-handshakes", "5000", *extra), port,
             env={k: v for k, v in os.environ.items() if not k.startswith("OCPP_ROUTER_")})

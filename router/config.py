@@ -135,6 +135,34 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
+def _non_negative_float(value: Any) -> float:
+    x = float(value)
+    if not x >= 0 or x == float("inf"):
+        raise ValueError("must be a number >= 0")
+    return x
+
+
+def _positive_float(value: Any) -> float:
+    x = _non_negative_float(value)
+    if x == 0:
+        raise ValueError("must be > 0")
+    return x
+
+
+def _fraction(value: Any) -> float:
+    x = float(value)
+    if not 0 < x <= 10:
+        raise ValueError("must be a fraction > 0 (0.1 = 10 %) and at most 10")
+    return x
+
+
+def _close_code(value: Any) -> int:
+    n = int(value)
+    if n not in (1001, 1012):
+        raise ValueError("must be 1001 or 1012 (RFC 6455 §7.4.1, IANA registry)")
+    return n
+
+
 def _window_bits(value: Any) -> int:
     n = int(value)
     if not 9 <= n <= 15:
@@ -247,6 +275,39 @@ OPTIONS: tuple[Option, ...] = (
            "largest LZ77 window (both directions) accepted for permessage-deflate", "limits"),
     Option("drain_seconds", _seconds, 30.0,
            "on SIGTERM, close connections spread evenly over this many seconds", "limits"),
+    # -- fleet behaviour behind a load balancer (issue 13): rebalancing after
+    #    scale-out, admission control in storms, flapping and flooding chargers
+    Option("rebalance", _bool, True,
+           "close surplus connections when this node holds more than its share", "fleet"),
+    Option("rebalance_tolerance", _fraction, 0.1,
+           "shed only above (1 + this) x the mean of the live, ready nodes", "fleet"),
+    Option("rebalance_rate", _positive_float, 50.0,
+           "connections shed per second at most, per process", "fleet"),
+    Option("rebalance_interval", _positive_seconds, 2.0,
+           "seconds between publishing this node's connection count and checking the balance",
+           "fleet"),
+    Option("rebalance_close_code", _close_code, 1012,
+           "close code of a shed connection: 1012 (service restart) or 1001 (going away)",
+           "fleet"),
+    Option("retry_after_jitter", _non_negative_int, 30,
+           "503 answers carry Retry-After drawn evenly from retry-after to retry-after + this",
+           "fleet"),
+    Option("max_handshake_rate", _non_negative_float, 0.0,
+           "handshakes admitted per second per process (beyond: 503); 0 = no rate limit",
+           "fleet"),
+    Option("flap_limit", _non_negative_int, 10,
+           "connections of one identity within --flap-window, counted across nodes, before "
+           "429; 0 = off", "fleet"),
+    Option("flap_window", _positive_int, 60, "seconds over which --flap-limit counts", "fleet"),
+    Option("flap_cooldown", _positive_int, 120,
+           "seconds a flapping identity is refused with 429 (its Retry-After)", "fleet"),
+    Option("message_rate", _non_negative_float, 50.0,
+           "CALLs per second one connection may send on average (token bucket); 0 = off",
+           "fleet"),
+    Option("message_burst", _positive_int, 500,
+           "CALLs one connection may send at once above --message-rate", "fleet"),
+    Option("message_limit_action", _choice("callerror", "close"), "callerror",
+           "a CALL above the rate: answer CALLERROR GenericError, or close with 1008", "fleet"),
     # -- OCPP
     Option("reply_timeout", _positive_seconds, 30.0,
            "seconds to wait for a backend reply to a charger CALL before answering "
@@ -321,6 +382,19 @@ class Config:
     permessage_deflate: bool = True
     deflate_window_bits: int = 12
     drain_seconds: float = 30.0
+    rebalance: bool = True
+    rebalance_tolerance: float = 0.1
+    rebalance_rate: float = 50.0
+    rebalance_interval: float = 2.0
+    rebalance_close_code: int = 1012
+    retry_after_jitter: int = 30
+    max_handshake_rate: float = 0.0
+    flap_limit: int = 10
+    flap_window: int = 60
+    flap_cooldown: int = 120
+    message_rate: float = 50.0
+    message_burst: int = 500
+    message_limit_action: str = "callerror"
     reply_timeout: float = 30.0
     call_timeout: float = 30.0
     max_queued_calls: int = 16

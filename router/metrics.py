@@ -60,6 +60,13 @@ class RouterMetrics:
         self.redis_errors: dict[str, int] = {}
         self.edge_answers: dict[str, int] = {}
         self.ignored: dict[str, int] = {}
+        # Fleet behaviour (issue 13): admission refusals by (status, reason),
+        # shed connections by state, rate-limited CALLs by action taken,
+        # durable commands by outcome.
+        self.refused: dict[tuple[str, str], int] = {}
+        self.shed: dict[str, int] = {}
+        self.rate_limited: dict[str, int] = {}
+        self.commands: dict[str, int] = {}
         # validation profiles: (rule, check, action) -> messages let through;
         # outcome ("ok" / "failed") -> reloads
         self.relaxed: dict[tuple[str, str, str], int] = {}
@@ -124,6 +131,14 @@ class RouterCollector(Collector):
                        ["action"], m.edge_answers)
         yield _counter("ignored_messages", "charger messages ignored (unknown message type, "
                        "answers to nothing)", ["reason"], m.ignored)
+        yield _counter("admission_refusals", "handshakes refused by admission control, by HTTP "
+                       "status (503, 429) and reason", ["status", "reason"], m.refused)
+        yield _counter("rebalance_shed", "connections closed to rebalance the fleet, by what "
+                       "they had in flight (idle, busy)", ["state"], m.shed)
+        yield _counter("rate_limited_messages", "charger CALLs over --message-rate, by the "
+                       "action taken (callerror, close)", ["action"], m.rate_limited)
+        yield _counter("queued_commands", "backend CALLs from the per-charger command queues, by "
+                       "outcome", ["outcome"], m.commands)
         yield _counter("relaxed_messages", "charger messages accepted only thanks to a "
                        "validation profile, by rule, relaxed check and action",
                        ["rule", "check", "action"], m.relaxed)
@@ -161,6 +176,9 @@ class RouterCollector(Collector):
             ("draining", "1 while the process drains after SIGTERM"),
             ("redis_connected", "1 while the publishing connection to Redis is up"),
             ("reading_paused", "1 while reading from chargers is paused (publish backpressure)"),
+            ("fleet_nodes", "live, ready nodes in the last rebalancing check (this one included)"),
+            ("fleet_mean_connections", "mean connections per live, ready node in that check"),
+            ("rebalance_surplus", "connections this node still means to shed"),
         ):
             yield GaugeMetricFamily(f"{NS}_{name}", doc, value=float(gauges.get(name, 0)))
         for name, doc in (

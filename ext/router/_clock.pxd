@@ -27,3 +27,11 @@ cdef inline long long epoch_ms() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_REALTIME, &ts)
     return <long long>ts.tv_sec * 1000 + ts.tv_nsec // 1000000
+
+
+cdef inline long long monotonic_us() noexcept nogil:
+    """int(time.monotonic() * 1e6): microseconds on CLOCK_MONOTONIC (integer
+    arithmetic for the per-connection rate limit)."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <long long>ts.tv_sec * 1000000 + ts.tv_nsec // 1000

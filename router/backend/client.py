@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import time
 import uuid
 from types import TracebackType
 from typing import Any, TypeVar, cast, overload
@@ -38,6 +39,7 @@ from router.backend.errors import (
 from router.backend.message import MalformedEntry, Message, StreamReply, encode_payload
 from router.ocppj import UnknownProtocol, dialect
 from router.ocppj.errors import OCPPJError
+from router.streams.commands import CANCEL, ENQUEUE, KEY_GRACE_S, MAX_QUEUED, QueueKeys
 from router.streams.keys import KeySpace
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,9 @@ TIMEOUT_GRACE = 2.0
 # XREAD BLOCK time of the reply reader. Must stay below the client's socket
 # timeout (redis-py ≥ 8 defaults to 5 s) or the blocked read is cut off.
 REPLY_BLOCK_MS = 2000
+# Longest `wait` of a queued CALL (a week: a charger offline for longer gets
+# its commands again from the backend when it is back).
+MAX_WAIT = 7 * 86400.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -146,6 +151,9 @@ class Client:
         self._slots = asyncio.Semaphore(concurrency)
         self._waiting: dict[str, asyncio.Future[Message]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._queue_keys = QueueKeys(prefix)
+        self._enqueue = redis.register_script(ENQUEUE)
+        self._cancel = redis.register_script(CANCEL)
         self._closing = False
 
     async def __aenter__(self) -> Client:
@@ -218,14 +226,16 @@ class Client:
 
     @overload
     async def call(self, identity: str, action: str, payload: Any, *,
-                   timeout: float = ..., response_type: None = ...) -> Any: ...
+                   timeout: float = ..., response_type: None = ...,
+                   wait: float | None = ...) -> Any: ...
 
     @overload
     async def call(self, identity: str, action: str, payload: Any, *,
-                   timeout: float = ..., response_type: type[T]) -> T: ...
+                   timeout: float = ..., response_type: type[T],
+                   wait: float | None = ...) -> T: ...
 
     async def call(self, identity: str, action: str, payload: Any, *, timeout: float = 30.0,
-                   response_type: type[T] | None = None) -> Any:
+                   response_type: type[T] | None = None, wait: float | None = None) -> Any:
         """Send a CALL to a charger and return its CALLRESULT payload.
 
         Args:
@@ -236,16 +246,28 @@ class Client:
                 the CALL's ``timeout``).
             response_type: decode the answer into this type (typed access);
                 default a plain dict.
+            wait: seconds the CALL may wait for the charger to be connected.
+                With ``wait`` the CALL goes to the charger's command queue
+                (docs/streams.md, "Command queues") instead of a node: it is
+                delivered by whichever node holds the charger, also after a
+                reconnect or after its node died, exactly once and in order
+                with the other queued CALLs to that charger. Without ``wait``
+                a charger that is not connected fails at once.
 
         Raises:
-            NotConnected: the charger is not connected.
+            NotConnected: the charger is not connected (only without ``wait``).
             InvalidPayload: the payload or action is not valid for the charger's version.
             ChargerError: the charger answered with a CALLERROR.
             CallTimeout: no answer in time.
-            DeliveryFailed: the router could not deliver it (``QueueFull``, ``Closed`` …).
+            DeliveryFailed: the router could not deliver it (``QueueFull``, ``Closed``,
+                ``Expired``: not connected within ``wait`` …).
             TypeError: ``payload`` is not a JSON object.
+            ValueError: ``wait`` is not between 0 and 7 days.
             redis.exceptions.RedisError: Redis failed.
         """
+        if wait is not None:
+            answer = await self._call_queued(identity, action, payload, timeout, wait)
+            return self._answer(identity, answer, response_type)
         where, data = await self._target(identity, action, payload, send=False)
         msg_id = uuid.uuid4().hex
         answer = await self._send_and_wait(where, msg_id, {
@@ -253,11 +275,71 @@ class Client:
             "payload": data, "conn": where.conn, "timeout": max(1, math.ceil(timeout)),
             "reply_to": self.reply_key,
         }, timeout)
+        return self._answer(identity, answer, response_type)
+
+    def _answer(self, identity: str, answer: Message, response_type: type[T] | None) -> Any:
         if answer.kind == "result":
             if response_type is not None:
                 return answer.decode(response_type)
             return orjson.loads(answer.payload) if answer.payload else {}
         raise self._failure(identity, answer)
+
+    async def _call_queued(self, identity: str, action: str, payload: Any, timeout: float,
+                           wait: float) -> Message:
+        """Queue a CALL for ``identity`` (see :meth:`call`'s ``wait``) and wait
+        for its one outcome entry."""
+        if not 0 < wait <= MAX_WAIT:
+            raise ValueError(f"wait must be seconds between 0 and {MAX_WAIT}")
+        data = encode_payload(payload)
+        where = await self.where(identity)
+        if self.validate and where is not None:
+            validate_request(where.proto, action, data)
+        msg_id = uuid.uuid4().hex
+        seconds = max(1, math.ceil(timeout))
+        expires = int(time.time() * 1000 + wait * 1000)
+        queue = self._queue_keys.queue(identity)
+        self._ensure_reader()
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._waiting[msg_id] = fut
+        try:
+            self._ttl = max(self._ttl, wait + seconds + self.timeout_grace + 60)
+            async with self._slots:
+                entry = await self._enqueue(
+                    keys=[queue],
+                    args=[MAX_QUEUED, int((wait + seconds + KEY_GRACE_S) * 1000),
+                          "v", "1", "id", msg_id, "action", action, "payload", data,
+                          "timeout", seconds, "expires", expires, "reply_to", self.reply_key])
+                if entry is None:
+                    raise DeliveryFailed(f"more than {MAX_QUEUED} commands queued for {identity}",
+                                         code="QueueFull")
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    # The expiry index, so a node expires it even if the
+                    # charger never comes back; LT keeps the earliest.
+                    pipe.zadd(self._queue_keys.due, {identity: expires}, lt=True)
+                    pipe.pexpire(self.reply_key, int(self._ttl * 1000))
+                    await pipe.execute()
+                # Nudge the node holding the charger now, if any; otherwise
+                # the node it connects to pulls the queue itself.
+                where = await self.where(identity)
+                if where is not None:
+                    await self.redis.xadd(self.keys.out(where.node),
+                                          {"kind": "pull", "cs": identity},
+                                          maxlen=OUT_MAXLEN, approximate=True)
+            try:
+                async with asyncio.timeout(wait + seconds + self.timeout_grace):
+                    return await fut
+            except TimeoutError:
+                # No outcome from any router (none running, or all busy):
+                # take it back unless it was sent; then it never will be.
+                async with self._slots:
+                    removed = await self._cancel(keys=[queue, self._queue_keys.claim(identity)],
+                                                 args=[entry])
+                if removed:
+                    raise DeliveryFailed(f"{identity} was not connected within {wait:g}s",
+                                         code="Expired") from None
+                raise CallTimeout(f"{identity} did not answer within {timeout:g}s") from None
+        finally:
+            self._waiting.pop(msg_id, None)
 
     async def _target(self, identity: str, action: str, payload: Any, *, send: bool
                       ) -> tuple[Registration, bytes]:

@@ -11,7 +11,8 @@ line on stderr and an exit status of its own, so scripts can tell them apart:
 4     the charger answered with a CALLERROR (code and description shown)
 5     the charger is not connected
 6     no answer within ``--timeout``
-7     the router could not deliver the CALL (queue full, connection closed …)
+7     the router could not deliver the CALL (queue full, connection closed,
+      ``Expired``: not connected within ``--wait`` …)
 ====  ==============================================================
 """
 
@@ -22,7 +23,7 @@ import sys
 
 import orjson
 
-from router.backend.client import Client
+from router.backend.client import MAX_WAIT, Client
 from router.backend.errors import (
     CallFailed,
     CallTimeout,
@@ -51,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="JSON object (default: {}); '-' reads it from stdin")
     parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                         help="seconds the charger has to answer (default: 30)")
+    parser.add_argument("--wait", type=float, default=None, metavar="SECONDS",
+                        help="queue the CALL for up to SECONDS until the charger is connected "
+                             "(delivered by whichever node holds it, exactly once); without it "
+                             "a charger that is not connected fails at once")
     parser.add_argument("--no-validate", action="store_true",
                         help="send without checking the payload first (the router still checks)")
     add_connection_arguments(parser, shards=False)
@@ -71,13 +76,16 @@ async def run_async(args: argparse.Namespace) -> int:
     payload = _payload(args.payload)
     if args.timeout <= 0:
         raise CLIError("--timeout must be positive", EXIT_USAGE)
+    if args.wait is not None and not 0 < args.wait <= MAX_WAIT:
+        raise CLIError(f"--wait must be seconds between 0 and {MAX_WAIT:g}", EXIT_USAGE)
     try:
         redis = redis_from_args(args)
     except ValueError as exc:
         raise CLIError(f"--redis-url: {exc}", EXIT_USAGE) from None
     try:
         async with Client(redis, prefix=args.key_prefix, validate=not args.no_validate) as client:
-            answer = await client.call(args.identity, args.action, payload, timeout=args.timeout)
+            answer = await client.call(args.identity, args.action, payload, timeout=args.timeout,
+                                       wait=args.wait)
     except InvalidPayload as exc:
         raise CLIError(f"invalid {args.action}: {exc.description or exc.code}",
                        EXIT_INVALID) from None

@@ -53,10 +53,11 @@ CALL, CALLRESULT, CALLERROR, CALLRESULTERROR, SEND = 2, 3, 4, 5, 6
 class BackendCall:
     """A backend CALL queued for or in flight to a charger."""
 
-    __slots__ = ("action", "deadline", "id", "payload", "ref", "reply_to", "timeout")
+    __slots__ = ("action", "deadline", "id", "payload", "qid", "ref", "reply_to", "sent",
+                 "timeout")
 
     def __init__(self, id: str, action: str, payload: bytes, timeout: float,
-                 reply_to: bytes | None, ref: bytes | None) -> None:
+                 reply_to: bytes | None, ref: bytes | None, qid: bytes | None = None) -> None:
         self.id = id
         self.action = action
         self.payload = payload
@@ -64,6 +65,10 @@ class BackendCall:
         self.reply_to = reply_to
         self.ref = ref
         self.deadline = 0.0
+        # From the charger's command queue (router/server/commands.py): its
+        # entry id there, and whether its claim was marked sent.
+        self.qid = qid
+        self.sent = False
 
 
 def new_conn_id() -> str:
@@ -174,18 +179,27 @@ class ChargerConnection(ChargerCore, asyncio.BufferedProtocol):
             node.count_handshake("bad_request" if status == 400 else "not_found")
             self.reject(status)
             return
+        # Admission control (router/server/admission.py): 503 in a storm,
+        # 429 for a flapping identity.
+        admission = node.admission
         if node.draining:
-            node.count_handshake("draining")
-            self.reject(503, [("Retry-After", str(node.config.retry_after))])
+            admission.refuse(self, "draining")
             return
         if node.overloaded():
-            node.count_handshake("overloaded")
-            self.reject(503, [("Retry-After", str(node.config.retry_after))])
+            admission.refuse(self, "overloaded")
+            return
+        if not admission.take_handshake():
+            admission.refuse(self, "handshake_rate")
             return
         assert identity is not None
         self.identity = identity
         peer = self.transport.get_extra_info("peername") if self.transport else None
         self.addr = f"{peer[0]}:{peer[1]}" if peer else ""
+        admission.admit(self, request, identity)
+
+    def continue_handshake(self, request: UpgradeRequest, identity: str) -> None:
+        """The handshake after admission control: certificate, auth, subprotocol."""
+        node = self.node
         failure = node.check_certificate(self, request, identity)
         if failure:
             node.count_handshake(failure)
@@ -333,6 +347,21 @@ class ChargerConnection(ChargerCore, asyncio.BufferedProtocol):
         self.node.metrics.inc(self.node.metrics.ignored, "binary_frame")
         self.close(1003, "OCPP-J messages are text frames")
 
+    def rate_limited(self, msg: Message) -> None:
+        """A CALL above --message-rate (the compiled GCRA check said so):
+        CALLERROR GenericError (the charger keeps the message and retries,
+        OCPP-J §4.2.3), or close 1008 with --message-limit-action close.
+        Nothing is published."""
+        node = self.node
+        if node.config.message_limit_action == "close":
+            node.metrics.inc(node.metrics.rate_limited, "close")
+            self.close(1008, "message rate limit exceeded")
+            return
+        node.metrics.inc(node.metrics.rate_limited, "callerror")
+        self.send_text(self.dialect.encode_error(
+            msg.id, "GenericError",
+            f"message rate limit exceeded ({node.config.message_rate:g}/s), retry later"))
+
     def second_call(self, msg: Message) -> None:
         """OCPP-J §4.1.1: one CALL at a time. The previous one still waits for
         the backend; refuse this one without publishing."""
@@ -379,6 +408,8 @@ class ChargerConnection(ChargerCore, asyncio.BufferedProtocol):
             node.publish(self, b"error", call.id, call.action, None, msg.code,
                          msg.description, msg.details, reply_to=call.reply_to)
         self.inflight = None
+        if call.qid is not None:
+            node.commands.finished(self, call)
         self._send_next_call()
 
     def _checked_result(self, call: BackendCall, payload: bytes) -> tuple[bytes, ...] | None:
@@ -461,10 +492,21 @@ class ChargerConnection(ChargerCore, asyncio.BufferedProtocol):
 
     def _start_call(self, call: BackendCall) -> None:
         self.inflight = call
+        if call.qid is not None and not call.sent:
+            # A queued command: claimed as sent in Redis first (exactly once).
+            self.node.commands.start(self, call)
+            return
+        self.send_call(call)
+
+    def send_call(self, call: BackendCall) -> None:
+        """Write the in-flight backend CALL to the charger; its timeout starts."""
         call.deadline = time.monotonic() + call.timeout
         self.node.timed.add(self)     # the node's sweep checks its deadline
         self.node.count_message("out", "call", call.action)
         self.send_text(self.dialect.encode_call(call.id, call.action, call.payload))
+
+    def send_next_call(self) -> None:
+        self._send_next_call()
 
     def _send_next_call(self) -> None:
         queue = self.queue
@@ -492,6 +534,8 @@ class ChargerConnection(ChargerCore, asyncio.BufferedProtocol):
             node.fail(self.identity or "", call.id, call.action, "Timeout",
                       f"charger did not answer within {call.timeout:g} s",
                       conn=self, ref=call.ref, reply_to=call.reply_to)
+            if call.qid is not None:
+                node.commands.finished(self, call)
             self._send_next_call()
         return self.call_id is not None or self.inflight is not None
 
@@ -505,6 +549,13 @@ class ChargerConnection(ChargerCore, asyncio.BufferedProtocol):
             calls.extend(self.queue)
         self.queue = None
         for call in calls:
+            if call.qid is not None and not call.sent:
+                # Not written yet: back to the charger's queue for its next
+                # connection, on whichever node (commands that follow the charger).
+                self.node.commands.closed(self, call)
+                continue
             self.node.fail(self.identity or "", call.id, call.action, "Closed",
                            "the connection closed before the charger answered",
                            conn=self, ref=call.ref, reply_to=call.reply_to)
+            if call.qid is not None:
+                self.node.commands.finished(self, call)

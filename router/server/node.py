@@ -30,6 +30,8 @@ from router.ocppj.errors import ActionNotImplemented, NotSupported, OCPPJError, 
 from router.ocppj.profiles import ProfileError, Profiles, load_file
 from router.server._charger import dispatch_out_entries
 from router.server.admin import AdminServer, ListenError
+from router.server.admission import Admission
+from router.server.commands import Commands
 from router.server.connection import (
     BackendCall,
     ChargerConnection,
@@ -37,11 +39,13 @@ from router.server.connection import (
     cn_from_header,
     common_name,
 )
+from router.server.rebalance import Rebalancer
 from router.server.soap import SOAP_FIELDS, SoapManager, SoapSession
 from router.server.wsconn import ConnectionState, start_timers
 from router.server.wsconn import stats as ws_stats
 from router.streams._resp import StreamEntries
 from router.streams.connection import SharedConnection
+from router.streams.fleet import FleetState
 from router.streams.keys import KeySpace
 from router.streams.publisher import Publisher
 from router.streams.reader import OutboundReader
@@ -120,6 +124,11 @@ class Node:
         self._registry_now = asyncio.Event()
         self.reader = OutboundReader(config.redis_url, self.keys.out(node_id), self.on_out_entries)
         self.registry = Registry(self.redis, self.keys, ttl=config.registry_ttl)
+        # Fleet behaviour (issue 13): admission control, rebalancing.
+        self.fleet = FleetState(self.redis, config.key_prefix)
+        self.admission = Admission(self, self.fleet)
+        self.rebalancer = Rebalancer(self, self.fleet)
+        self.commands = Commands(self)
         self.stopped = asyncio.Event()
         # OCPP-S (docs/soap.md): SOAP chargers on the same port and streams;
         # 1.6S payloads are checked with the 1.6 JSON schemas.
@@ -152,6 +161,8 @@ class Node:
         if self.soap is not None:
             self.soap.start()
         self._tasks.append(asyncio.create_task(self._keep_registry(), name="registry"))
+        self._tasks.append(asyncio.create_task(self.rebalancer.run(), name="rebalance"))
+        self._tasks.append(asyncio.create_task(self.commands.sweep_forever(), name="commands"))
         log.info("node %s listening on %s:%s", self.node_id, self.config.host, self.config.port)
 
     async def _start_reader(self) -> None:
@@ -274,6 +285,10 @@ class Node:
             # Registry clean-ups of the connections just closed: let them land
             # so backends do not see drained chargers as connected until TTL.
             await asyncio.wait(set(self._auth_tasks), timeout=2.0)
+        try:
+            await self.fleet.leave(self.node_id)   # out of the fleet mean at once
+        except Exception:
+            log.debug("leaving the fleet hash failed", exc_info=True)
         if self.soap is not None:   # their disconnected entries go out with the flush
             await self.soap.stop()
         await self.reader.stop()
@@ -342,8 +357,7 @@ class Node:
             stored = await self.redis.command(b"GET", self.keys.auth(identity))
         except Exception:
             self.metrics.inc(self.metrics.redis_errors, "auth")
-            self.count_handshake("redis_unavailable")
-            conn.reject(503, [("Retry-After", str(self.config.retry_after))])
+            self.admission.refuse(conn, "redis_unavailable")
             return
         ok = False
         if stored is not None:
@@ -398,6 +412,7 @@ class Node:
         task = asyncio.create_task(self._register(conn))
         self._auth_tasks.add(task)
         task.add_done_callback(self._auth_tasks.discard)
+        self.commands.poke(conn)   # commands queued for it (after the registry write: FIFO)
 
     async def _register(self, conn: ChargerConnection) -> None:
         identity = conn.identity
@@ -436,6 +451,7 @@ class Node:
         if self.by_identity.get(identity) is conn:
             del self.by_identity[identity]
         conn.fail_all_calls()
+        self.commands.forget(conn)
         self.publish(conn, b"disconnected", None, None, None, str(code), reason[:123])
         task = asyncio.create_task(self._unregister(identity, conn.conn_id))
         self._auth_tasks.add(task)
@@ -537,11 +553,16 @@ class Node:
         self.fail(_text(fields.get(b"cs")), _opt_text(fields.get(b"id")), None,
                   "Malformed", "entry could not be processed", ref=ref)
 
-    def _out_entry(self, ref: bytes, fields: dict[bytes, bytes]) -> None:
+    def _out_entry(self, ref: bytes, fields: dict[bytes, bytes],
+                   qid: bytes | None = None) -> None:
+        """One out-stream entry (``qid``: a command from the charger's queue)."""
         kind = fields.get(b"kind")
         identity = _text(fields.get(b"cs"))
         msg_id = _opt_text(fields.get(b"id"))
         reply_to = fields.get(b"reply_to") or None
+        if kind == b"pull" and identity:   # a command was queued for this charger
+            self.commands.on_pull_entry(identity)
+            return
         if not identity or kind not in (b"result", b"error", b"call", b"send", b"close"):
             self.fail(identity, msg_id, None, "Malformed", "missing cs or unknown kind",
                       ref=ref, reply_to=reply_to)
@@ -617,7 +638,7 @@ class Node:
                           "timeout must be seconds between 0 and 3600",
                           conn=conn, ref=ref, reply_to=reply_to)
                 return
-        conn.backend_call(BackendCall(msg_id, action, payload, timeout, reply_to, ref))
+        conn.backend_call(BackendCall(msg_id, action, payload, timeout, reply_to, ref, qid))
 
     # ------------------------------------------------------------- helpers
     def count_message(self, direction: str, kind: str, action: str) -> None:
@@ -697,6 +718,9 @@ class Node:
             "draining": int(self.draining),
             "redis_connected": int(self.publisher.connected),
             "reading_paused": int(self.reading_paused),
+            "fleet_nodes": self.rebalancer.nodes,
+            "fleet_mean_connections": self.rebalancer.mean,
+            "rebalance_surplus": self.rebalancer.surplus,
             "out_reads": self.reader.stats.reads,
             "out_entries": self.reader.stats.entries,
             "publish_held": self.publisher.stats.held,

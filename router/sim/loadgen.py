@@ -53,7 +53,7 @@ import sys
 import time
 from array import array
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -113,6 +113,7 @@ class LoadConfig:
     watch: dict[str, int] = field(default_factory=dict)
     progress: bool = True
     reconnect: bool = True
+    retry_after: bool = False
     # Security profiles 1-3 (OCPP 2.0.1 Part 2 §A00): HTTP Basic with the
     # identity as user name, server certificate check against tls_ca (or none:
     # tls_insecure), client certificate tls_cert/tls_key.
@@ -224,6 +225,7 @@ class Charger(WSListener):
         mt = frame.msg_type
         if mt is not _TEXT:
             if mt is _CLOSE:
+                self.w.server_closed(self.idx, frame.get_close_code())
                 # RFC 6455 §5.5.1: answer a Close frame with a Close frame.
                 self.closing = self.closing or not self.w.reconnect
                 transport.send_close(frame.get_close_code())
@@ -383,6 +385,11 @@ class Worker:
         self.echo = self.mode == "echo"
         self.closed_loop = self.mode in ("closed", "echo")
         self.reconnect: bool = cfg["reconnect"]
+        self.retry_after: bool = cfg.get("retry_after", False)
+        # Close codes the server sent, and how often each charger was told to
+        # go by 1001/1012 (rebalancing, drain).
+        self.close_codes: Counter[int] = Counter()
+        self.sent_away: Counter[int] = Counter()
         self.id_prefix: str = cfg["id_prefix"]
         self.rate: float = cfg["rate"]
         self.tick_s: float = cfg.get("tick_ms", 2.0) / 1000
@@ -443,6 +450,12 @@ class Worker:
         self._storm_failures0 = 0
         self._booted_waiters: list[tuple[int, asyncio.Future[None]]] = []
 
+    def server_closed(self, idx: int, code: Any) -> None:
+        code = int(code)
+        self.close_codes[code] += 1
+        if code in (1001, 1012):
+            self.sent_away[idx] += 1
+
     def count_error(self, data: bytes) -> None:
         """A CALLERROR answered one of our CALLs: count it by error code."""
         self.call_errors += 1
@@ -494,10 +507,18 @@ class Worker:
                     logger_name="router.sim.loadgen")
             except (TimeoutError, WSError, OSError) as exc:
                 self.handshake_failures += 1
-                self.failure_kinds[type(exc).__name__] += 1
-                if time.monotonic() + delay > deadline:
+                response = getattr(exc, "response", None)
+                status = getattr(response, "status", None)
+                self.failure_kinds[f"http_{int(status)}" if status else type(exc).__name__] += 1
+                pause = delay
+                if self.retry_after and response is not None:
+                    # What a charger honouring RFC 9110 §10.2.3 does with a
+                    # 503/429: come back after Retry-After seconds.
+                    with contextlib.suppress(TypeError, ValueError):
+                        pause = float(response.headers.get("Retry-After"))
+                if time.monotonic() + pause > deadline:
                     return
-                await asyncio.sleep(delay)
+                await asyncio.sleep(pause)
                 delay = min(delay * 2, 2.0)
                 continue
             if not isinstance(listener, Charger):
@@ -671,6 +692,9 @@ class Worker:
             "lat_hist": _histogram(self.lat), "lat_max": max(self.lat, default=0),
             "boot_hist": _histogram(self.boot_lat), "hs_hist": _histogram(self.hs_lat),
             "storm": self.storm,
+            "close_codes": {str(k): v for k, v in self.close_codes.items()},
+            "sent_away": len(self.sent_away),
+            "sent_away_twice": sum(1 for n in self.sent_away.values() if n > 1),
         }
 
     def emit(self, obj: dict[str, Any]) -> None:
@@ -831,12 +855,18 @@ def _watch_samples(watch: dict[str, int]) -> dict[str, TreeSample]:
     return {name: sample_tree(pid) for name, pid in watch.items()}
 
 
-async def run_load(cfg: LoadConfig, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+async def run_load(cfg: LoadConfig, log: Callable[[str], None] | None = None,
+                   hold: Callable[[Callable[[], dict[str, int]]], Awaitable[None]] | None = None
+                   ) -> dict[str, Any]:
     """Run the load described by ``cfg`` and return the result as a dict.
 
     Args:
         cfg: the run's configuration.
         log: where progress lines go (default: stderr when ``cfg.progress``).
+        hold: idle mode: instead of holding for ``cfg.hold`` seconds, await
+            ``hold(counters)`` (``counters()`` sums the workers' latest
+            progress: connected, booted, disconnects …); the fleet tests
+            scale routers out meanwhile.
 
     Raises:
         LoadgenError: a bad configuration, or a worker process died.
@@ -865,11 +895,15 @@ async def run_load(cfg: LoadConfig, log: Callable[[str], None] | None = None) ->
                 "storm_timeout": cfg.storm_timeout, "tick_ms": cfg.tick_ms,
                 "password": cfg.password, "tls_ca": cfg.tls_ca,
                 "tls_insecure": cfg.tls_insecure, "tls_cert": cfg.tls_cert,
-                "tls_key": cfg.tls_key, "heartbeat": cfg.heartbeat}
+                "tls_key": cfg.tls_key, "heartbeat": cfg.heartbeat,
+                "retry_after": cfg.retry_after}
         first += count
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "router.sim.loadgen", "--worker", orjson.dumps(wcfg).decode(),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            # A worker's report line carries its latency histograms: after
+            # thousands of reconnects it outgrows asyncio's 64 KiB line limit.
+            limit=16 << 20)
         workers.append(_WorkerProc(proc))
     pumps = [asyncio.create_task(w.pump()) for w in workers]
     timeline: list[list[float | None]] = []
@@ -949,7 +983,12 @@ async def run_load(cfg: LoadConfig, log: Callable[[str], None] | None = None) ->
                               **{n: after[n] - before[n].cpu_s for n in before}}
         else:
             phase[0] = "hold"
-            await asyncio.sleep(cfg.hold)
+            if hold is not None:
+                keys = ("connected", "booted", "disconnects", "reconnects", "handshakes",
+                        "handshake_failures")
+                await hold(lambda: {k: total(k) for k in keys})
+            else:
+                await asyncio.sleep(cfg.hold)
             held = _watch_samples(cfg.watch)
             n = total("booted")
             result["memory"] = {
@@ -1032,6 +1071,13 @@ def _aggregate(result: dict[str, Any], reports: list[dict[str, Any]], cfg: LoadC
     for r in reports:
         kinds.update(r.get("failure_kinds", {}))
     result["counters"]["failure_kinds"] = dict(kinds)
+    closes: Counter[str] = Counter()
+    for r in reports:
+        closes.update(r.get("close_codes", {}))
+    result["counters"]["close_codes"] = dict(closes)
+    result["counters"]["sent_away"] = sum(int(r.get("sent_away", 0)) for r in reports)
+    result["counters"]["sent_away_twice"] = sum(int(r.get("sent_away_twice", 0))
+                                                for r in reports)
     codes: Counter[str] = Counter()
     for r in reports:
         codes.update(r.get("error_codes", {}))
@@ -1060,6 +1106,7 @@ def _aggregate(result: dict[str, Any], reports: list[dict[str, Any]], cfg: LoadC
     result["boot_latency_ms"] = percentiles(boot, boot[-1][0] if boot else 0)
     hs = merge_hists(r["hs_hist"] for r in reports)
     result["handshake_latency_ms"] = percentiles(hs, hs[-1][0] if hs else 0)
+    result["handshake_hist_us"] = hs
 
 
 def _parse_watch(items: list[str]) -> dict[str, int]:

@@ -137,7 +137,7 @@ def test_basic_auth(router_factory: Callable[..., RouterNode]) -> None:
 
 def test_max_connections_gives_503_with_retry_after(
         router_factory: Callable[..., RouterNode]) -> None:
-    node = router_factory("--max-connections", "2", "--retry-after", "7")
+    node = router_factory("--max-connections", "2", "--retry-after", "7", "--retry-after-jitter", "0")
     socks = []
     try:
         for i in range(2):
@@ -156,7 +156,7 @@ def test_max_connections_gives_503_with_retry_after(
 
 
 def test_max_handshakes_gives_503(router_factory: Callable[..., RouterNode]) -> None:
-    node = router_factory("--max-handshakes", "2", "--retry-after", "3")
+    node = router_factory("--max-handshakes", "2", "--retry-after", "3", "--retry-after-jitter", "0")
     slow = [socket.create_connection(("127.0.0.1", node.port)) for _ in range(2)]
     try:
         for s in slow:

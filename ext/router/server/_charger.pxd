@@ -39,6 +39,11 @@ cdef class ChargerCore(WebSocketProtocol):
     cdef bytes node_b
     cdef double reply_timeout
     cdef bint edge_heartbeat
+    # --- message-rate limit (issue 13): GCRA, a token bucket kept as one time
+    #     stamp, integer microseconds; rl_interval 0 = no limit
+    cdef long long rl_tat               # theoretical arrival time of the next CALL
+    cdef long long rl_interval          # 1e6 / --message-rate
+    cdef long long rl_tolerance         # (--message-burst - 1) x rl_interval
     # --- validation profiles (router/ocppj/profiles.py; connection.py)
     cdef public object profile          # tuple of the rules that apply, or None (strict)
     cdef public object boot_info        # (vendor, model) of the BootNotification, or None
@@ -47,3 +52,4 @@ cdef class ChargerCore(WebSocketProtocol):
     cdef int text_event(self, bytes data) except -1
     cdef int _charger_call(self, object msg, tuple extra) except -1
     cdef int _result(self, str msg_id, bytes payload, bytes ref) except -1
+    cdef bint _over_rate(self) noexcept

@@ -9,7 +9,7 @@ handshake, backend CALL queues, errors, timers — is plain Python in
 provides the methods called here for the uncommon cases:
 ``invalid_message``, ``other_message``, ``second_call``, ``edge_answer``,
 ``call_publish_failed``, ``reply_not_pending``, ``reply_invalid``,
-``boot_seen``.
+``rate_limited``, ``boot_seen``.
 
 From the socket read to the socket write the common path makes no
 Python-level call: the WebSocket layer calls the C hook ``text_event``, the
@@ -22,7 +22,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.string cimport memcmp
 
-from router._clock cimport epoch_ms, monotonic_s
+from router._clock cimport epoch_ms, monotonic_s, monotonic_us
 from router.ocppj._envelope cimport Core, Message, result_frame
 from router.ocppj.errors import OCPPJError
 from router.server._wsconn cimport WebSocketProtocol
@@ -44,6 +44,10 @@ cdef class ChargerCore(WebSocketProtocol):
         self.node_b = node.node_b
         self.reply_timeout = node.reply_timeout
         self.edge_heartbeat = node.edge_heartbeat
+        rate = node.config.message_rate
+        self.rl_interval = max(1, <long long>(1e6 / rate)) if rate > 0 else 0
+        self.rl_tolerance = (node.config.message_burst - 1) * self.rl_interval
+        self.rl_tat = 0
 
     def on_text(self, bytes data):
         """A text message from the charger (the WebSocket layer calls
@@ -61,10 +65,28 @@ cdef class ChargerCore(WebSocketProtocol):
         if decoded is None:
             self.other_message(None)
         elif (<Message>decoded).msgtype == CALL:
-            self._charger_call(decoded, ())
+            if self.rl_interval and self._over_rate():
+                self.rate_limited(decoded)  # CALLERROR or close (--message-limit-action)
+            else:
+                self._charger_call(decoded, ())
         else:
             self.other_message(decoded)
         return 0
+
+    cdef bint _over_rate(self) noexcept:
+        """The per-connection message-rate limit (issue 13) as GCRA, the
+        generic cell rate algorithm (ITU-T I.371): a token bucket of
+        --message-burst tokens refilled at --message-rate, kept as the
+        theoretical arrival time of the next CALL. Integer microseconds, no
+        allocation: a clock read, two compares, one add."""
+        cdef long long now = monotonic_us()
+        cdef long long tat = self.rl_tat
+        if tat < now:
+            tat = now
+        if tat - now > self.rl_tolerance:
+            return True
+        self.rl_tat = tat + self.rl_interval
+        return False
 
     def relaxed_call(self, Message msg, tuple extra):
         """A CALL a validation profile let through (connection.py): the same
