@@ -8,6 +8,7 @@ EXT_SOURCES := $(shell find ext -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' 
 BUILT  := $(VENV)/.built
 
 .PHONY: all venv build system-deps test test-only lint run compliance fuzz bench clean
+.PHONY: fuzz-long
 
 all: build
 
@@ -47,8 +48,17 @@ run: $(BUILT)
 compliance: $(BUILT)
 	$(PY) -m tests.compliance --groups all --report bench/results/autobahn
 
+# Coverage-guided fuzzing of the compiled parsers (clang ASan/UBSan build in
+# build/fuzz, see tests/fuzz/): every target FUZZ_SECONDS each (short, CI).
 fuzz: $(BUILT)
-	$(PY) -m tests.fuzz --seconds $${FUZZ_SECONDS:-600}
+	$(PY) -m tests.fuzz --seconds $${FUZZ_SECONDS:-60}
+
+# Every target for FUZZ_RUNS executions (or FUZZ_MAX_SECONDS, if that comes
+# first); figures into bench/RESULTS.md. Niced: it runs for hours.
+fuzz-long: $(BUILT)
+	nice -n 19 $(PY) -m tests.fuzz --runs $${FUZZ_RUNS:-10000000} \
+	  --seconds $${FUZZ_MAX_SECONDS:-0} --corpus build/fuzz/corpus \
+	  --results bench/results/fuzz.json --results-md bench/RESULTS.md
 
 bench: $(BUILT)
 	$(PY) -m bench.run --standard
