@@ -9,6 +9,9 @@ BUILT  := $(VENV)/.built
 
 .PHONY: all venv build system-deps test test-only lint run compliance fuzz bench clean
 .PHONY: fuzz-long
+.PHONY: chaos
+.PHONY: soak
+.PHONY: scale
 
 all: build
 
@@ -59,6 +62,21 @@ fuzz-long: $(BUILT)
 	nice -n 19 $(PY) -m tests.fuzz --runs $${FUZZ_RUNS:-10000000} \
 	  --seconds $${FUZZ_MAX_SECONDS:-0} --corpus build/fuzz/corpus \
 	  --results bench/results/fuzz.json --results-md bench/RESULTS.md
+
+# Faults under load (bench/chaos.py): a router node, a backend, Redis killed,
+# Redis frozen; 2,000 chargers through haproxy. Figures: bench/results/chaos.json.
+chaos: $(BUILT)
+	$(PY) -m bench.chaos --chargers $${CHAOS_CHARGERS:-2000}
+
+# Soak (bench/soak.py): chargers reconnecting every ~20 s, a CALL every ~2 s;
+# SOAK_SECONDS (default one hour). Figures and plot: bench/results/soak.*.
+soak: $(BUILT)
+	$(PY) -m bench.soak --seconds $${SOAK_SECONDS:-3600}
+
+# 100,000 booted chargers on this machine (bench/scale.py): memory per idle
+# charger, kernel share, drops over SCALE_HOLD seconds of keepalive.
+scale: $(BUILT)
+	$(PY) -m bench.scale --chargers $${SCALE_CHARGERS:-100000} --hold $${SCALE_HOLD:-600}
 
 bench: $(BUILT)
 	$(PY) -m bench.run --standard

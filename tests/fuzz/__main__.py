@@ -32,6 +32,9 @@ from tests.fuzz import build, instrumented
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 NAMES = ("upgrade", "frames", "ocpp16", "ocpp201", "ocpp21", "resp")
+# Longest input per target: frames up to a 16-bit length and a bit more (the
+# 64-bit form is in the seeds); the rest are small messages.
+MAX_LEN = {"frames": 70000, "upgrade": 8192}
 
 
 @dataclass
@@ -93,7 +96,7 @@ def run_target(name: str, lib: Path, artifacts: Path, *, seconds: int = 0, runs:
     work.mkdir(parents=True, exist_ok=True)
     artifacts.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "tests.fuzz.runner", name,
-           "-rss_limit_mb=2048", "-max_len=70000", "-timeout=30", "-print_final_stats=1",
+           "-rss_limit_mb=2048", f"-max_len={MAX_LEN.get(name, 8192)}", "-timeout=30", "-print_final_stats=1",
            f"-dict={HERE / 'dicts' / f'{name}.dict'}", f"-artifact_prefix={artifacts}/{name}-"]
     cmd += [f"-max_total_time={seconds}"] if seconds else []
     cmd += [f"-runs={runs}"] if runs else []
