@@ -115,6 +115,7 @@ class Charger:
             return False
         if count:
             b.sent += 1
+            f.outstanding += 1
         self.t_sent = time.monotonic()
         deadline = self.t_sent + f.call_timeout
         while True:
@@ -152,6 +153,8 @@ class Charger:
         if not count:
             return
         b = self.fleet.books
+        if kind in ("answered", "callerror", "timeout", "lost"):
+            self.fleet.outstanding -= 1
         b.outcomes[kind] += 1
         now = time.monotonic()
         b.timeline.append((now, kind, now - self.t_sent))
@@ -174,6 +177,7 @@ class Fleet:
         self.stopping = asyncio.Event()
         self.paused = False
         self.connected = 0
+        self.outstanding = 0      # CALLs sent and not ended yet
         self.chargers = [Charger(self, f"{prefix}-{i}") for i in range(n)]
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -197,7 +201,9 @@ class Fleet:
     async def stop(self) -> None:
         """Stop sending, wait for the outstanding answers, close everything."""
         self.paused = True
-        await asyncio.sleep(min(self.call_timeout, 5.0))
+        deadline = time.monotonic() + self.call_timeout + 2
+        while self.outstanding > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
         self.stopping.set()
         for t in self.tasks:
             t.cancel()

@@ -80,7 +80,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result = await run_load(cfg)
         finally:
             sampler.cancel()
-        kernel_after = samples[-1] if samples else kernel_sample()
+        # The kernel at the end of the hold: the last sample taken before the
+        # load generator closed the connections.
+        held_until = (result.get("connect_seconds") or 0) + args.hold
+        during = [s for s in samples if s["t_s"] <= held_until]
+        kernel_after = during[-1] if during else kernel_sample()
     booted = result["counters"]["booted"]
     mem = result["memory"]["router"]
     slab = kernel_after["slab_kib"] - kernel_before["slab_kib"]

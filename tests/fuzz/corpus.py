@@ -21,6 +21,7 @@ mutations start from:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 import zlib
@@ -180,11 +181,19 @@ def all_seeds() -> dict[str, list[bytes]]:
     out = {"frames": frames(), "upgrade": upgrades(), "resp": resp()}
     for name, proto in VERSIONS.items():
         out[name] = ocpp(proto)
+    if importlib.util.find_spec("router.soap") is not None:
+        from tests.fuzz.soap import seeds as soap_seeds
+        out["soap"] = soap_seeds()
     return out
 
 
 def all_dicts() -> dict[str, list[bytes]]:
     out = dict(DICT_TOKENS)
+    out["soap"] = [b"<?xml", b"<!DOCTYPE", b"<!ENTITY", b"&amp;", b"&#x", b"<![CDATA[", b"]]>",
+                   b"xmlns:", b"s:Envelope", b"s:Header", b"s:Body", b"a:Action", b"a:To",
+                   b"a:MessageID", b"a:From", b"a:ReplyTo", b"a:Address", b"chargeBoxIdentity",
+                   b"urn://Ocpp/Cs/2015/10/", b"urn://Ocpp/Cs/2012/06/", b"urn://Ocpp/Cs/2010/08/",
+                   b"http://www.w3.org/2003/05/soap-envelope", b"Request>", b"</"]
     for name, proto in VERSIONS.items():
         out[name] = ocpp_tokens(proto)
     return out

@@ -12,6 +12,7 @@ of the time, so mutations reach payload, fragmentation and deflate paths.
 
 from __future__ import annotations
 
+import importlib.util
 import struct
 import zlib
 
@@ -228,8 +229,10 @@ from tests.fuzz.oracles import OCPPJ_TARGETS, fuzz_resp  # noqa: E402  (uses the
 from tests.ws.helpers import client_frame  # noqa: E402
 
 TARGETS = {"frames": fuzz_frames, "upgrade": fuzz_upgrade, **OCPPJ_TARGETS, "resp": fuzz_resp}
-# Slot for issue 16's SOAP/XML front (router/soap/): its pure parse function
-# gets a target here once it is on main.
+if importlib.util.find_spec("router.soap") is not None:
+    # Issue 16's OCPP-S front (router/soap/): its pure parse function.
+    from tests.fuzz.soap import fuzz_soap
+    TARGETS["soap"] = fuzz_soap
 
 
 def seeds() -> dict[str, list[bytes]]:
