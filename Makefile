@@ -8,6 +8,10 @@ EXT_SOURCES := $(shell find ext -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' 
 BUILT  := $(VENV)/.built
 
 .PHONY: all venv build system-deps test test-only lint run compliance fuzz bench clean
+.PHONY: fuzz-long
+.PHONY: chaos
+.PHONY: soak
+.PHONY: scale
 
 all: build
 
@@ -47,8 +51,32 @@ run: $(BUILT)
 compliance: $(BUILT)
 	$(PY) -m tests.compliance --groups all --report bench/results/autobahn
 
+# Coverage-guided fuzzing of the compiled parsers (clang ASan/UBSan build in
+# build/fuzz, see tests/fuzz/): every target FUZZ_SECONDS each (short, CI).
 fuzz: $(BUILT)
-	$(PY) -m tests.fuzz --seconds $${FUZZ_SECONDS:-600}
+	$(PY) -m tests.fuzz --seconds $${FUZZ_SECONDS:-60}
+
+# Every target for FUZZ_RUNS executions (or FUZZ_MAX_SECONDS, if that comes
+# first); figures into bench/RESULTS.md. Niced: it runs for hours.
+fuzz-long: $(BUILT)
+	nice -n 19 $(PY) -m tests.fuzz --runs $${FUZZ_RUNS:-10000000} \
+	  --seconds $${FUZZ_MAX_SECONDS:-0} --corpus build/fuzz/corpus \
+	  --results bench/results/fuzz.json --results-md bench/RESULTS.md
+
+# Faults under load (bench/chaos.py): a router node, a backend, Redis killed,
+# Redis frozen; 2,000 chargers through haproxy. Figures: bench/results/chaos.json.
+chaos: $(BUILT)
+	$(PY) -m bench.chaos --chargers $${CHAOS_CHARGERS:-2000}
+
+# Soak (bench/soak.py): chargers reconnecting every ~20 s, a CALL every ~2 s;
+# SOAK_SECONDS (default one hour). Figures and plot: bench/results/soak.*.
+soak: $(BUILT)
+	$(PY) -m bench.soak --seconds $${SOAK_SECONDS:-3600}
+
+# 100,000 booted chargers on this machine (bench/scale.py): memory per idle
+# charger, kernel share, drops over SCALE_HOLD seconds of keepalive.
+scale: $(BUILT)
+	$(PY) -m bench.scale --chargers $${SCALE_CHARGERS:-100000} --hold $${SCALE_HOLD:-600}
 
 bench: $(BUILT)
 	$(PY) -m bench.run --standard

@@ -1,63 +1,213 @@
-"""Run the atheris fuzz targets: ``python -m tests.fuzz --seconds 600``.
+"""Run the fuzz targets on the instrumented build: ``python -m tests.fuzz``.
 
-Each target runs in its own process (libFuzzer owns the process) with a seed
-corpus; a finding makes that process fail and leaves a ``crash-*`` file with
-the input in the working directory (``--artifacts``).
+``--seconds N`` runs every target for N seconds (``make fuzz``, CI);
+``--runs N`` runs every target for N executions and, with ``--results``,
+writes executions, covered edges, corpus size and crashes to
+bench/RESULTS.md (``make fuzz-long``).
+
+Each target runs in its own process (libFuzzer owns the process) on the
+instrumented extensions (:mod:`tests.fuzz.build`, built first when out of
+date) with the sanitizer runtime preloaded (:mod:`tests.fuzz.instrumented`),
+starting from the seed corpus and dictionary in the repository
+(:mod:`tests.fuzz.corpus`). A finding makes that process fail and leaves a
+``<target>-crash-*`` file with the input in ``--artifacts``; a finding's
+input then goes to ``tests/fuzz/regressions/<target>/`` (replayed by
+tests/fuzz/test_fuzz.py) with the fix.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from tests.fuzz import build, instrumented
+
 ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+NAMES = ("upgrade", "frames", "ocpp16", "ocpp201", "ocpp21", "resp", "soap")
+# Longest input per target: frames up to a 16-bit length and a bit more (the
+# 64-bit form is in the seeds); the rest are small messages.
+MAX_LEN = {"frames": 70000, "upgrade": 8192}
 
 
-def run_target(name: str, seconds: int, artifacts: Path, corpus: Path | None = None) -> int:
-    """Fuzz one target for ``seconds``; return the process exit status.
+@dataclass
+class Outcome:
+    """What one libFuzzer run reports (its final statistics)."""
+
+    name: str
+    rc: int
+    executions: int = 0
+    exec_per_s: int = 0
+    edges: int = 0
+    features: int = 0
+    corpus: int = 0
+    seconds: float = 0.0
+    crashes: int = 0
+    modules: int = 0
+    counters: int = 0
+    report: str = ""
+
+
+def _parse(name: str, rc: int, log: str, seconds: float, artifacts: Path) -> Outcome:
+    out = Outcome(name, rc, seconds=round(seconds, 1))
+    if m := re.search(r"stat::number_of_executed_units: (\d+)", log):
+        out.executions = int(m.group(1))
+    if m := re.search(r"stat::average_exec_per_sec:\s+(\d+)", log):
+        out.exec_per_s = int(m.group(1))
+    # The last status line: "#N DONE cov: E ft: F corp: C/…" (or pulse/NEW).
+    for m in re.finditer(r"cov: (\d+) ft: (\d+) corp: (\d+)", log):
+        out.edges, out.features, out.corpus = (int(g) for g in m.groups())
+    if m := re.search(r"Loaded (\d+) modules\s+\((\d+) inline 8-bit counters\)", log):
+        out.modules, out.counters = int(m.group(1)), int(m.group(2))
+    out.crashes = len(list(artifacts.glob(f"{name}-crash-*"))) + len(
+        list(artifacts.glob(f"{name}-oom-*"))) + len(list(artifacts.glob(f"{name}-timeout-*")))
+    for marker in ("ERROR: AddressSanitizer", "runtime error:", "Uncaught Python exception",
+                   "ERROR: libFuzzer"):
+        if marker in log:
+            i = log.index(marker)
+            out.report = log[i:i + 2000]
+            break
+    return out
+
+
+def run_target(name: str, lib: Path, artifacts: Path, *, seconds: int = 0, runs: int = 0,
+               corpus: Path | None = None, jobs_log: Path | None = None) -> Outcome:
+    """Fuzz one target (for ``seconds`` or ``runs`` executions).
 
     Args:
         name: a key of ``tests.fuzz.targets.TARGETS``.
-        seconds: libFuzzer ``-max_total_time``.
+        lib: the instrumented build.
         artifacts: directory for crash reproducers.
-        corpus: corpus directory (default: a fresh one seeded from ``seeds()``).
+        seconds: libFuzzer ``-max_total_time`` (0: none).
+        runs: libFuzzer ``-runs`` (0: none).
+        corpus: working corpus directory (default: a temporary one); the
+            seeds in the repository are read as a second, read-only corpus.
+        jobs_log: where libFuzzer's output goes as well (default: only parsed).
     """
-    from tests.fuzz.targets import seeds
-
     temporary = corpus is None
-    if corpus is None:
-        corpus = Path(tempfile.mkdtemp(prefix=f"fuzz-{name}-"))
+    work = corpus or Path(tempfile.mkdtemp(prefix=f"fuzz-{name}-"))
+    work.mkdir(parents=True, exist_ok=True)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "tests.fuzz.runner", name,
+           "-rss_limit_mb=2048", f"-max_len={MAX_LEN.get(name, 8192)}", "-timeout=30", "-print_final_stats=1",
+           f"-dict={HERE / 'dicts' / f'{name}.dict'}", f"-artifact_prefix={artifacts}/{name}-"]
+    cmd += [f"-max_total_time={seconds}"] if seconds else []
+    cmd += [f"-runs={runs}"] if runs else []
+    cmd += [str(work), str(HERE / "seeds" / name)]
+    t0 = time.monotonic()
     try:
-        corpus.mkdir(parents=True, exist_ok=True)
-        for i, seed in enumerate(seeds()[name]):
-            (corpus / f"seed-{i}").write_bytes(seed)
-        artifacts.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "tests.fuzz.runner", name,
-               f"-max_total_time={seconds}", "-rss_limit_mb=1024", "-max_len=70000",
-               f"-artifact_prefix={artifacts}/{name}-", "-print_final_stats=1", str(corpus)]
-        return subprocess.run(cmd, cwd=ROOT, check=False).returncode
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=instrumented.environment(lib),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace")
+        assert proc.stdout is not None
+        lines = []
+        sink = jobs_log.open("a") if jobs_log else None
+        for line in proc.stdout:
+            lines.append(line)
+            if sink:
+                sink.write(line)
+            # Progress lines only at powers of two and the pulses: enough to
+            # watch without flooding the terminal.
+            if not line.startswith("#") or "pulse" in line or "INITED" in line:
+                print(f"[{name}] {line}", end="", flush=True)
+        rc = proc.wait()
+        if sink:
+            sink.close()
+        return _parse(name, rc, "".join(lines), time.monotonic() - t0, artifacts)
     finally:
         if temporary:
-            shutil.rmtree(corpus, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def summary_line(o: Outcome) -> str:
+    verdict = "ok" if o.rc == 0 and not o.crashes else f"FAILED (exit {o.rc})"
+    return (f"fuzz {o.name}: {verdict}; {o.executions:,} executions ({o.exec_per_s:,}/s), "
+            f"{o.edges:,} edges covered ({o.features:,} features) of {o.counters:,} "
+            f"instrumented in {o.modules} modules, corpus {o.corpus:,}, crashes {o.crashes}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="fuzz the WebSocket parsers with atheris")
-    parser.add_argument("--seconds", type=int, default=600, help="per target")
-    parser.add_argument("--target", choices=["frames", "upgrade", "all"], default="all")
-    parser.add_argument("--artifacts", type=Path, default=Path("bench/results/fuzz"))
+    parser = argparse.ArgumentParser(description="fuzz the compiled parsers (libFuzzer + ASan "
+                                                 "+ UBSan, atheris)")
+    parser.add_argument("--seconds", type=int, default=0, help="per target")
+    parser.add_argument("--runs", type=int, default=0, help="executions per target")
+    parser.add_argument("--target", choices=[*NAMES, "all"], action="append")
+    parser.add_argument("--artifacts", type=Path, default=ROOT / "bench/results/fuzz")
+    parser.add_argument("--corpus", type=Path, default=None,
+                        help="keep the grown corpora here (<dir>/<target>)")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="write the figures as JSON (bench/results/fuzz.json)")
+    parser.add_argument("--results-md", type=Path, default=None,
+                        help="and as a table into this file's fuzzing section "
+                             "(bench/RESULTS.md)")
     args = parser.parse_args(argv)
-    names = ["frames", "upgrade"] if args.target == "all" else [args.target]
-    status = 0
+    if not args.seconds and not args.runs:
+        args.seconds = 60
+    from tests.fuzz.targets import TARGETS
+    names = tuple(n for n in NAMES if n in TARGETS) if not args.target or "all" in args.target \
+        else tuple(args.target)
+    t0 = time.monotonic()
+    lib = build.build()
+    build_s = time.monotonic() - t0
+    print(f"fuzzing build up to date in {build_s:.0f} s: {', '.join(build.modules())}",
+          flush=True)
+    outcomes = []
     for name in names:
-        rc = run_target(name, args.seconds, args.artifacts)
-        print(f"fuzz {name}: {'ok' if rc == 0 else f'FAILED (exit {rc})'}", flush=True)
-        status = status or rc
-    return status
+        corpus = args.corpus / name if args.corpus else None
+        outcomes.append(run_target(name, lib, args.artifacts, seconds=args.seconds,
+                                   runs=args.runs, corpus=corpus))
+        print(summary_line(outcomes[-1]), flush=True)
+        if outcomes[-1].report:
+            print(outcomes[-1].report, flush=True)
+    print("\n".join(summary_line(o) for o in outcomes))
+    if args.results:
+        import json
+        from dataclasses import asdict
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        args.results.write_text(json.dumps({
+            "command": "python -m tests.fuzz " + " ".join(argv or sys.argv[1:]),
+            "build_seconds": round(build_s, 1),
+            "targets": [asdict(o) for o in outcomes]}, indent=2) + "\n")
+    if args.results_md:
+        write_results_md(args.results_md, outcomes, " ".join(argv or sys.argv[1:]))
+    return 0 if all(o.rc == 0 and not o.crashes for o in outcomes) else 1
+
+
+BEGIN, END = "<!-- fuzz-long: begin -->", "<!-- fuzz-long: end -->"
+
+
+def write_results_md(path: Path, outcomes: list[Outcome], args: str) -> None:
+    """Replace the generated table between the fuzz-long markers of ``path``
+    (appended with a heading when the markers are not there yet)."""
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    rows = [f"| {o.name} | {o.executions:,} | {o.exec_per_s:,} | {o.seconds:,.0f} | {o.edges:,} "
+            f"| {o.features:,} | {o.corpus:,} | {o.crashes} | "
+            f"{'none' if o.rc == 0 and not o.report else o.report.splitlines()[0]} |"
+            for o in outcomes]
+    block = "\n".join([
+        BEGIN,
+        f"Run {stamp}: `nice -n 19 python -m tests.fuzz {args}` (libFuzzer via atheris, "
+        "clang 14 build with ASan + UBSan + edge counters, the seeds and dictionaries of "
+        "tests/fuzz/).",
+        "",
+        "| target | executions | exec/s | seconds | edges covered | features | corpus "
+        "| crashes | sanitizer / assertion reports |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        *rows, END])
+    text = path.read_text() if path.exists() else ""
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n## Fuzzing the compiled parsers (make fuzz-long)\n\n" \
+            + block + "\n"
+    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,11 @@ of the time, so mutations reach payload, fragmentation and deflate paths.
 
 from __future__ import annotations
 
+import importlib.util
 import struct
 import zlib
+
+from wsproto.frame_protocol import FrameProtocol, ParseFailed
 
 from router.ws import (
     OP_BINARY,
@@ -116,6 +119,70 @@ def fuzz_frames(data: bytes) -> None:
     # Whatever was sent back must be decodable by us too (round trip).
     if not closed and not conn.failed:
         conn.send(OP_BINARY, stream[:1000])
+    if deflate is None and max_size == 1 << 20 and len(stream) <= 8192:
+        compare_with_wsproto(stream)   # pure Python: only on the small inputs
+
+
+def _ours(stream: bytes) -> tuple[list[tuple[object, ...]], int | None]:
+    """Our events for a whole stream until the first close, and the close
+    code of the error that ended it (None: no error)."""
+    conn = Connection(max_message_size=1 << 20)
+    try:
+        events = conn.receive_data(stream)
+        code = None
+    except ALLOWED_FRAME_ERRORS as exc:
+        events, code = conn.events_received(), exc.close_code
+    out = []
+    for event in events:
+        out.append(event)
+        if event[0] == OP_CLOSE:
+            break
+    return out, code
+
+
+def _theirs(stream: bytes) -> tuple[list[tuple[object, ...]], int | None]:
+    """wsproto's frame layer (RFC 6455 server side, no extensions) on the same
+    stream: messages reassembled from frames, until the first close."""
+    proto = FrameProtocol(client=False, extensions=[])
+    out: list[tuple[object, ...]] = []
+    parts: list[bytes] = []
+    kind = 0
+    try:
+        proto.receive_bytes(stream)
+        for frame in proto.received_frames():
+            op = int(frame.opcode)
+            if op == OP_CLOSE:
+                code, reason = frame.payload
+                out.append((OP_CLOSE, int(code), reason))
+                break
+            if op in (OP_PING, OP_PONG):
+                out.append((op, bytes(frame.payload)))
+                continue
+            kind = op or kind
+            payload = frame.payload
+            parts.append(payload.encode() if isinstance(payload, str) else bytes(payload))
+            if frame.message_finished:
+                out.append((kind, b"".join(parts)))
+                parts = []
+    except ParseFailed as exc:
+        return out, int(exc.code)
+    return out, None
+
+
+def compare_with_wsproto(stream: bytes) -> None:
+    """Differential: the same events and the same verdict (1002/1007) as
+    wsproto's frame parser, for a server without extensions."""
+    ours, our_code = _ours(stream)
+    theirs, their_code = _theirs(stream)
+    if (our_code is None) != (their_code is None):
+        # One side rejects a frame whose header is still incomplete (wsproto
+        # checks the opcode after two bytes, we after the whole header): the
+        # verdicts must agree once the header is complete (14 bytes at most).
+        tail = stream + bytes(14) + client_frame(OP_CLOSE, b"\x03\xe8")
+        ours, our_code = _ours(tail)
+        theirs, their_code = _theirs(tail)
+    assert ours == theirs, (stream[:200], ours[:5], theirs[:5], our_code, their_code)
+    assert our_code == their_code, (stream[:200], our_code, their_code)
 
 
 def check_event(event: tuple[object, ...], max_size: int) -> None:
@@ -158,7 +225,14 @@ def fuzz_upgrade(data: bytes) -> None:
             return
 
 
-TARGETS = {"frames": fuzz_frames, "upgrade": fuzz_upgrade}
+from tests.fuzz.oracles import OCPPJ_TARGETS, fuzz_resp  # noqa: E402  (uses the helpers above)
+from tests.ws.helpers import client_frame  # noqa: E402
+
+TARGETS = {"frames": fuzz_frames, "upgrade": fuzz_upgrade, **OCPPJ_TARGETS, "resp": fuzz_resp}
+if importlib.util.find_spec("router.soap") is not None:
+    # Issue 16's OCPP-S front (router/soap/): its pure parse function.
+    from tests.fuzz.soap import fuzz_soap
+    TARGETS["soap"] = fuzz_soap
 
 
 def seeds() -> dict[str, list[bytes]]:

@@ -573,7 +573,9 @@ cdef class ReplyReader:
             if t == b'$':
                 n = self._int(pos + 1, eol)
                 if n >= 0:
-                    if eol + 2 + n + 2 > self._end:
+                    # Compared without computing eol + 4 + n, which overflows
+                    # for a length near 2**63 (found by the fuzzer, UBSan).
+                    if n > self._end - eol - 4:
                         self._scan_pos = pos
                         return 0
                     if self._buf[eol + 2 + n] != b'\r' or self._buf[eol + 3 + n] != b'\n':
@@ -584,6 +586,8 @@ cdef class ReplyReader:
             elif t == b'*':
                 n = self._int(pos + 1, eol)
                 if n > 0:
+                    if n > 9223372036854775807LL - self._need:
+                        raise RedisProtocolError("bad RESP from Redis: array length out of range")
                     self._need += n
                 elif n < -1:
                     raise RedisProtocolError("bad RESP from Redis: negative length")
