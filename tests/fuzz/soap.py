@@ -16,14 +16,13 @@ import json
 import random
 import xml.etree.ElementTree as ET
 
+import router.ocppj as ocppj
+from router.ocppj._walker import load_schema
 from router.soap import SoapCodec
 from router.soap.codec import escape
 from router.soap.convert import from_16
 from router.soap.envelope import body_xml, fault_envelope, namespace
 from router.soap.errors import SoapError
-
-import router.ocppj as ocppj
-from router.ocppj._walker import load_schema
 
 CODEC = SoapCodec(ocppj.dialect("ocpp1.6"))
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
