@@ -55,7 +55,7 @@ class ClusterNode:
             [find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1",
              "--cluster-enabled", "yes", "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
              "--cluster-config-file", "nodes.conf", "--dir", str(self.dir),
-             "--save", "", "--appendonly", "no", "--protected-mode", "no",
+             "--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0", "--protected-mode", "no",
              "--logfile", str(self.dir / "redis.log")],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -111,6 +111,11 @@ class RedisCluster:
             self.nodes.append(node)
         deadline = time.monotonic() + wait
         while not all(n.ping() for n in self.nodes):
+            for node in self.nodes:
+                if node.proc is not None and node.proc.poll() is not None:
+                    # Lost a race for its free port with another process: again.
+                    node.port = free_port()
+                    node.start()
             if time.monotonic() > deadline:
                 raise RuntimeError("cluster nodes did not start")
             time.sleep(0.05)
@@ -121,6 +126,7 @@ class RedisCluster:
             check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, timeout=wait)
         self.wait_ok(wait)
+        self.wait_replicas_synced(wait)
 
     def close(self) -> None:
         for node in self.nodes:
@@ -204,6 +210,23 @@ class RedisCluster:
                 raise RuntimeError("the cluster did not become ok")
             time.sleep(0.1)
 
+    def wait_replicas_synced(self, wait: float = 30.0) -> None:
+        """Until every replica finished its sync with its master (a replica
+        that never synced does not take over a failed master)."""
+        deadline = time.monotonic() + wait
+        while True:
+            linked = 0
+            for node in self.live():
+                with node.client() as c:
+                    info = c.info("replication")
+                if info["role"] == "slave" and info.get("master_link_status") == "up":
+                    linked += 1
+            if linked >= self.masters * self.replicas:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replicas did not sync")
+            time.sleep(0.1)
+
     def kill_master(self, slot: int = 0) -> ClusterNode:
         """SIGKILL the master serving ``slot``; returns it."""
         node = self.slot_owner(slot)
@@ -217,10 +240,14 @@ class RedisCluster:
         while True:
             try:
                 self.wait_ok(max(0.1, deadline - time.monotonic()))
-                return self.slot_owner(old.killed_slot)
+                owner = self.slot_owner(old.killed_slot)
+                if owner is not old:
+                    return owner
             except RuntimeError:
-                if time.monotonic() > deadline:
-                    raise
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no replica took over from {old.port}")
+            time.sleep(0.1)
 
     def move_slot(self, slot: int, to: ClusterNode, batch: int = 100) -> None:
         """Migrate ``slot`` with its keys to the master ``to`` (live resharding)."""

@@ -163,7 +163,7 @@ async def test_publisher_through_migration_and_failover(cluster: RedisCluster,
                 cs = f"CP-{sent % 97}"
                 pub.publish_inbound(cs, b"call", "ocpp1.6", b"n", "c", 1, n, "Heartbeat",
                                     b"{}", on_done=lambda _id, n=n: acked.add(n),
-                                    on_error=lambda _e, n=n: failed.append(n))
+                                    on_error=lambda e, n=n: failed.append(f"{n} {e!r}"))
             await asyncio.sleep(0.01)
 
     task = asyncio.create_task(load())
