@@ -35,6 +35,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from router.backend.client import Client
 from router.backend.dedup import Deduplicator
+from router.streams.cluster import transient_reply
 from router.backend.errors import ActionNotImplemented, OCPPError
 from router.backend.message import KINDS, MalformedEntry, Message, StreamReply, encode_payload
 from router.backend.outbox import Outbox
@@ -123,7 +124,8 @@ class BackendApp:
             raise ValueError("max_deliveries must be at least 1")
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        pool_size = getattr(redis.connection_pool, "max_connections", None)
+        # (RedisCluster has a pool per node and no connection_pool attribute.)
+        pool_size = getattr(getattr(redis, "connection_pool", None), "max_connections", None)
         needed = concurrency + shards + RESERVED_CONNECTIONS
         if isinstance(pool_size, int) and pool_size < needed:
             raise ValueError(
@@ -316,7 +318,14 @@ class BackendApp:
                     log.warning("consumer group missing, recreating: %s", exc)
                     await self.ensure_groups()
                     continue
-                raise
+                if not transient_reply(exc):
+                    raise
+                # Redis Cluster / Sentinel: the slot moved or the master
+                # failed over under the blocked read; the client re-routes.
+                log.warning("XREADGROUP interrupted (%s); retrying in %.1fs", exc, backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
             except (RedisError, OSError) as exc:
                 log.warning("XREADGROUP failed (%s); retrying in %.1fs", exc, backoff)
                 await self._sleep(backoff)

@@ -46,8 +46,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from router.streams._cluster import ClusterPublisherCore
-from router.streams.connection import Replies, ReplyCallback, SharedConnection
-from router.streams.connection import RedisConnection
+from router.streams.connection import RedisConnection, Replies, ReplyCallback, SharedConnection
 from router.streams.errors import (
     ConnectionLostError,
     NotConnectedError,
@@ -141,6 +140,17 @@ def redirect_target(reply: BaseException) -> Address | None:
         return None
 
 
+_TRANSIENT = (*_REDIRECTS, "UNBLOCKED", "READONLY", "MASTERDOWN")
+
+
+def transient_reply(reply: BaseException) -> bool:
+    """True for error replies that only say "not here" or "not now": cluster
+    redirections and fail-overs, and ``UNBLOCKED`` (a blocked read on a key
+    that migrated away or on a master demoted under it). A client re-routes
+    and tries again; the SDK's readers use this."""
+    return str(reply).startswith(_TRANSIENT)
+
+
 class ClusterRedirectError(ConnectionLostError):
     """A cluster error reply that the publisher treats like a lost connection:
     its batch is held and written again once the map says where."""
@@ -159,7 +169,7 @@ def retry_delay(kind: str, attempt: int) -> float:
     ``connection``): every retry decision of the cluster layer.
 
     MOVED and ASK say where to go: at once. The others mean "not now" — a
-    failover (``CLUSTERDOWN`` until a replica is promoted, 1–2 node timeouts),
+    failover (``CLUSTERDOWN`` until a replica is promoted, 1 to 2 node timeouts),
     a slot in migration (``TRYAGAIN``), a restarted master loading its data:
     capped exponential back-off, 25 ms … 500 ms, so recovery is noticed within
     half a second without hammering the cluster.
@@ -654,7 +664,8 @@ class ClusterPublisher(ClusterPublisherCore):
             wait_replicas=wait_replicas, on_reconnect=on_reconnect)
         self._slots: dict[int, SlotPublisher] = {}
         self._started = False
-        self._by_shard = [self._for_slot(key_slot(k)) for k in keys.all_inbound()]
+        self._shard_publishers = [self._for_slot(key_slot(k)) for k in keys.all_inbound()]
+        self._by_shard = list(self._shard_publishers)    # what the compiled inbound reads
         self._inbound = keys.all_inbound()
         self.stats = _SummedStats(self)
 
@@ -718,10 +729,10 @@ class ClusterPublisher(ClusterPublisherCore):
     @property
     def connected(self) -> bool:
         """True while the publisher of every inbound shard has a connection."""
-        return all(p.connected for p in self._by_shard)
+        return all(p.connected for p in self._shard_publishers)
 
-    @property  # type: ignore[override]
-    def pending(self) -> int:
+    @property
+    def pending(self) -> int:  # type: ignore[override]
         return sum(p.pending for p in self.publishers())
 
     def _slot_paused(self) -> None:

@@ -3,7 +3,7 @@
 Six ``redis-server --cluster-enabled yes`` children on free ports, each in its
 own temp dir (a cluster node rewrites its ``nodes.conf``), joined by
 ``redis-cli --cluster create … --cluster-replicas 1``. ``cluster-node-timeout``
-is 2 s, so a replica takes over a SIGKILLed master in about 3–4 s.
+is 2 s, so a replica takes over a SIGKILLed master in about 3 to 4 s.
 
 :meth:`RedisCluster.kill_master` SIGKILLs the master owning a slot;
 :meth:`wait_failover` waits until every slot is served again;

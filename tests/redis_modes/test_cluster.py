@@ -14,6 +14,7 @@ import pytest
 import redis as redis_sync
 
 from router.streams import KeySpace
+from router.streams._resp import CommandBuffer
 from router.streams.cluster import (
     ClusterCommands,
     ClusterOutboundReader,
@@ -24,7 +25,6 @@ from router.streams.cluster import (
     split_commands,
 )
 from router.streams.registry import Registry
-from router.streams._resp import CommandBuffer
 from tests.conftest import timeout
 from tests.redis_modes.cluster import RedisCluster
 
