@@ -35,10 +35,10 @@ from redis.exceptions import RedisError, ResponseError
 
 from router.backend.client import Client
 from router.backend.dedup import Deduplicator
-from router.streams.cluster import transient_reply
 from router.backend.errors import ActionNotImplemented, OCPPError
 from router.backend.message import KINDS, MalformedEntry, Message, StreamReply, encode_payload
 from router.backend.outbox import Outbox
+from router.streams.cluster import transient_reply
 from router.streams.keys import KeySpace
 
 log = logging.getLogger(__name__)
