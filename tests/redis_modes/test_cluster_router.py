@@ -172,6 +172,7 @@ async def test_cli_and_sdk_client_on_a_cluster(key_prefix: str, seed_only: bool)
                                              OCPP_ROUTER_SHARDS=str(SHARDS)),
                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
                 await ws.send(orjson.dumps([2, "m1", "Heartbeat", {}]).decode())
+                assert orjson.loads(await ws.recv())[:2] == [3, "m1"]
                 r = await asyncio.to_thread(_cli, url, key_prefix, "chargers")
                 assert r.returncode == 0 and "CP-A" in r.stdout, r.stderr
 
