@@ -53,6 +53,13 @@ fuzz: $(BUILT)
 bench: $(BUILT)
 	$(PY) -m bench.run --standard
 
+.PHONY: bench-cluster
+# Redis Cluster figures (bench/RESULTS.md, "Redis Cluster"): publishing CPU and
+# throughput standalone vs 3-master cluster, outage after a master SIGKILL.
+bench-cluster: $(BUILT)
+	$(PY) -m bench.cluster throughput --rounds 3 --entries 100000
+	$(PY) -m bench.cluster outage --trials 5
+
 clean:
 	rm -rf build $(VENV) *.egg-info
 	find router ext -name '*.so' -delete
