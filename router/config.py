@@ -263,6 +263,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("lenient_error_codes", _bool, False,
            "accept both spellings of Formation/Format and Occurence/Occurrence in CALLERRORs "
            "from chargers", "ocpp"),
+    # -- OCPP-S: SOAP chargers (docs/soap.md)
+    Option("soap", _bool, True,
+           "accept OCPP-S (SOAP 1.2) chargers: HTTP POST under --path-prefix on the charger port",
+           "ocpp"),
+    Option("soap_max_body", _positive_int, 256 * 1024,
+           "largest SOAP body in bytes, before and after decompression (larger: HTTP 413)",
+           "ocpp"),
+    Option("soap_session_timeout", _positive_seconds, 1800.0,
+           "seconds without a request after which a SOAP charger is published as "
+           "disconnected (set it above the chargers' heartbeat interval)", "ocpp"),
 )
 
 _BY_NAME = {o.name: o for o in OPTIONS}
@@ -314,6 +324,9 @@ class Config:
     strict_datetime: bool = False
     null_payload_as_empty: bool = False
     lenient_error_codes: bool = False
+    soap: bool = True
+    soap_max_body: int = 256 * 1024
+    soap_session_timeout: float = 1800.0
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property

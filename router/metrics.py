@@ -63,6 +63,13 @@ class RouterMetrics:
         self.publish_latency = Histogram(LATENCY_BUCKETS)
         self.publish_batch = Histogram(SIZE_BUCKETS)
         self.reply_latency = Histogram(LATENCY_BUCKETS)
+        # OCPP-S (docs/soap.md): requests by (version, ok|fault), faults sent
+        # by subcode, requests refused with a bare HTTP status, backend CALLs
+        # POSTed to SOAP chargers by outcome.
+        self.soap_requests: dict[tuple[str, str], int] = {}
+        self.soap_faults: dict[str, int] = {}
+        self.soap_http_errors: dict[str, int] = {}
+        self.soap_calls: dict[str, int] = {}
         # Read at scrape time: set by the node.
         self.gauges: Callable[[], dict[str, Any]] = dict
 
@@ -118,12 +125,25 @@ class RouterCollector(Collector):
         yield m.publish_batch.family(f"{NS}_publish_batch_size", "XADDs per write to Redis")
         yield m.reply_latency.family(f"{NS}_backend_reply_latency_seconds",
                                      "time from a charger CALL to the backend's reply")
+        yield _counter("soap_requests", "OCPP-S requests from chargers by OCPP version and "
+                       "outcome (ok, fault)", ["version", "outcome"], m.soap_requests)
+        yield _counter("soap_faults", "SOAP faults sent to chargers, by subcode", ["subcode"],
+                       m.soap_faults)
+        yield _counter("soap_http_errors", "OCPP-S requests refused with an HTTP status and no "
+                       "SOAP body, by status", ["status"], m.soap_http_errors)
+        yield _counter("soap_calls", "backend CALLs POSTed to SOAP chargers, by outcome "
+                       "(result, error, failed)", ["outcome"], m.soap_calls)
         gauges = m.gauges()
         conns = GaugeMetricFamily(f"{NS}_connections", "open charger connections by protocol",
                                   labels=["protocol"])
         for proto, n in sorted(gauges.get("connections", {}).items()):
             conns.add_metric([proto], n)
         yield conns
+        soap = GaugeMetricFamily(f"{NS}_soap_sessions", "SOAP chargers heard from recently "
+                                 "(sessions on this node), by protocol", labels=["protocol"])
+        for proto, n in sorted(gauges.get("soap_sessions", {}).items()):
+            soap.add_metric([proto], n)
+        yield soap
         for name, doc in (
             ("handshakes_in_progress", "handshakes not yet finished"),
             ("backend_calls_queued", "backend CALLs queued or in flight to chargers"),

@@ -108,6 +108,25 @@ class RouterNode:
 
 def start_router(redis_url: str, key_prefix: str, *args: str, node_id: str | None = None,
                  ready: bool = True, wait: float = 20) -> RouterNode:
+    # free_port() hands out a port that is free now; on a busy machine another
+    # process (an outgoing connection's ephemeral port, another suite) can
+    # take it before the router binds. That race is the environment's, not the
+    # router's: pick new ports and start again, a bounded number of times.
+    for _ in range(4):
+        try:
+            return _start_router(redis_url, key_prefix, *args, node_id=node_id, ready=ready,
+                                 wait=wait)
+        except _PortTaken:
+            continue
+    raise RuntimeError("no free ports for the router after 4 attempts")
+
+
+class _PortTaken(RuntimeError):
+    pass
+
+
+def _start_router(redis_url: str, key_prefix: str, *args: str, node_id: str | None,
+                  ready: bool, wait: float) -> RouterNode:
     port, admin_port = free_port(), free_port()
     node_id = node_id or f"node-{uuid.uuid4().hex[:8]}"
     argv = [sys.executable, "-m", "router.cli.main", "serve", "--host", "127.0.0.1",
@@ -122,6 +141,10 @@ def start_router(redis_url: str, key_prefix: str, *args: str, node_id: str | Non
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             err = proc.stderr.read().decode() if proc.stderr else ""
+            if proc.stderr:
+                proc.stderr.close()     # else a later test fails on its ResourceWarning
+            if "address already in use" in err:
+                raise _PortTaken(err)
             raise RuntimeError(f"router exited with {proc.returncode}: {err[-2000:]}")
         try:
             status, _ = node.admin("/readyz")

@@ -95,6 +95,8 @@ def validate_request(proto: str, action: str, payload: bytes, *, send: bool = Fa
             ``NotImplemented``), wrong direction (``NotSupported``), or a payload
             its schema rejects (``FormatViolation``, ``TypeConstraintViolation`` …).
     """
+    if proto in ("ocpp1.5", "ocpp1.2"):
+        return      # OCPP-S only (docs/soap.md): the router checks against the WSDL's tables
     try:
         dia = dialect(proto)
         if send:

@@ -61,6 +61,9 @@ ACKNOWLEDGED: dict[str, frozenset[str]] = {
         "SecurityEventNotification",
     }),
 }
+#: Versions whose payloads come in the OCPP 1.6 shapes: 1.6, and 1.5/1.2 SOAP
+#: chargers converted by the router (docs/soap.md).
+SHAPED_16 = frozenset({"ocpp1.6", "ocpp1.5", "ocpp1.2"})
 ACKNOWLEDGED["ocpp2.1"] = ACKNOWLEDGED["ocpp2.0.1"] | frozenset({
     "BatterySwap", "ClosePeriodicEventStream", "NotifyDERAlarm", "NotifyDERStartStop",
     "NotifyPriorityCharging", "NotifySettlement", "ReportDERControl",
@@ -163,7 +166,7 @@ class ReferenceCSMS:
         """Accept every charger and remember what it says about itself."""
         req = msg.json
         info: dict[Any, Any]  # redis-py wants its own key union
-        if msg.proto == "ocpp1.6":
+        if msg.proto in SHAPED_16:
             info = {"vendor": req["chargePointVendor"], "model": req["chargePointModel"],
                     "firmware": req.get("firmwareVersion", "")}
         else:
@@ -180,7 +183,7 @@ class ReferenceCSMS:
 
     async def authorize(self, msg: Message) -> Payload:
         req = msg.json
-        if msg.proto == "ocpp1.6":
+        if msg.proto in SHAPED_16:
             ok = self.is_allowed(req["idTag"])
             return {"idTagInfo": {"status": "Accepted" if ok else "Invalid"}}
         return {"idTokenInfo": self._id_token_info(req["idToken"])}
@@ -188,7 +191,7 @@ class ReferenceCSMS:
     async def status_notification(self, msg: Message) -> Payload:
         """Keep the last status of each connector (1.6: connectorId; 2.x: evse/connector)."""
         req = msg.json
-        if msg.proto == "ocpp1.6":
+        if msg.proto in SHAPED_16:
             connector = str(req["connectorId"])
             status = {"status": req["status"], "errorCode": req["errorCode"],
                       "timestamp": req.get("timestamp") or utc_now()}
@@ -201,7 +204,7 @@ class ReferenceCSMS:
     async def meter_values(self, msg: Message) -> Payload:
         req = msg.json
         where = req.get("connectorId", req.get("evseId", 0))
-        log.debug("%s meter values for %s: %d samples", msg.cs, where, len(req["meterValue"]))
+        log.debug("%s meter values for %s: %d samples", msg.cs, where, len(req.get("meterValue", ())))
         return {}
 
     async def data_transfer(self, msg: Message) -> Payload:

@@ -187,6 +187,16 @@ class ChargerConnection(ChargerCore, asyncio.BufferedProtocol):
             return
         self.finish_handshake(request)
 
+    def on_post(self, data: bytes) -> bool:
+        """A POST on the charger port: OCPP-S (router.server.soap) takes the
+        connection over when enabled (``--soap``)."""
+        node = self.node
+        if node.soap is None or node.draining:
+            return False
+        node.handshake_finished(self)
+        node.soap.take_over(self.transport, data)
+        return True
+
     def finish_handshake(self, request: UpgradeRequest) -> None:
         """Choose the subprotocol and accept (called after authentication)."""
         offered = request.subprotocols

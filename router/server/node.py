@@ -36,6 +36,7 @@ from router.server.connection import (
     cn_from_header,
     common_name,
 )
+from router.server.soap import SOAP_FIELDS, SoapManager, SoapSession
 from router.server.wsconn import ConnectionState, start_timers
 from router.server.wsconn import stats as ws_stats
 from router.streams._resp import StreamEntries
@@ -127,6 +128,10 @@ class Node:
             config.redis_url, self.keys.out(node_id), self.on_out_entries)
         self.registry = Registry(self.redis, self.keys, ttl=config.registry_ttl)
         self.stopped = asyncio.Event()
+        # OCPP-S (docs/soap.md): SOAP chargers on the same port and streams;
+        # 1.6S payloads are checked with the 1.6 JSON schemas.
+        self.soap_dialect16 = self.dialects.get("ocpp1.6") or dialect("ocpp1.6", options)
+        self.soap: SoapManager | None = SoapManager(self) if config.soap else None
 
     # ------------------------------------------------------------- lifecycle
     async def start(self, sock: socket.socket | None = None, admin: bool = True) -> None:
@@ -147,6 +152,8 @@ class Node:
             self.admin = AdminServer(self.admin_routes())
             await self.admin.start(self.config.admin_host, self.config.admin_port)
         self._tasks.append(asyncio.create_task(self._sweep(), name="sweep"))
+        if self.soap is not None:
+            self.soap.start()
         self._tasks.append(asyncio.create_task(self._keep_registry(), name="registry"))
         log.info("node %s listening on %s:%s", self.node_id, self.config.host, self.config.port)
 
@@ -238,6 +245,8 @@ class Node:
             # Registry clean-ups of the connections just closed: let them land
             # so backends do not see drained chargers as connected until TTL.
             await asyncio.wait(set(self._auth_tasks), timeout=2.0)
+        if self.soap is not None:   # their disconnected entries go out with the flush
+            await self.soap.stop()
         await self.reader.stop()
         await self.publisher.close(flush=True, timeout=5.0)
         if self.admin is not None:
@@ -351,6 +360,9 @@ class Node:
             old.close(1000, "replaced by a new connection")
         self.by_identity[identity] = conn
         self.connections.add(conn)
+        if self.soap is not None and identity in self.soap.sessions:
+            # The charger moved from OCPP-S to OCPP-J (docs/soap.md).
+            self.soap.sessions[identity].close(1000, "replaced by a WebSocket connection")
         if self.reading_paused:
             conn.pause_reading()
         self.publish(conn, b"connected", None, None, None, extra=(b"addr", conn.addr.encode()))
@@ -412,13 +424,15 @@ class Node:
             conn.resume_reading()
 
     # ------------------------------------------------------------ publishing
-    def publish(self, conn: ChargerConnection, kind: bytes, msg_id: str | None,
+    def publish(self, conn: ChargerConnection | SoapSession, kind: bytes, msg_id: str | None,
                 action: str | None, payload: bytes | None, code: str | None = None,
                 description: str | None = None, details: bytes | None = None,
                 extra: tuple[bytes, ...] = (),
                 on_error: Callable[[BaseException], None] | None = None,
                 reply_to: bytes | None = None) -> None:
         """Add one inbound entry for ``conn`` (contract v1, docs/streams.md)."""
+        if type(conn) is SoapSession:
+            extra += SOAP_FIELDS
         if code is not None:
             extra += (b"code", code.encode())
         if description is not None:
@@ -459,7 +473,7 @@ class Node:
         self.metrics.inc(self.metrics.redis_errors, "publish")
 
     def fail(self, identity: str, msg_id: str | None, action: str | None, code: str,
-             description: str, *, conn: ChargerConnection | None = None,
+             description: str, *, conn: ChargerConnection | SoapSession | None = None,
              ref: bytes | None = None, reply_to: bytes | None = None) -> None:
         """Publish a ``failed`` entry: a backend message that could not be delivered."""
         self.metrics.inc(self.metrics.backend_failed, code)
@@ -467,6 +481,8 @@ class Node:
                                     b"description", description[:255].encode())
         if ref is not None:
             extra += (b"ref", ref)
+        if type(conn) is SoapSession:
+            extra += SOAP_FIELDS
         proto = conn.proto if conn is not None else ""
         conn_id = conn.conn_id if conn is not None else ""
         ts = now_ms()
@@ -501,7 +517,9 @@ class Node:
             self.fail(identity, msg_id, None, "Malformed", "missing cs or unknown kind",
                       ref=ref, reply_to=reply_to)
             return
-        conn = self.by_identity.get(identity)
+        conn: ChargerConnection | SoapSession | None = self.by_identity.get(identity)
+        if conn is None and self.soap is not None:
+            conn = self.soap.sessions.get(identity)
         want_conn = fields.get(b"conn")
         if kind == b"close":
             if conn is not None and want_conn is not None and conn.conn_b == want_conn:
@@ -622,10 +640,12 @@ class Node:
                         await self.registry.restore(
                             identity, node=self.node_id, conn=conn.conn_id, proto=conn.proto,
                             since_ms=conn.since_ms, addr=conn.addr)
+                wait = period
             except Exception:
                 self.metrics.inc(self.metrics.redis_errors, "registry")
+                wait = min(period, 1.0)   # Redis away (failover): try again soon
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._registry_now.wait(), period)
+                await asyncio.wait_for(self._registry_now.wait(), wait)
             self._registry_now.clear()
 
     def _redis_reconnected(self) -> None:
@@ -655,6 +675,7 @@ class Node:
             "publish_expired": self.publisher.stats.expired,
             "publish_not_replicated": self.publisher.stats.replication_timeouts,
             "ws": ws_stats(),
+            "soap_sessions": self.soap.gauges() if self.soap is not None else {},
         }
 
 

@@ -74,6 +74,7 @@ cdef class WebSocketProtocol(FrameCodec):
     cdef uint8_t flags                  # F_* bits
 
     cdef int _handshake_data(self, bytes data) except -1
+    cdef int _handed_over(self) except -1
     cdef int _reject_error(self, object exc) except -1
     cdef int _receive_early(self) except -1
     cdef int _send(self, int opcode, object data) except -1

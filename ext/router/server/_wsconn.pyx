@@ -293,6 +293,17 @@ cdef class WebSocketProtocol(FrameCodec):
         """Called once when a connection ends before it was opened (rejected,
         bad request, handshake timeout, connection lost)."""
 
+    def on_post(self, bytes data):
+        """The connection's first request is a POST, not an upgrade.
+
+        Return True after taking the transport over (``transport.set_protocol``
+        and feeding ``data``, the bytes received so far, to the new protocol):
+        this object then lets go of the connection and reports nothing more.
+        The default returns False: the request is answered 405 like any
+        non-GET.
+        """
+        return False
+
     # ------------------------------------------------------------ asyncio protocol
 
     def connection_made(self, transport):
@@ -541,6 +552,17 @@ cdef class WebSocketProtocol(FrameCodec):
             self.early = data if self.early is None else self.early + data
             return 0
         if self.handshake is None:
+            if self.early is not None:
+                data = self.early + data    # a first line held back below
+                self.early = None
+            if PyBytes_GET_SIZE(data) and PyBytes_AS_STRING(data)[0] == b"P":
+                # Not an upgrade (that is a GET, RFC 6455 §4.1): a POST may be
+                # taken over by the application (OCPP-S, router.server.soap).
+                if PyBytes_GET_SIZE(data) < 5 and b"POST "[:PyBytes_GET_SIZE(data)] == data:
+                    self.early = data       # "P", "PO" …: decide on the next read
+                    return 0
+                if data[:5] == b"POST " and self.on_post(data):
+                    return self._handed_over()
             # Created on the first bytes, not in connection_made: during an
             # accept burst, connections that have sent nothing yet hold no
             # parser (and a request that arrives in one read frees it within
@@ -567,6 +589,18 @@ cdef class WebSocketProtocol(FrameCodec):
         if self._state == S_CONNECTING and not self.flags & F_RESPONDED:
             self.read_pause |= P_HANDSHAKE
             self._update_reading()
+        return 0
+
+    cdef int _handed_over(self) except -1:
+        # on_post gave the transport to another protocol: forget it, report nothing.
+        self._state = S_CLOSED
+        self.flags |= F_REPORTED
+        self.sock_fd = -1
+        if self.sweeper is not None:
+            self.sweeper.discard(self)
+            self.sweeper = None
+        self.release()
+        self.transport = None
         return 0
 
     cdef int _reject_error(self, object exc) except -1:

@@ -1,0 +1,140 @@
+"""Generate ``router/soap/_tables.py`` from the OCA's OCPP-S WSDL files.
+
+The tables are facts read off the schemas of the six WSDLs (central system and
+charge point service of OCPP 1.2, 1.5 and 1.6): for every operation its body
+elements, and for every type its element sequence (name, type, minOccurs,
+maxOccurs, in schema order), attributes, base type, maxLength, fractionDigits
+and enumeration. No WSDL text is copied: the generated module holds only those
+facts, and the WSDLs are not shipped (the 1.6 ones are CC BY-ND 4.0; see NOTICE).
+
+Run once when the WSDLs change::
+
+    python -m router.soap.codegen DIR > router/soap/_tables.py
+
+``DIR`` holds the files under their OCA names (see :data:`FILES`); they are
+published by the Open Charge Alliance and copied in several public
+repositories (e.g. steve-community/steve, ``ocpp-jaxb/src/main/resources/wsdl``).
+The WSDLs are trusted local input, so the standard library's ElementTree
+(which never fetches external entities) is enough here; the router's runtime
+parser is the hardened one in :mod:`router.soap.xml`.
+"""
+
+from __future__ import annotations
+
+import os
+import pprint
+import sys
+import xml.etree.ElementTree as ET  # trusted, local build input
+
+XS = "{http://www.w3.org/2001/XMLSchema}"
+WSDL = "{http://schemas.xmlsoap.org/wsdl/}"
+
+#: (version, service) → the OCA file name.
+FILES = {
+    ("1.6", "cs"): "OCPP_CentralSystemService_1.6.wsdl",
+    ("1.6", "cp"): "OCPP_ChargePointService_1.6.wsdl",
+    ("1.5", "cs"): "ocpp_centralsystemservice_1.5_final.wsdl",
+    ("1.5", "cp"): "ocpp_chargepointservice_1.5_final.wsdl",
+    ("1.2", "cs"): "centralsystemservice_0.wsdl",
+    ("1.2", "cp"): "chargepointservice.wsdl",
+}
+
+
+def _local(qname: str) -> str:
+    return qname.rpartition(":")[2]
+
+
+def _simple(node: ET.Element) -> tuple[object, ...]:
+    r = node.find(f"{XS}restriction")
+    assert r is not None, "only restrictions are used in the OCPP schemas"
+    base = _local(r.get("base", ""))
+    enums = tuple(e.get("value", "") for e in r.findall(f"{XS}enumeration"))
+    max_len = r.find(f"{XS}maxLength")
+    digits = r.find(f"{XS}fractionDigits")
+    return ("simple", base, int(max_len.get("value", "0")) if max_len is not None else 0,
+            enums or None, int(digits.get("value", "0")) if digits is not None else None)
+
+
+def _complex(name: str, node: ET.Element, types: dict[str, tuple[object, ...]]) -> None:
+    content = node.find(f"{XS}simpleContent")
+    if content is not None:
+        ext = content.find(f"{XS}extension")
+        assert ext is not None
+        attrs = tuple((a.get("name"), _local(a.get("type", "")), a.get("use") == "required")
+                      for a in ext.findall(f"{XS}attribute"))
+        types[name] = ("text", _local(ext.get("base", "")), attrs)
+        return
+    seq = node.find(f"{XS}sequence")
+    fields = []
+    for el in seq.findall(f"{XS}element") if seq is not None else ():
+        ename = el.get("name", "")
+        if el.get("type"):
+            etype = _local(el.get("type", ""))
+        else:   # an anonymous type: named after its place
+            etype = f"{name}.{ename}"
+            inner = el.find(f"{XS}complexType")
+            if inner is not None:
+                _complex(etype, inner, types)
+            else:
+                inner = el.find(f"{XS}simpleType")
+                assert inner is not None
+                types[etype] = _simple(inner)
+        max_occurs = el.get("maxOccurs", "1")
+        fields.append((ename, etype, int(el.get("minOccurs", "1")),
+                       -1 if max_occurs == "unbounded" else int(max_occurs)))
+    types[name] = ("complex", tuple(fields))
+
+
+def read(path: str) -> dict[str, object]:
+    """The facts of one WSDL: namespace, operations, body elements, types."""
+    root = ET.parse(path).getroot()  # trusted, local build input
+    schema = root.find(f"{WSDL}types/{XS}schema")
+    assert schema is not None
+    types: dict[str, tuple[object, ...]] = {}
+    elements: dict[str, str] = {}
+    for child in schema:
+        if child.tag == f"{XS}simpleType":
+            types[child.get("name", "")] = _simple(child)
+        elif child.tag == f"{XS}complexType":
+            _complex(child.get("name", ""), child, types)
+        elif child.tag == f"{XS}element":
+            elements[child.get("name", "")] = _local(child.get("type", ""))
+    port = root.find(f"{WSDL}portType")
+    assert port is not None
+    ops = tuple(op.get("name", "") for op in port.findall(f"{WSDL}operation"))
+    return {"ns": schema.get("targetNamespace"), "operations": ops,
+            "elements": elements, "types": types}
+
+
+def generate(directory: str) -> str:
+    tables: dict[str, dict[str, object]] = {}
+    for (version, service), name in FILES.items():
+        tables.setdefault(version, {})[service] = read(os.path.join(directory, name))
+    return (
+        '"""OCPP-S schema facts, generated by ``python -m router.soap.codegen`` from the\n'
+        "OCA's OCPP 1.2/1.5/1.6 WSDLs: do not edit.\n\n"
+        "TABLES[version][service] with service ``cs`` (central system: what chargers\n"
+        "send) or ``cp`` (charge point: what the central system sends):\n\n"
+        "* ``ns``: target namespace; ``operations``: operation names in WSDL order;\n"
+        "* ``elements``: body element → type name;\n"
+        "* ``types``: ``(\"complex\", ((name, type, minOccurs, maxOccurs|-1), …))`` in\n"
+        "  sequence order, ``(\"simple\", base, maxLength|0, enumeration|None,\n"
+        "  fractionDigits|None)``, or ``(\"text\", base, ((attribute, type, required), …))``\n"
+        "  for simple content with attributes. Bare names (``int``, ``string`` …) are\n"
+        '  XML Schema built-ins.\n"""\n\n'
+        "from typing import Any\n\n"
+        "TABLES: dict[str, Any] = " + pprint.pformat(tables, width=99, sort_dicts=False) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m router.soap.codegen WSDL_DIR > router/soap/_tables.py",
+              file=sys.stderr)
+        return 2
+    sys.stdout.write(generate(args[0]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
