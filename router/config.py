@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from router.streams.redis_url import RedisURLError, parse_redis_url
+
 ENV_PREFIX = "OCPP_ROUTER_"
 KNOWN_SUBPROTOCOLS = ("ocpp2.1", "ocpp2.0.1", "ocpp1.6")
 
@@ -182,8 +184,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_level", _choice("debug", "info", "warning", "error"), "info", "log level",
            "serving"),
     # -- redis
-    Option("redis_url", _str, "redis://127.0.0.1:6379/0", "Redis URL (redis:// or rediss://)",
-           "redis"),
+    Option("redis_url", _str, "redis://127.0.0.1:6379/0",
+           "Redis URL: redis://, rediss:// (TLS), unix://, redis+sentinel://, "
+           "redis+cluster:// (docs/deployment.md, Redis modes)", "redis"),
     Option("key_prefix", _key_prefix, "ocpp", "prefix of every Redis key", "redis"),
     Option("shards", _positive_int, 1,
            "number of inbound streams; must be the same on every router and backend", "redis"),
@@ -193,11 +196,16 @@ OPTIONS: tuple[Option, ...] = (
            "seconds a registry entry lives without refresh (refreshed every third of it)",
            "redis"),
     Option("publish_timeout", _positive_seconds, 2.0,
-           "seconds before an unacknowledged XADD counts as failed (charger gets InternalError)",
+           "seconds an XADD may take, held through a Redis restart or failover included, "
+           "before it counts as failed (charger gets InternalError)",
            "redis"),
     Option("max_pending_publishes", _positive_int, 20_000,
            "publishes in flight before the router stops reading from sockets (backpressure)",
            "redis"),
+    # -- redis: durability (issue 12)
+    Option("durability", _choice("none", "replicated"), "none",
+           "replicated: an entry counts as published once a replica has it (WAIT 1), "
+           "so it survives a master crash; none: once the master has it", "redis"),
     # -- security
     Option("auth", _choice("none", "basic"), "none",
            "charger authentication: none, or HTTP Basic (security profiles 1 and 2)", "security"),
@@ -290,6 +298,7 @@ class Config:
     registry_ttl: int = 300
     publish_timeout: float = 2.0
     max_pending_publishes: int = 20_000
+    durability: str = "none"
     auth: str = "none"
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -421,9 +430,10 @@ def _check(c: Config) -> None:
                           "not expire while its XADD is still unacknowledged)")
     if c.port and c.admin_port and c.port == c.admin_port:
         raise ConfigError("--port and --admin-port must differ")
-    if not c.redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"{where('redis_url')}: --redis-url must start with redis://, "
-                          f"rediss:// or unix://")
+    try:
+        parse_redis_url(c.redis_url)
+    except RedisURLError as exc:
+        raise ConfigError(f"{where('redis_url')}: {exc}") from None
 
 
 def config_field_names() -> Sequence[str]:

@@ -44,7 +44,7 @@ def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
     (["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"], {}, "file not found"),
     (["--tls-cert", "/x"], {}, "--tls-cert and --tls-key go together"),
     (["--port", "9000", "--admin-port", "9000"], {}, "must differ"),
-    (["--redis-url", "http://x"], {}, "must start with redis://"),
+    (["--redis-url", "http://x"], {}, "option --redis-url: unsupported scheme 'http://'"),
     (["--trusted-proxy-header", "X-Client-Cert"], {}, "needs --trusted-proxy-networks"),
     (["--reply-timeout", "soon"], {}, "option --reply-timeout: is not a valid value"),
     ([], {"OCPP_ROUTER_PERMESSAGE_DEFLATE": "maybe"}, "must be true or false"),

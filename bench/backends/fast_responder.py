@@ -27,7 +27,7 @@ from typing import Any
 import redis
 
 from bench import messages
-from router.streams import CommandBuffer, RedisAddress
+from router.streams import CommandBuffer, parse_redis_url
 from router.streams._resp import ReplyReader
 from router.streams.errors import RedisReplyError
 
@@ -100,13 +100,13 @@ class _Link:
     """One blocking socket to Redis with the compiled RESP reader."""
 
     def __init__(self, url: str) -> None:
-        addr = RedisAddress(url)
-        if addr.tls:
-            raise redis.ConnectionError("rediss:// is not supported here (use --client redis-py)")
+        addr = parse_redis_url(url)
+        if addr.tls is not None or addr.mode != "standalone":
+            raise redis.ConnectionError("only redis:// and unix:// are supported here (use --client redis-py)")
         try:
-            if addr.path is not None:
+            if addr.unix_path is not None:
                 self.sock = socket.socket(socket.AF_UNIX)
-                self.sock.connect(addr.path)
+                self.sock.connect(addr.unix_path)
             else:
                 self.sock = socket.create_connection((addr.host, addr.port))
         except OSError as exc:

@@ -13,6 +13,8 @@ import os
 
 import redis.asyncio as aioredis
 
+from router.streams.redis_url import parse_redis_url
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 ENV_PREFIX = "OCPP_ROUTER_"
 
@@ -53,9 +55,11 @@ def add_connection_arguments(parser: argparse.ArgumentParser, *, shards: bool = 
 
 
 def redis_from_args(args: argparse.Namespace) -> aioredis.Redis:
-    """A Redis client for ``--redis-url`` (bytes responses, as the SDK expects).
+    """A Redis client for ``--redis-url`` (bytes responses, as the SDK expects):
+    standalone, TLS, the Sentinel master or a cluster, as the URL says
+    (:mod:`router.streams.redis_url`).
 
     Raises:
-        ValueError: the URL is not a Redis URL.
+        ValueError: the URL is not a usable Redis URL (one line, no secret).
     """
-    return aioredis.Redis.from_url(args.redis_url)
+    return parse_redis_url(args.redis_url).redis_py()

@@ -8,6 +8,7 @@ metrics, one sweep timer for every deadline, and the drain on SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import signal
@@ -106,7 +107,13 @@ class Node:
             config.redis_url, keys=self.keys, maxlen=config.stream_maxlen,
             timeout=config.publish_timeout, max_pending=config.max_pending_publishes,
             on_pause=self._pause_reading, on_resume=self._resume_reading,
-            on_batch=self._observe_batch, client_name=f"ocpp-router:{node_id}")
+            on_batch=self._observe_batch, client_name=f"ocpp-router:{node_id}",
+            wait_replicas=1 if config.durability == "replicated" else 0,
+            on_reconnect=self._redis_reconnected)
+        # Set when the publisher reconnects (Redis restarted, a new master
+        # after a failover): re-register this node's chargers at once, the new
+        # master may not have their registry entries.
+        self._registry_now = asyncio.Event()
         self.reader = OutboundReader(config.redis_url, self.keys.out(node_id), self.on_out_entries)
         self.registry = Registry(self.redis, self.keys, ttl=config.registry_ttl)
         self.stopped = asyncio.Event()
@@ -177,7 +184,9 @@ class Node:
         if self.draining:
             return False, "draining"
         if not self.publisher.connected or not self.reader.connected:
-            return False, "redis unreachable"
+            held = self.publisher.pending
+            return False, f"redis unreachable (holding {held} publishes)" if held else \
+                "redis unreachable"
         return True, "ready"
 
     def install_signal_handlers(self, sigint: bool = True) -> None:
@@ -622,7 +631,12 @@ class Node:
                             since_ms=conn.since_ms, addr=conn.addr)
             except Exception:
                 self.metrics.inc(self.metrics.redis_errors, "registry")
-            await asyncio.sleep(period)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._registry_now.wait(), period)
+            self._registry_now.clear()
+
+    def _redis_reconnected(self) -> None:
+        self._registry_now.set()
 
     def _gauges(self) -> dict[str, Any]:
         by_proto: dict[str, int] = dict.fromkeys(self.config.subprotocols, 0)

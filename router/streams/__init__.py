@@ -7,7 +7,7 @@ per event-loop iteration, RESP encoded by the compiled ``_resp`` module),
 """
 
 from router.streams._resp import CommandBuffer
-from router.streams.connection import RedisAddress, RedisConnection, open_connection
+from router.streams.connection import RedisConnection, open_connection
 from router.streams.errors import (
     ConnectionLostError,
     NotConnectedError,
@@ -21,6 +21,7 @@ from router.streams.errors import (
 from router.streams.keys import KeySpace
 from router.streams.publisher import Publisher, PublisherStats
 from router.streams.reader import OutboundReader, ReaderStats
+from router.streams.redis_url import RedisURL, RedisURLError, TLSSettings, parse_redis_url
 from router.streams.registry import Holder, Registry
 
 __all__ = [
@@ -34,13 +35,16 @@ __all__ = [
     "Publisher",
     "PublisherStats",
     "ReaderStats",
-    "RedisAddress",
     "RedisConnection",
     "RedisConnectionError",
     "RedisProtocolError",
     "RedisReplyError",
     "RedisTimeoutError",
+    "RedisURL",
+    "RedisURLError",
     "Registry",
     "StreamsError",
+    "TLSSettings",
     "open_connection",
+    "parse_redis_url",
 ]

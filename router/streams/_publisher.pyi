@@ -21,6 +21,8 @@ class PublisherCore:
     on_resume: Callable[[], None] | None
     on_batch: Callable[[int, float], None] | None
     stats: Any
+    wait_replicas: int
+    wait_ms: int
     paused: bool
     pending: int
     _loop: asyncio.AbstractEventLoop | None
@@ -28,6 +30,7 @@ class PublisherCore:
     _closed: bool
     _flushed_waiters: list[asyncio.Future[None]]
     _inbound: list[bytes]
+    _held: Any
     def publish_inbound(self, cs: Arg, kind: Arg, proto: Arg, node: Arg, conn: Arg,
                         ts_ms: int, id: Arg | None = None, action: Arg | None = None,
                         payload: Arg | None = None, extra: Sequence[Arg] = (), *,
@@ -38,3 +41,6 @@ class PublisherCore:
              on_error: ErrorCallback | None = None,
              on_done: DoneCallback | None = None) -> None: ...
     def _flush(self) -> None: ...
+    def _resend_held(self) -> None: ...
+    def _expire_held(self) -> None: ...
+    def _drop_held(self, error: StreamsError) -> None: ...

@@ -20,7 +20,6 @@ import collections
 import ssl
 from collections.abc import Callable, Sequence
 from typing import Any, cast
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from router.streams._resp import CommandBuffer, ReplyReader
 from router.streams.errors import (
@@ -32,54 +31,13 @@ from router.streams.errors import (
     RedisTimeoutError,
     StreamsError,
 )
+from router.streams.redis_url import RedisURL, TLSSettings, parse_redis_url
 
 #: What a ``send_raw`` callback receives: the replies of its commands, in
 #: order (an error reply is a :class:`RedisReplyError` instance in that list),
 #: or the exception that ended the connection before all of them arrived.
 Replies = list[Any] | StreamsError
 ReplyCallback = Callable[[Replies], None]
-
-
-class RedisAddress:
-    """A parsed Redis URL: ``redis://[[user]:password@]host[:port][/db]``,
-    ``rediss://…`` (TLS) or ``unix:///path/to.sock[?db=N]``.
-
-    Raises:
-        ValueError: another scheme or a malformed URL.
-    """
-
-    __slots__ = ("db", "host", "password", "path", "port", "tls", "username")
-
-    def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
-        self.tls = parts.scheme == "rediss"
-        self.username = unquote(parts.username) if parts.username else None
-        self.password = unquote(parts.password) if parts.password else None
-        self.host: str | None = None
-        self.port = 6379
-        self.path: str | None = None
-        query = parse_qs(parts.query)
-        db = query.get("db", ["0"])[0]
-        if parts.scheme in ("redis", "rediss"):
-            self.host = parts.hostname or "localhost"
-            self.port = parts.port or 6379
-            if parts.path.strip("/"):
-                db = parts.path.strip("/")
-        elif parts.scheme == "unix":
-            if not parts.path:
-                raise ValueError(f"no socket path in {url!r}")
-            self.path = parts.path
-        else:
-            raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r}")
-        try:
-            self.db = int(db)
-        except ValueError:
-            raise ValueError(f"bad database number {db!r} in the Redis URL") from None
-
-    def __repr__(self) -> str:
-        # Never the password.
-        where = self.path if self.path else f"{self.host}:{self.port}"
-        return f"RedisAddress({'rediss' if self.tls else 'redis'}://{where}/{self.db})"
 
 
 class _Request:
@@ -113,49 +71,68 @@ class RedisConnection(asyncio.Protocol):
         self._closing = False
         self._lost_reason: StreamsError | None = None
         self._used = False
-        self.address: RedisAddress | None = None
+        self.address: RedisURL | None = None
         self.bytes_written = 0
 
     # -- connecting -----------------------------------------------------------
 
-    async def connect(self, url: str, *, timeout: float = 5.0, name: str | None = None) -> None:
+    async def connect(self, url: str | RedisURL, *, timeout: float = 5.0,
+                      name: str | None = None) -> None:
         """Open the connection, then AUTH, SELECT and CLIENT SETNAME as needed.
 
+        With a ``redis+sentinel://`` URL the sentinels are asked for the
+        master's address first, and the server found there must say it is the
+        master (``ROLE``): during a failover a sentinel may still name the old
+        master, now a replica, and writing there fails with ``-READONLY``.
+
         Args:
-            url: ``redis://``, ``rediss://`` or ``unix://`` URL.
-            timeout: seconds for connecting and the handshake together.
+            url: a Redis URL (:mod:`router.streams.redis_url`) or its parsed
+                form. A cluster URL must be narrowed to one node first
+                (:meth:`RedisURL.server`).
+            timeout: seconds for discovery, connecting and the handshake together.
             name: client name shown by ``CLIENT LIST`` (operators, tests);
                 spaces and non-ASCII characters become ``_``.
 
         Raises:
-            ValueError: a malformed URL.
-            RedisConnectionError: refused, unreachable, timed out, or the
-                server rejected AUTH/SELECT.
+            ValueError: a malformed URL (:class:`RedisURLError`), or a cluster URL.
+            RedisConnectionError: refused, unreachable, timed out, the server
+                rejected AUTH/SELECT, no sentinel knew the master, or the
+                server named by the sentinels is not (yet) the master.
             RuntimeError: this object was already connected once.
         """
         if self._used:
             raise RuntimeError("a RedisConnection connects once; make a new one")
         self._used = True
-        address = self.address = RedisAddress(url)
+        target = url if isinstance(url, RedisURL) else parse_redis_url(url)
+        if target.mode == "cluster":
+            raise ValueError("a cluster URL names seeds, not one server: connect to "
+                             "RedisURL.server(host, port)")
         loop = self._loop = asyncio.get_running_loop()
         self._closed = loop.create_future()
+        where: object = target
         try:
             async with asyncio.timeout(timeout):
-                if address.path is not None:
-                    await loop.create_unix_connection(lambda: self, address.path)
+                sentinel = target.mode == "sentinel"
+                if sentinel:
+                    host, port = await discover_master(target, timeout=timeout)
+                    target = target.server(host, port)
+                    where = target
+                self.address = target
+                if target.unix_path is not None:
+                    await loop.create_unix_connection(lambda: self, target.unix_path)
                 else:
-                    assert address.host is not None
                     await loop.create_connection(
-                        lambda: self, address.host, address.port,
-                        ssl=ssl.create_default_context() if address.tls else None,
+                        lambda: self, target.host, target.port,
+                        ssl=_ssl_context(target),
+                        server_hostname=target.server_hostname(target.host),
                     )
-                if address.password is not None:
-                    auth: tuple[str, ...] = (address.password,)
-                    if address.username is not None:
-                        auth = (address.username, address.password)
+                if target.password is not None:
+                    auth: tuple[str, ...] = (target.password,)
+                    if target.username is not None:
+                        auth = (target.username, target.password)
                     await self.command("AUTH", *auth)
-                if address.db:
-                    await self.command("SELECT", address.db)
+                if target.db:
+                    await self.command("SELECT", target.db)
                 if name:
                     try:
                         await self.command("CLIENT", "SETNAME", _client_name(name))
@@ -164,15 +141,23 @@ class RedisConnection(asyncio.Protocol):
                         # Anything else (maxclients reached, …) fails the connect.
                         if not str(exc).startswith("NOPERM"):
                             raise
+                if sentinel:
+                    role = await self.command("ROLE")
+                    if not role or role[0] != b"master":
+                        raise RedisConnectionError(
+                            f"{target} is not the master (a failover is under way)")
         except TimeoutError:
             self.abort()
-            raise RedisConnectionError(f"no connection to {address!r} within {timeout}s") from None
+            raise RedisConnectionError(f"no connection to {where} within {timeout}s") from None
         except OSError as exc:
             self.abort()
-            raise RedisConnectionError(f"cannot connect to {address!r}: {exc.strerror or exc}") from None
+            raise RedisConnectionError(f"cannot connect to {where}: {exc.strerror or exc}") from None
+        except RedisConnectionError:
+            self.abort()
+            raise
         except StreamsError as exc:
             self.abort()
-            raise RedisConnectionError(f"handshake with {address!r} failed: {exc}") from None
+            raise RedisConnectionError(f"handshake with {where} failed: {exc}") from None
         except BaseException:
             # Cancelled (the owner is closing) or a bug: never leak the socket.
             self.abort()
@@ -206,6 +191,18 @@ class RedisConnection(asyncio.Protocol):
                         return
                     replies.append(reply)
                 queue.popleft()
+                # A demoted master answers writes with -READONLY and ends
+                # blocked reads with -UNBLOCKED: the failover happened under
+                # this connection. Checking the last reply is enough (the
+                # switch is permanent within one request) and costs one
+                # type test per request, not per entry.
+                if replies and type(replies[-1]) is RedisReplyError and \
+                        _demoted(replies[-1]):
+                    reason = ConnectionLostError(
+                        f"{self.address} is no longer the master: {replies[-1]}")
+                    self._deliver(req.callback, reason)
+                    self._lose(reason)
+                    return
                 self._deliver(req.callback, replies)
             if gets() is not False:
                 self._lose(RedisProtocolError("reply without a request"))
@@ -411,6 +408,17 @@ class RedisConnection(asyncio.Protocol):
             self._arm_timer()
 
 
+#: Error replies that mean "this server is not the master any more"
+#: (https://redis.io/docs/latest/operate/oss_and_stack/management/sentinel/ —
+#: clients must reconnect and rediscover; UNBLOCKED ends a blocking read on a
+#: master turned replica, https://redis.io/commands/replicaof/).
+_DEMOTION_PREFIXES = ("READONLY", "UNBLOCKED", "MASTERDOWN")
+
+
+def _demoted(reply: RedisReplyError) -> bool:
+    return str(reply).startswith(_DEMOTION_PREFIXES)
+
+
 def _client_name(name: str) -> str:
     # Redis rejects client names with spaces or non-printable characters
     # (https://redis.io/commands/client-setname/); a node id is user input.
@@ -437,6 +445,65 @@ def _settle_many(fut: asyncio.Future[list[Any]], result: Replies) -> None:
         fut.set_exception(result)
         return
     fut.set_result(result)
+
+
+_SSL_CONTEXTS: dict[TLSSettings, ssl.SSLContext] = {}
+
+
+def _ssl_context(target: RedisURL) -> ssl.SSLContext | None:
+    # One context per TLS setting: loading the CA file on every reconnect of
+    # every connection would cost a file read and a parse each time.
+    if target.tls is None:
+        return None
+    ctx = _SSL_CONTEXTS.get(target.tls)
+    if ctx is None:
+        ctx = _SSL_CONTEXTS[target.tls] = target.tls.context()
+    return ctx
+
+
+async def discover_master(url: RedisURL, *, timeout: float = 5.0) -> tuple[str, int]:
+    """Ask the sentinels of ``url``, in order, for its master's address.
+
+    ``SENTINEL GET-MASTER-ADDR-BY-NAME`` (https://redis.io/docs/latest/operate/oss_and_stack/management/sentinel/#sentinel-api);
+    the first sentinel that answers with an address wins. A sentinel that
+    answers is moved to the front, so the next discovery asks it first.
+
+    Raises:
+        RedisConnectionError: no sentinel answered with an address.
+    """
+    assert url.mode == "sentinel" and url.master_name is not None
+    per_sentinel = max(timeout / max(len(url.addresses), 1), 0.5)
+    errors: list[str] = []
+    for host, port in _sentinel_order(url):
+        conn = RedisConnection()
+        try:
+            await conn.connect(url.sentinel(host, port), timeout=per_sentinel)
+            reply = await conn.command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", url.master_name,
+                                       timeout=per_sentinel)
+        except StreamsError as exc:
+            errors.append(f"{host}:{port}: {exc}")
+            continue
+        finally:
+            conn.close()
+        if not reply:
+            errors.append(f"{host}:{port} knows no master {url.master_name!r}")
+            continue
+        _SENTINEL_FIRST[url.addresses] = (host, port)
+        return reply[0].decode(), int(reply[1])
+    raise RedisConnectionError(f"no sentinel named master {url.master_name!r}: "
+                               + "; ".join(errors))
+
+
+_SENTINEL_FIRST: dict[tuple[tuple[str, int], ...], tuple[str, int]] = {}
+
+
+def _sentinel_order(url: RedisURL) -> list[tuple[str, int]]:
+    first = _SENTINEL_FIRST.get(url.addresses)
+    order = list(url.addresses)
+    if first in order:
+        order.remove(first)
+        order.insert(0, first)
+    return order
 
 
 async def open_connection(url: str, *, timeout: float = 5.0, name: str | None = None,
@@ -470,7 +537,7 @@ class SharedConnection:
 
     def __init__(self, url: str, *, name: str | None = None,
                  connect_timeout: float = 5.0) -> None:
-        RedisAddress(url)   # a malformed URL fails here, not at first use
+        parse_redis_url(url)   # a malformed URL fails here, not at first use
         self.url = url
         self.name = name
         self.connect_timeout = connect_timeout

@@ -54,6 +54,13 @@ class RedisReplyError(StreamsError):
     code = "reply_error"
 
 
+class ReplicationTimeoutError(StreamsError):
+    """``--durability replicated``: no replica confirmed the batch in time
+    (``WAIT``); the entries are on the master only and do not count as published."""
+
+    code = "not_replicated"
+
+
 class PublishOverloadError(StreamsError):
     """The publish buffer is at its hard limit; the entry was not queued."""
 

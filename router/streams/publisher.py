@@ -18,15 +18,29 @@ Failure semantics (what the router relies on to never tell a charger
 * every entry ends in exactly one of ``on_done(entry_id)`` or
   ``on_error(exc)``, always called from the event loop, never from inside
   ``publish_inbound``/``xadd`` themselves;
+* an entry has ``timeout`` seconds (``--publish-timeout``) from its batch's
+  first write attempt to be acknowledged. While there is no connection — Redis
+  restarting, a Sentinel failover, a master demoted under us (``-READONLY``) —
+  batches are *held* and written again, oldest first, as soon as a connection
+  to the (new) master is up. A batch lost in flight may have been written
+  already: written again, its entries are at least once and consumers drop the
+  repeat by (cs, conn, id). Held entries count as pending, so reading from
+  chargers pauses at ``max_pending`` as usual;
 * ``on_error`` gets a :class:`~router.streams.errors.StreamsError`: an error
-  reply for that entry only (:class:`RedisReplyError`), the connection lost or
-  timed out before the reply (:class:`ConnectionLostError`,
-  :class:`RedisTimeoutError`: the entry may still have been written; at least
-  once), no connection at flush time (:class:`NotConnectedError`, immediately:
-  nothing is queued while Redis is down), or the buffer at its hard limit
+  reply for that entry only (:class:`RedisReplyError`), the timeout spent
+  (:class:`RedisTimeoutError` when Redis did not answer,
+  :class:`NotConnectedError`/:class:`ConnectionLostError` when no connection
+  came back in time: the entry may still have been written; at least once),
+  with ``wait_replicas`` no replica confirmation in time
+  (:class:`ReplicationTimeoutError`), or the buffer at its hard limit
   (:class:`PublishOverloadError`);
 * a lost connection is reopened in the background with capped exponential
   backoff and jitter; the same Publisher carries on.
+
+With ``wait_replicas`` (``--durability replicated``) each write ends with
+``WAIT <wait_replicas> <timeout/2 in ms>``: an entry counts as published
+(``on_done``) only once that many replicas have it, so it survives the
+master's crash and the promotion of a replica.
 
 Memory is bounded: ``pending`` counts entries buffered or awaiting their reply.
 At ``max_pending`` entries (or ``max_pending_bytes``) ``on_pause`` is called so
@@ -43,9 +57,10 @@ import random
 from collections.abc import Callable
 
 from router.streams._publisher import PublisherCore
-from router.streams.connection import RedisAddress, RedisConnection
-from router.streams.errors import RedisConnectionError
+from router.streams.connection import RedisConnection
+from router.streams.errors import NotConnectedError, RedisConnectionError
 from router.streams.keys import KeySpace
+from router.streams.redis_url import parse_redis_url
 
 #: A connection that lived this long (seconds) counts as healthy: when it is
 #: lost, the reconnect is immediate and the backoff starts over.
@@ -63,8 +78,9 @@ class PublisherStats:
     histogram can also be fed live through ``Publisher(on_batch=...)``.
     """
 
-    __slots__ = ("batches", "connect_failures", "connects", "entries", "failed",
-                 "recent", "reply_errors", "timeouts", "writes_bytes")
+    __slots__ = ("batches", "connect_failures", "connects", "entries", "expired", "failed",
+                 "held", "recent", "replication_timeouts", "reply_errors", "resent",
+                 "timeouts", "writes_bytes")
 
     def __init__(self) -> None:
         self.batches = 0            # batches written
@@ -75,6 +91,10 @@ class PublisherStats:
         self.connects = 0           # successful (re)connections
         self.connect_failures = 0   # failed connection attempts
         self.writes_bytes = 0       # bytes written to Redis
+        self.held = 0               # batches held for want of a connection (failover)
+        self.resent = 0             # held batches written again on a new connection
+        self.expired = 0            # entries failed because no connection came back in time
+        self.replication_timeouts = 0   # batches no replica confirmed in time (WAIT)
         self.recent: collections.deque[tuple[int, float]] = collections.deque(
             maxlen=RECENT_BATCHES)
 
@@ -96,6 +116,11 @@ class Publisher(PublisherCore):
         connect_timeout: seconds for one connection attempt.
         backoff_min, backoff_max: reconnect delay bounds in seconds.
         client_name: ``CLIENT SETNAME`` of the connection.
+        wait_replicas: ``--durability replicated``: an entry counts as
+            published once this many replicas have it (``WAIT``); 0 for
+            ``none`` (acknowledged by the master alone).
+        on_reconnect: called after every connection but the first (Redis
+            restarted, a new master): the owner re-registers its state there.
 
     Raises:
         ValueError: a non-positive limit or timeout, or a malformed URL.
@@ -109,12 +134,16 @@ class Publisher(PublisherCore):
                  on_batch: Callable[[int, float], None] | None = None,
                  connect_timeout: float = 5.0,
                  backoff_min: float = 0.05, backoff_max: float = 2.0,
-                 client_name: str = "ocpp-router:publisher") -> None:
+                 client_name: str = "ocpp-router:publisher",
+                 wait_replicas: int = 0,
+                 on_reconnect: Callable[[], None] | None = None) -> None:
         if max_pending < 1 or max_pending_bytes < 1:
             raise ValueError("publish limits must be positive")
         if timeout <= 0 or connect_timeout <= 0:
             raise ValueError("timeouts must be positive")
-        RedisAddress(url)  # a malformed URL fails here, not in the reconnect loop
+        if wait_replicas < 0:
+            raise ValueError("wait_replicas must be 0 or more")
+        parse_redis_url(url)  # a malformed URL fails here, not in the reconnect loop
         self.url = url
         self.keys = keys
         self.maxlen = maxlen
@@ -128,6 +157,11 @@ class Publisher(PublisherCore):
         self.on_pause = on_pause
         self.on_resume = on_resume
         self.on_batch = on_batch
+        self.wait_replicas = wait_replicas
+        self.on_reconnect = on_reconnect
+        # Half the publish timeout: WAIT's answer (0 replicas) must arrive
+        # before the connection's own timeout would drop the connection.
+        self.wait_ms = max(1, int(timeout * 500))
         self.stats = PublisherStats()
         self._inbound = keys.all_inbound()
         self._supervisor: asyncio.Task[None] | None = None
@@ -186,8 +220,10 @@ class Publisher(PublisherCore):
             conn, self._conn = self._conn, None
             conn.close()
             await conn.wait_closed()
-        # Anything appended since: fail it now rather than leave it hanging.
+        # Anything appended since, or held for a connection: fail it now
+        # rather than leave it hanging.
         self._flush()
+        self._drop_held(NotConnectedError("publisher closed"))
 
     @property
     def connected(self) -> bool:
@@ -216,6 +252,9 @@ class Publisher(PublisherCore):
         self._conn = conn
         self._lost.clear()
         self.stats.connects += 1
+        self._resend_held()
+        if self.stats.connects > 1 and self.on_reconnect is not None:
+            self.on_reconnect()
 
     def _on_lost(self, conn: RedisConnection) -> None:
         if self._conn is conn:

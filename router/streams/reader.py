@@ -21,13 +21,14 @@ import random
 from collections.abc import Callable
 
 from router.streams._resp import CommandBuffer, StreamEntries
-from router.streams.connection import RedisAddress, RedisConnection, Replies
+from router.streams.connection import RedisConnection, Replies
 from router.streams.errors import (
     ConnectionLostError,
     RedisConnectionError,
     RedisReplyError,
     StreamsError,
 )
+from router.streams.redis_url import parse_redis_url
 
 #: What ``on_entries`` receives: a sequence of ``(id, {field: value})``.
 Entries = StreamEntries
@@ -96,7 +97,7 @@ class OutboundReader:
                  start_id: bytes | None = None) -> None:
         if block_ms < 1 or count < 1:
             raise ValueError("block_ms and count must be positive")
-        RedisAddress(url)
+        parse_redis_url(url)
         self.url = url
         self.key = key
         self.on_entries = on_entries

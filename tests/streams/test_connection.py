@@ -8,32 +8,32 @@ from router.embedded_redis import RedisServer
 from router.streams import (
     ConnectionLostError,
     NotConnectedError,
-    RedisAddress,
     RedisConnection,
     RedisConnectionError,
     RedisReplyError,
     open_connection,
+    parse_redis_url,
 )
 from router.streams.connection import Replies
 from tests.streams.helpers import client, until
 
 
 def test_address_parsing() -> None:
-    a = RedisAddress("redis://user:p%40ss@redis.example:6380/4")
+    a = parse_redis_url("redis://user:p%40ss@redis.example:6380/4")
     assert (a.host, a.port, a.db, a.username, a.password, a.tls) == (
-        "redis.example", 6380, 4, "user", "p@ss", False)
-    b = RedisAddress("rediss://:secret@h")
-    assert (b.host, b.port, b.db, b.username, b.password, b.tls) == ("h", 6379, 0, None,
-                                                                     "secret", True)
-    c = RedisAddress("unix:///run/redis.sock?db=2")
-    assert (c.path, c.db, c.host) == ("/run/redis.sock", 2, None)
-    assert "secret" not in repr(b)
+        "redis.example", 6380, 4, "user", "p@ss", None)
+    b = parse_redis_url("rediss://:secret@h")
+    assert (b.host, b.port, b.db, b.username, b.password) == ("h", 6379, 0, None, "secret")
+    assert b.tls is not None
+    c = parse_redis_url("unix:///run/redis.sock?db=2")
+    assert (c.unix_path, c.db, c.addresses) == ("/run/redis.sock", 2, ())
+    assert "secret" not in repr(b) and "secret" not in str(b)
 
 
 @pytest.mark.parametrize("url", ["http://h", "redis://h/x", "unix://", "tcp://h:1"])
 def test_bad_urls(url: str) -> None:
     with pytest.raises(ValueError):
-        RedisAddress(url)
+        parse_redis_url(url)
 
 
 async def test_select_db_from_url(redis_server: RedisServer) -> None:

@@ -12,8 +12,11 @@ cdef class _Batch:
     cdef Py_ssize_t nbytes
     cdef list errors            # an on_error callback (or None) per entry, in order
     cdef list dones             # (index, on_done) of the entries that asked for their id
-    cdef double started         # loop.time() of the write
+    cdef double started         # loop.time() of the first write attempt
     cdef bint sent              # written to Redis (counted in _inflight)
+    cdef bytes data             # the RESP bytes, kept to write again after a failover
+    cdef Py_ssize_t nreplies    # n, plus one for the WAIT of --durability replicated
+    cdef object error           # why it is held (the last failure), for on_error at expiry
 
 
 cdef class PublisherCore:
@@ -27,6 +30,8 @@ cdef class PublisherCore:
     cdef public object on_resume
     cdef public object on_batch
     cdef public object stats                # PublisherStats
+    cdef public int wait_replicas           # --durability replicated: WAIT for this many (0: none)
+    cdef public long long wait_ms           # WAIT's timeout in milliseconds
     # --- state
     cdef public bint paused
     cdef public Py_ssize_t pending          # entries buffered or awaiting their reply
@@ -40,7 +45,9 @@ cdef class PublisherCore:
     cdef list _errors                       # on_error (or None) per buffered entry
     cdef list _dones                        # (index, on_done) of buffered entries
     cdef bint _flush_scheduled
-    cdef int _inflight                      # batches written, replies not back (0 or 1)
+    cdef int _inflight                      # batches written, replies not back
+    cdef public object _held                # deque of _Batch waiting for a connection (failover)
+    cdef object _hold_timer                 # expires the oldest held batch
 
     cdef inline bint _full(self)
     cdef int _queued(self, object on_error, object on_done) except -1
@@ -50,4 +57,7 @@ cdef class PublisherCore:
                      object payload, object extra, object on_error,
                      object on_done) except -1
     cdef int _finish(self, _Batch batch, object result) except -1
+    cdef int _hold(self, _Batch batch, object error) except -1
+    cdef int _complete(self, _Batch batch, object error) except -1
+    cdef int _settled(self, _Batch batch) except -1
     cdef int _call(self, object cb, tuple args) except -1

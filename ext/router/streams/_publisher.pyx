@@ -14,12 +14,21 @@ The router's charger path calls :meth:`PublisherCore.inbound` directly from C
 
 from router.streams._resp cimport CommandBuffer
 
+import collections
+
 from router.streams.errors import (
     NotConnectedError,
     PublishOverloadError,
     RedisReplyError,
+    ReplicationTimeoutError,
     StreamsError,
 )
+
+cdef bytes _wait_command(int replicas, long long ms):
+    cdef CommandBuffer buf = CommandBuffer(64)
+    buf.append_command(b"WAIT", replicas, ms if ms > 0 else 1)
+    return buf.take()
+
 
 cdef class _Batch:
     """One write to Redis: its entries' callbacks, called back with the replies."""
@@ -43,6 +52,10 @@ cdef class PublisherCore:
         self._flush_scheduled = False
         self._inflight_bytes = 0
         self._inflight = 0
+        self._held = collections.deque()
+        self._hold_timer = None
+        self.wait_replicas = 0
+        self.wait_ms = 0
 
     # -- appending (hot path) -------------------------------------------------
 
@@ -148,69 +161,190 @@ cdef class PublisherCore:
         batch = _Batch.__new__(_Batch)
         batch.owner = self
         batch.n = self._buf._ncmd
-        data = self._buf.take()
-        batch.nbytes = len(data)
+        batch.nreplies = batch.n + (self.wait_replicas > 0)
+        batch.data = self._buf.take()
+        batch.nbytes = len(batch.data)
         batch.errors = self._errors
         batch.dones = self._dones
         batch.started = self._loop.time()
         self._errors = []
         self._dones = []
         self._inflight_bytes += batch.nbytes
-        if conn is None or not conn.connected or self._closed:
-            self._finish(batch, NotConnectedError("not connected to Redis"))
+        if self._closed:
+            self._complete(batch, NotConnectedError("publisher closed"))
             return
+        if conn is None or not conn.connected or self._held:
+            # No master at the moment (failover, restart): hold the batch until
+            # a connection is back or its publish timeout is spent.
+            self._hold(batch, NotConnectedError("not connected to Redis"))
+            return
+        exc = self._send(batch)
+        if exc is not None:
+            self._hold(batch, exc)
+
+    def _send(self, _Batch batch):
+        """Write ``batch`` with what is left of its timeout; the error if the
+        connection refused it (nothing written), else None."""
+        cdef double left = batch.started + self.timeout - self._loop.time()
+        conn = self._conn
+        if conn is None:
+            return NotConnectedError("not connected to Redis")
+        data = batch.data
+        if self.wait_replicas > 0:
+            # --durability replicated: the batch counts as published once a
+            # replica has it (https://redis.io/commands/wait/); one WAIT per
+            # write, in the same write, so the cost is one reply per batch.
+            # Its timeout fits in what is left of the batch's: WAIT's "0
+            # replicas" must come back before the connection's own timeout.
+            data = data + _wait_command(self.wait_replicas,
+                                        min(self.wait_ms, <long long>(left * 500)))
         try:
-            conn.send_raw(data, batch.n, batch, self.timeout)
-        except StreamsError as exc:     # closed under us: fail the batch, never drop it
-            self._finish(batch, exc)
-            return
+            conn.send_raw(data, batch.nreplies, batch, left if left > 0.001 else 0.001)
+        except StreamsError as exc:     # closed under us: the caller holds the batch
+            return exc
         batch.sent = True
         self._inflight += 1
         stats = self.stats
         stats.batches += 1
         stats.writes_bytes += batch.nbytes
+        return None
+
+    cdef int _hold(self, _Batch batch, object error) except -1:
+        batch.error = error
+        self._held.append(batch)
+        self.stats.held += 1
+        if self._hold_timer is None:
+            self._arm_hold_timer()
+        return 0
+
+    def _arm_hold_timer(self):
+        self._hold_timer = None
+        if self._held:
+            head = <_Batch>self._held[0]
+            self._hold_timer = self._loop.call_at(head.started + self.timeout,
+                                                  self._expire_held)
+
+    def _expire_held(self):
+        """Fail the held batches whose publish timeout is spent."""
+        cdef _Batch batch
+        cdef double now = self._loop.time()
+        self._hold_timer = None
+        while self._held:
+            batch = <_Batch>self._held[0]
+            if batch.started + self.timeout > now:
+                break
+            self._held.popleft()
+            self.stats.expired += batch.n
+            self._complete(batch, batch.error)
+        self._arm_hold_timer()
+
+    def _resend_held(self):
+        """A connection is back: write the held batches again, oldest first.
+
+        A batch lost in flight may have been written before the connection
+        broke: writing it again makes its entries at-least-once; consumers
+        drop the repeat by (cs, conn, id) (docs/streams.md).
+        """
+        cdef _Batch batch
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        now = self._loop.time()
+        while self._held:
+            batch = <_Batch>self._held.popleft()
+            if batch.started + self.timeout <= now:
+                self.stats.expired += batch.n
+                self._complete(batch, batch.error)
+                continue
+            exc = self._send(batch)
+            if exc is not None:
+                batch.error = exc
+                self._held.appendleft(batch)
+                break
+            self.stats.resent += 1
+        self._arm_hold_timer()
+        if not self._held and self._buf._ncmd and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _drop_held(self, error):
+        """Fail every held batch with ``error`` (closing)."""
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        while self._held:
+            self._complete(<_Batch>self._held.popleft(), error)
 
     cdef int _finish(self, _Batch batch, object result) except -1:
         cdef object stats = self.stats
         cdef Py_ssize_t i, nerr = 0
         cdef double elapsed
-        cdef object cb, reply
+        cdef object cb, reply, acked
         cdef list replies
-        self.pending -= batch.n
-        self._inflight_bytes -= batch.nbytes
         if batch.sent:
+            batch.sent = False
             self._inflight -= 1
             if self._buf._ncmd and not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush)
         if isinstance(result, StreamsError):
-            stats.failed += batch.n
-            if result.code == "timeout":
-                stats.timeouts += 1
-            for cb in batch.errors:
+            if (result.code != "timeout" and type(result) is not RedisReplyError
+                    and not self._closed
+                    and self._loop.time() < batch.started + self.timeout):
+                # The connection broke (master killed, demoted, failover):
+                # write the batch again on the next connection.
+                self._hold(batch, result)
+                return 0
+            return self._complete(batch, result)
+        replies = <list?>result
+        if batch.nreplies > batch.n:
+            acked = replies[batch.n]
+            if type(acked) is RedisReplyError or acked < self.wait_replicas:
+                # No replica confirmed in time: the entries are on the master
+                # only and would be lost with it; they do not count as published.
+                stats.replication_timeouts += 1
+                return self._complete(batch, acked if type(acked) is RedisReplyError else
+                                      ReplicationTimeoutError(
+                                          f"{acked} of {self.wait_replicas} replicas "
+                                          f"acknowledged within {self.wait_ms} ms"))
+        elapsed = self._loop.time() - batch.started
+        stats.recent.append((batch.n, elapsed))
+        for i in range(batch.n):
+            reply = replies[i]
+            if type(reply) is RedisReplyError:
+                nerr += 1
+                cb = batch.errors[i]
                 if cb is not None:
-                    self._call(cb, (result,))
-        else:
-            replies = <list?>result
-            elapsed = self._loop.time() - batch.started
-            stats.recent.append((batch.n, elapsed))
-            for i in range(len(replies)):
-                reply = replies[i]
-                if type(reply) is RedisReplyError:
-                    nerr += 1
-                    cb = batch.errors[i]
-                    if cb is not None:
-                        self._call(cb, (reply,))
-            if nerr:
-                stats.failed += nerr
-                stats.reply_errors += nerr
-            stats.entries += batch.n - nerr
-            for i, cb in batch.dones:
-                reply = replies[i]
-                if type(reply) is not RedisReplyError:
                     self._call(cb, (reply,))
-            if self.on_batch is not None:
-                self._call(self.on_batch, (batch.n, elapsed))
+        if nerr:
+            stats.failed += nerr
+            stats.reply_errors += nerr
+        stats.entries += batch.n - nerr
+        for i, cb in batch.dones:
+            reply = replies[i]
+            if type(reply) is not RedisReplyError:
+                self._call(cb, (reply,))
+        if self.on_batch is not None:
+            self._call(self.on_batch, (batch.n, elapsed))
+        return self._settled(batch)
+
+    cdef int _complete(self, _Batch batch, object error) except -1:
+        # Every entry of ``batch`` failed with ``error``.
+        cdef object stats = self.stats
+        cdef object cb
+        stats.failed += batch.n
+        if error.code == "timeout":
+            stats.timeouts += 1
+        for cb in batch.errors:
+            if cb is not None:
+                self._call(cb, (error,))
+        return self._settled(batch)
+
+    cdef int _settled(self, _Batch batch) except -1:
+        # ``batch`` is done for good: release its share of the limits.
+        batch.data = None
+        self.pending -= batch.n
+        self._inflight_bytes -= batch.nbytes
         if self.paused and self.pending <= self.max_pending // 2 and (
                 self._inflight_bytes + self._buf._len <= self.max_pending_bytes // 2):
             self.paused = False
