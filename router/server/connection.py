@@ -224,12 +224,12 @@ class ChargerConnection(ChargerCore, asyncio.BufferedProtocol):
         if not self.proto:   # accepted only to close (no common subprotocol)
             return
         self.opened = True
+        assert self.identity is not None
+        self.shard = self.node.keys.shard_of(self.identity)
         self.bind(self.node)
         self.conn_id = new_conn_id()
         self.conn_b = self.conn_id.encode()
         self.since_ms = int(time.time() * 1000)
-        assert self.identity is not None
-        self.shard = self.node.keys.shard_of(self.identity)
         self.node.connection_opened(self)
 
     def on_rejected(self) -> None:

@@ -40,10 +40,17 @@ from router.server.soap import SOAP_FIELDS, SoapManager, SoapSession
 from router.server.wsconn import ConnectionState, start_timers
 from router.server.wsconn import stats as ws_stats
 from router.streams._resp import StreamEntries
+from router.streams.cluster import (
+    ClusterPublisher,
+    ClusterReader,
+    ClusterSharedConnection,
+    ClusterTopology,
+)
 from router.streams.connection import SharedConnection
 from router.streams.keys import KeySpace
 from router.streams.publisher import Publisher
 from router.streams.reader import OutboundReader
+from router.streams.redis_url import parse_redis_url
 from router.streams.registry import Registry
 from router.ws import UpgradeRequest, WSSettings
 
@@ -102,9 +109,8 @@ class Node:
         # Registry writes and password look-ups: light, but bursty in a
         # reconnect storm. One pipelined connection takes any burst (commands
         # queue FIFO on the socket) without a pool to contend for.
-        self.redis = SharedConnection(config.redis_url, name=f"ocpp-router:{node_id}:registry")
-        self.publisher = Publisher(
-            config.redis_url, keys=self.keys, maxlen=config.stream_maxlen,
+        publisher_options: dict[str, Any] = dict(
+            keys=self.keys, maxlen=config.stream_maxlen,
             timeout=config.publish_timeout, max_pending=config.max_pending_publishes,
             on_pause=self._pause_reading, on_resume=self._resume_reading,
             on_batch=self._observe_batch, client_name=f"ocpp-router:{node_id}",
@@ -114,7 +120,28 @@ class Node:
         # after a failover): re-register this node's chargers at once, the new
         # master may not have their registry entries.
         self._registry_now = asyncio.Event()
-        self.reader = OutboundReader(config.redis_url, self.keys.out(node_id), self.on_out_entries)
+        self.topology: ClusterTopology | None = None
+        self.redis: SharedConnection
+        self.publisher: Publisher | ClusterPublisher
+        if parse_redis_url(config.redis_url).mode == "cluster":
+            # Redis Cluster (router.streams.cluster): one topology, one
+            # connection per master shared by the publisher's lanes and the
+            # registry; the out-stream reader on the master of its slot.
+            self.topology = ClusterTopology(config.redis_url, name=f"ocpp-router:{node_id}")
+            self.redis = ClusterSharedConnection(self.topology)
+            self.publisher = ClusterPublisher(config.redis_url, topology=self.topology,
+                                              **publisher_options)
+            self.reader: OutboundReader = ClusterReader(
+                self.topology, self.keys.out(node_id), self.on_out_entries)
+        else:
+            # Registry writes and password look-ups: light, but bursty in a
+            # reconnect storm. One pipelined connection takes any burst
+            # (commands queue FIFO on the socket) without a pool to contend for.
+            self.redis = SharedConnection(config.redis_url,
+                                          name=f"ocpp-router:{node_id}:registry")
+            self.publisher = Publisher(config.redis_url, **publisher_options)
+            self.reader = OutboundReader(config.redis_url, self.keys.out(node_id),
+                                         self.on_out_entries)
         self.registry = Registry(self.redis, self.keys, ttl=config.registry_ttl)
         self.stopped = asyncio.Event()
         # OCPP-S (docs/soap.md): SOAP chargers on the same port and streams;
@@ -127,6 +154,8 @@ class Node:
         """Connect to Redis, listen for chargers and (optionally) the admin port."""
         loop = asyncio.get_running_loop()
         start_timers(loop)
+        if self.topology is not None:
+            await self.topology.start(wait=False)
         await self.publisher.start(wait=False)   # not ready until Redis answers
         self._tasks.append(asyncio.create_task(self._start_reader(), name="out-reader"))
         factory: Callable[[], ChargerConnection] = lambda: ChargerConnection(self)  # noqa: E731
@@ -242,6 +271,8 @@ class Node:
             await self.admin.close()
         try:
             await self.redis.close()
+            if self.topology is not None:
+                await self.topology.close()
         except Exception:  # the process is ending; nothing to tell anyone
             log.debug("closing redis client failed", exc_info=True)
         self.stopped.set()
@@ -634,6 +665,13 @@ class Node:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._registry_now.wait(), period)
             self._registry_now.clear()
+
+    def inbound_publisher(self, shard: int) -> Any:
+        """The publisher a charger of ``shard`` binds for its hot path: the
+        node's publisher, or on Redis Cluster the lane of the shard's slot."""
+        if isinstance(self.publisher, ClusterPublisher):
+            return self.publisher.lane_for_shard(shard)
+        return self.publisher
 
     def _redis_reconnected(self) -> None:
         self._registry_now.set()

@@ -35,7 +35,9 @@ cdef class ChargerCore(WebSocketProtocol):
 
     def bind(self, node):
         """Take the node's shared objects once, at open, for the hot path."""
-        self.publisher = node.publisher
+        # Standalone/Sentinel: the node's publisher; Redis Cluster: the lane
+        # of this charger's shard (self.shard is set before bind()).
+        self.publisher = node.inbound_publisher(self.shard)
         self.calls_in = node.metrics.calls_in
         self.results_out = node.metrics.results_out
         self.reply_hist = node.metrics.reply_latency
