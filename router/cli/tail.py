@@ -102,6 +102,51 @@ async def _last_ids(redis: aioredis.Redis, streams: list[bytes], from_start: boo
     return ids
 
 
+class _Reads:
+    """The blocking reads of every shard.
+
+    Standalone and Sentinel: one ``XREAD`` over all shards. Redis Cluster: a
+    multi-stream XREAD is a CROSSSLOT error (each shard's stream has its own
+    slot), so each shard gets its own ``XREAD`` on the master that owns it
+    (redis-py's ``RedisCluster`` routes it), all blocked at once; whichever
+    answers first is shown first.
+    """
+
+    def __init__(self, redis: aioredis.Redis, ids: dict[Any, Any]) -> None:
+        from redis.asyncio.cluster import RedisCluster
+        self.redis = redis
+        self.ids = ids
+        self.pending: dict[asyncio.Future[Any], Any] = {}
+        # None: one read of every stream; else one read per stream.
+        self.due: list[Any] = list(ids) if isinstance(redis, RedisCluster) else [None]
+
+    async def next(self, stop: asyncio.Event) -> StreamReply:
+        """The entries of the reads that answered first (empty when stopping).
+        The caller advances ``ids`` before the next call: reads that answered
+        start again from there."""
+        for stream in self.due:
+            streams = {stream: self.ids[stream]} if stream is not None else self.ids
+            read: asyncio.Future[Any] = asyncio.ensure_future(
+                self.redis.xread(streams, count=500, block=BLOCK_MS))
+            self.pending[read] = stream
+        self.due = []
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({*self.pending, stopping},
+                                     return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        out: list[Any] = []
+        for fut in done:
+            if fut is not stopping:
+                self.due.append(self.pending.pop(fut))
+                out.extend(cast(StreamReply, fut.result()) or ())
+        return cast(StreamReply, out)
+
+    async def close(self) -> None:
+        """Let blocked reads finish rather than cancel them mid-reply."""
+        if self.pending:
+            await asyncio.wait(set(self.pending))
+
+
 async def run_async(args: argparse.Namespace) -> int:
     if args.count < 0:
         raise CLIError("--count must not be negative", EXIT_USAGE)
@@ -117,17 +162,12 @@ async def run_async(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     shown = 0
     out = sys.stdout
+    reads: _Reads | None = None
     try:
         ids: dict[Any, Any] = await _last_ids(redis, keys.all_inbound(), args.from_start)
+        reads = _Reads(redis, ids)
         while not stop.is_set():
-            read = asyncio.ensure_future(redis.xread(ids, count=500, block=BLOCK_MS))
-            stopping = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({read, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if not read.done():
-                # Let the blocked read finish rather than cancel it mid-reply.
-                await asyncio.wait({read})
-            for stream, entries in cast(StreamReply, read.result()) or ():
+            for stream, entries in await reads.next(stop):
                 for entry_id, fields in entries:
                     ids[stream] = entry_id
                     try:
@@ -151,5 +191,7 @@ async def run_async(args: argparse.Namespace) -> int:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if reads is not None:
+            await reads.close()
         await redis.aclose()
     return 0
