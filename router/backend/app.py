@@ -120,7 +120,8 @@ class BackendApp:
             raise ValueError("max_deliveries must be at least 1")
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        pool_size = getattr(redis.connection_pool, "max_connections", None)
+        # RedisCluster has a pool per node (no connection_pool): no check there.
+        pool_size = getattr(getattr(redis, "connection_pool", None), "max_connections", None)
         needed = concurrency + shards + RESERVED_CONNECTIONS
         if isinstance(pool_size, int) and pool_size < needed:
             raise ValueError(
