@@ -424,51 +424,39 @@ class ClusterTopology:
             self._refreshing = None
 
     async def _refresh(self) -> None:
-        errors: list[str] = []
-        reply = None
         # Masters we hold connections to first, then every node ever seen
         # (replicas included: after a failover one of them is the master).
+        # A node may still hold a stale view during a failover (a dead master
+        # as owner): a view whose masters are not all reachable is kept only
+        # if no other node offers a better one.
+        errors: list[str] = []
+        best: tuple[int, list[Address | None], dict[Address, RedisConnection]] | None = None
         order = list(self._conns) + [a for a in self._known if a not in self._conns]
         for address in order:
             try:
-                conn = self._conns.get(address)
-                if conn is not None and conn.connected:
-                    reply = await conn.command(b"CLUSTER", b"SLOTS",
-                                               timeout=self.connect_timeout)
-                else:
-                    probe = RedisConnection()
-                    try:
-                        await probe.connect(self.url.server(*address),
-                                            timeout=self.connect_timeout, name=self.name)
-                        reply = await probe.command(b"CLUSTER", b"SLOTS",
-                                                    timeout=self.connect_timeout)
-                    finally:
-                        probe.close()
+                reply = await self._cluster_slots(address)
             except StreamsError as exc:
                 errors.append(f"{address[0]}:{address[1]}: {exc}")
                 continue
             owner = self._parse_slots(reply, address)
-            if owner is not None:
+            if owner is None:
+                errors.append(f"{address[0]}:{address[1]}: no slots (not a cluster node?)")
+                continue
+            conns = await self._connect_all(owner)
+            missing = sum(1 for a in owner if a is None or a not in conns)
+            if best is None or missing < best[0]:
+                best = (missing, owner, conns)
+            if missing == 0:
                 break
-            errors.append(f"{address[0]}:{address[1]}: no slots (not a cluster node?)")
-            reply = None
-        else:
+        if best is None:
             self.stats.refresh_failures += 1
             raise RedisConnectionError("no cluster node answered CLUSTER SLOTS: "
                                        + "; ".join(errors[-4:]))
+        _missing, owner, conns = best
         changed = owner != self.owner
         before = set(self.masters)
         self.owner = owner
         masters = self.masters
-        results = await asyncio.gather(*(self.connection(a) for a in masters),
-                                       return_exceptions=True)
-        conns: dict[Address, RedisConnection] = {}
-        for address, result in zip(masters, results, strict=True):
-            if isinstance(result, RedisConnection):
-                conns[address] = result
-            elif isinstance(result, BaseException) and \
-                    not isinstance(result, StreamsError | ValueError):
-                raise result
         self.slot_conn = [conns.get(a) if a is not None else None for a in owner]
         for address in [a for a in self._conns if a not in masters]:
             self._conns.pop(address).close()   # demoted or gone: a replica now
@@ -485,6 +473,30 @@ class ClusterTopology:
         elif changed or set(masters) != before:
             for cb in self._reconnect_listeners:
                 asyncio.get_running_loop().call_soon(cb)
+
+    async def _cluster_slots(self, address: Address) -> Any:
+        conn = self._conns.get(address)
+        if conn is not None and conn.connected:
+            return await conn.command(b"CLUSTER", b"SLOTS", timeout=self.connect_timeout)
+        probe = RedisConnection()
+        try:
+            await probe.connect(self.url.server(*address), timeout=self.connect_timeout,
+                                name=self.name)
+            return await probe.command(b"CLUSTER", b"SLOTS", timeout=self.connect_timeout)
+        finally:
+            probe.close()
+
+    async def _connect_all(self, owner: list[Address | None]) -> dict[Address, RedisConnection]:
+        masters = list(dict.fromkeys(a for a in owner if a is not None))
+        results = await asyncio.gather(*(self.connection(a) for a in masters),
+                                       return_exceptions=True)
+        conns: dict[Address, RedisConnection] = {}
+        for address, result in zip(masters, results, strict=True):
+            if isinstance(result, RedisConnection):
+                conns[address] = result
+            elif not isinstance(result, StreamsError | ValueError):
+                raise result
+        return conns
 
     def _parse_slots(self, reply: Any, source: Address) -> list[Address | None] | None:
         # CLUSTER SLOTS (https://redis.io/commands/cluster-slots/):
@@ -516,7 +528,10 @@ class ClusterTopology:
             try:
                 await self.refresh()
             except (StreamsError, ValueError) as exc:
-                log.info("cluster topology refresh failed (retry in %.2f s): %s", delay, exc)
+                # A failover takes seconds of failed refreshes: say it once.
+                level = logging.INFO if delay == self.backoff_min else logging.DEBUG
+                log.log(level, "cluster topology refresh failed (retrying every %.2f s at "
+                        "most): %s", self.backoff_max, exc)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, self.backoff_max)
                 self._dirty.set()
