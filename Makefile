@@ -53,6 +53,11 @@ fuzz: $(BUILT)
 bench: $(BUILT)
 	$(PY) -m bench.run --standard
 
+# Redis failover (Sentinel, SIGKILL of the master) and durability figures (issue 12)
+.PHONY: bench-failover
+bench-failover: $(BUILT)
+	$(PY) -m bench.failover --trials $${FAILOVER_TRIALS:-5} --seconds $${FAILOVER_SECONDS:-10}
+
 # Container image (docs/kubernetes.md). Without a registry, the bases come from
 # Debian packages (mmdebstrap, cached); with one, e.g.
 #   make image BASE_IMAGE=docker.io/library/python:3.12-slim-bookworm BUILD_IMAGE=docker.io/library/python:3.12-bookworm

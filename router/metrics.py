@@ -158,6 +158,14 @@ class RouterCollector(Collector):
             ("out_reads", "XREAD replies read from this node's out stream (entries per read: "
                           "out_entries / out_reads)"),
             ("out_entries", "entries read from this node's out stream"),
+            # Redis failover ride-through and --durability (issue 12)
+            ("publish_held", "XADD batches held for want of a Redis connection (restart, "
+                             "failover) instead of failing"),
+            ("publish_resent", "held XADD batches written again on a new connection"),
+            ("publish_expired", "XADDs failed because no Redis connection came back within "
+                                "--publish-timeout"),
+            ("publish_not_replicated", "XADD batches no replica confirmed within "
+                                       "--publish-timeout (--durability replicated)"),
         ):
             yield CounterMetricFamily(f"{NS}_{name}", doc, value=float(gauges.get(name, 0)))
         ws = gauges.get("ws", {})

@@ -18,6 +18,7 @@ Everything here implements the contract in docs/streams.md.
 
 from router.backend.app import BackendApp, Handler
 from router.backend.client import Client, Registration
+from router.backend.dedup import Deduplicator
 from router.backend.errors import (
     ActionNotImplemented,
     ActionNotSupported,
@@ -49,6 +50,7 @@ __all__ = [
     "CallTimeout",
     "ChargerError",
     "Client",
+    "Deduplicator",
     "DeliveryFailed",
     "FormatViolation",
     "GenericError",

@@ -34,6 +34,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from router.backend.client import Client
+from router.backend.dedup import Deduplicator
 from router.backend.errors import ActionNotImplemented, OCPPError
 from router.backend.message import KINDS, MalformedEntry, Message, StreamReply, encode_payload
 from router.backend.outbox import Outbox
@@ -105,6 +106,8 @@ class BackendApp:
         start_id: where a newly created group starts: ``$`` (new entries only)
             or ``0`` (everything still in the streams).
         shutdown_timeout: seconds :meth:`run` waits for in-flight handlers on stop.
+        dedup: drop charger messages this group handled already (the router
+            publishes at least once; router/backend/dedup.py).
     """
 
     def __init__(self, redis: aioredis.Redis, *, group: str, prefix: str = "ocpp",
@@ -113,7 +116,7 @@ class BackendApp:
                  batch: int = 100, block: float = 2.0, max_in_flight: int = 1000,
                  concurrency: int = 50, forget_consumers_after: float = 3600.0,
                  answer_calls: bool = True, start_id: str = "$",
-                 shutdown_timeout: float = 30.0) -> None:
+                 shutdown_timeout: float = 30.0, dedup: Deduplicator | None = None) -> None:
         if shards < 1:
             raise ValueError("shards must be at least 1")
         if max_deliveries < 1:
@@ -130,6 +133,7 @@ class BackendApp:
                 f"(pass max_connections= to the client or lower concurrency)")
         self.redis = redis
         self.group = group
+        self.dedup = dedup
         self.prefix = prefix
         self.keys = KeySpace(prefix=prefix, shards=shards)
         self.consumer = consumer or default_consumer_name()
@@ -375,12 +379,18 @@ class BackendApp:
     async def _process(self, msg: Message) -> None:
         handler = self.handler_for(msg)
         try:
+            if self.dedup is not None and await self.dedup.seen(msg):
+                await self._outbox.put(msg.stream, msg.entry_id, None, None)
+                self.stats["duplicates"] += 1
+                return
             out_key: bytes | None = None
             reply: dict[Any, Any] | None = None
             if msg.kind == "call" and self.answer_calls:
                 out_key, reply = await self._answer_call(msg, handler)
             elif handler is not None:
                 await handler(msg)
+            if self.dedup is not None:
+                await self.dedup.mark(msg)
             # Acknowledged only after the handler finished and its answer is
             # in the out stream (the outbox writes the reply first). A crash
             # before that means redelivery.

@@ -695,6 +695,10 @@ class Node:
             "reading_paused": int(self.reading_paused),
             "out_reads": self.reader.stats.reads,
             "out_entries": self.reader.stats.entries,
+            "publish_held": self.publisher.stats.held,
+            "publish_resent": self.publisher.stats.resent,
+            "publish_expired": self.publisher.stats.expired,
+            "publish_not_replicated": self.publisher.stats.replication_timeouts,
             "ws": ws_stats(),
             "soap_sessions": self.soap.gauges() if self.soap is not None else {},
         }

@@ -781,6 +781,16 @@ class ClusterPublisher:
         return self.topology.ready
 
     @property
+    def stats(self) -> PublisherStats:
+        """The lanes' counters summed (a new object per call: read at scrape time)."""
+        total = PublisherStats()
+        for lane in self._lanes.values():
+            for name in PublisherStats.__slots__:
+                if name != "recent":
+                    setattr(total, name, getattr(total, name) + getattr(lane.stats, name))
+        return total
+
+    @property
     def paused(self) -> bool:
         return bool(self._paused)
 

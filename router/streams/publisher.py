@@ -38,9 +38,12 @@ Failure semantics (what the router relies on to never tell a charger
   backoff and jitter; the same Publisher carries on.
 
 With ``wait_replicas`` (``--durability replicated``) each write ends with
-``WAIT <wait_replicas> <timeout/2 in ms>``: an entry counts as published
-(``on_done``) only once that many replicas have it, so it survives the
-master's crash and the promotion of a replica.
+``WAIT <wait_replicas> <ms>``: an entry counts as published (``on_done``) only
+once that many replicas have it, so it survives the master's crash and the
+promotion of a replica that confirmed it. While fewer replicas confirm (a
+master just promoted, its replicas still syncing), WAIT is sent again until
+the publish timeout is spent; then the entries fail
+(:class:`ReplicationTimeoutError`).
 
 Memory is bounded: ``pending`` counts entries buffered or awaiting their reply.
 At ``max_pending`` entries (or ``max_pending_bytes``) ``on_pause`` is called so
@@ -79,7 +82,7 @@ class PublisherStats:
     """
 
     __slots__ = ("batches", "connect_failures", "connects", "entries", "expired", "failed",
-                 "held", "recent", "replication_timeouts", "reply_errors", "resent",
+                 "held", "recent", "replication_timeouts", "reply_errors", "resent", "rewaits",
                  "timeouts", "writes_bytes")
 
     def __init__(self) -> None:
@@ -95,6 +98,7 @@ class PublisherStats:
         self.resent = 0             # held batches written again on a new connection
         self.expired = 0            # entries failed because no connection came back in time
         self.replication_timeouts = 0   # batches no replica confirmed in time (WAIT)
+        self.rewaits = 0            # WAITs sent again because no replica had confirmed yet
         self.recent: collections.deque[tuple[int, float]] = collections.deque(
             maxlen=RECENT_BATCHES)
 

@@ -149,11 +149,11 @@ async def test_readonly_after_a_demotion_is_a_failover() -> None:
             await shared.close()
 
 
-async def cli(*args: str) -> tuple[int, bytes, bytes]:
+async def cli(*args: str, stdin: bytes = b"") -> tuple[int, bytes, bytes]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "router.cli.main", *args, env=ENV,
+        sys.executable, "-m", "router.cli.main", *args, env=ENV, stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout(60))
+    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout(60))
     assert proc.returncode is not None
     return proc.returncode, out, err
 
@@ -170,6 +170,17 @@ async def test_sdk_and_cli_find_the_new_master(sentinel: SentinelDeployment,
     assert new_port != old.port
     rc, out, err = await cli("chargers", "--json", *conn)
     assert (rc, orjson.loads(out)) == (0, []), err
+    rc, _, err = await cli("auth", "set", "CP-S", *conn, stdin=b"s3cret-passw0rd-16\n")
+    assert rc == 0, err
+    rc, _, err = await cli("call", "CP-S", "Reset", '{"type":"Soft"}', *conn)
+    assert rc == 5 and b"not connected" in err.lower(), err    # through the new master
+    r = parse_redis_url(sentinel.url()).redis_py()
+    await r.xadd(f"{key_prefix}:in:{{0}}", {"v": "1", "kind": "connected", "cs": "CP-S",
+                                            "proto": "ocpp1.6", "node": "n", "conn": "c",
+                                            "ts": "1", "addr": "127.0.0.1"})
+    await r.aclose()
+    rc, out, err = await cli("tail", "--from-start", "--count", "1", *conn)
+    assert rc == 0 and b"CP-S connected" in out, err
     # The SDK's client re-discovers on its own (redis-py Sentinel pool).
     async with asyncio.timeout(timeout(30)):
         while True:

@@ -17,6 +17,7 @@ cdef class _Batch:
     cdef bytes data             # the RESP bytes, kept to write again after a failover
     cdef Py_ssize_t nreplies    # n, plus one for the WAIT of --durability replicated
     cdef object error           # why it is held (the last failure), for on_error at expiry
+    cdef list replies           # the XADDs' replies while a WAIT is sent again, else None
 
 
 cdef class PublisherCore:
@@ -60,4 +61,5 @@ cdef class PublisherCore:
     cdef int _hold(self, _Batch batch, object error) except -1
     cdef int _complete(self, _Batch batch, object error) except -1
     cdef int _settled(self, _Batch batch) except -1
+    cdef bint _wait_again(self, _Batch batch, list replies) except -1
     cdef int _call(self, object cb, tuple args) except -1

@@ -190,6 +190,7 @@ cdef class PublisherCore:
         if conn is None:
             return NotConnectedError("not connected to Redis")
         data = batch.data
+        batch.replies = None
         if self.wait_replicas > 0:
             # --durability replicated: the batch counts as published once a
             # replica has it (https://redis.io/commands/wait/); one WAIT per
@@ -298,15 +299,26 @@ cdef class PublisherCore:
             return self._complete(batch, result)
         replies = <list?>result
         if batch.nreplies > batch.n:
-            acked = replies[batch.n]
-            if type(acked) is RedisReplyError or acked < self.wait_replicas:
-                # No replica confirmed in time: the entries are on the master
-                # only and would be lost with it; they do not count as published.
+            if batch.replies is not None:       # the answer to a WAIT sent again
+                acked = replies[0]
+                replies = batch.replies
+            else:
+                acked = replies[batch.n]
+            if type(acked) is RedisReplyError:
+                return self._complete(batch, acked)
+            if acked < self.wait_replicas:
+                # No replica confirmed yet (none connected: the master was just
+                # promoted and its replicas are still (re)syncing). WAIT again
+                # for what is left of the publish timeout: WAIT counts the
+                # replication offset of this client's writes, these included.
+                if self._wait_again(batch, replies):
+                    return 0
+                # Spent: the entries are on the master only and would be lost
+                # with it; they do not count as published.
                 stats.replication_timeouts += 1
-                return self._complete(batch, acked if type(acked) is RedisReplyError else
-                                      ReplicationTimeoutError(
-                                          f"{acked} of {self.wait_replicas} replicas "
-                                          f"acknowledged within {self.wait_ms} ms"))
+                return self._complete(batch, ReplicationTimeoutError(
+                    f"{acked} of {self.wait_replicas} replicas acknowledged within "
+                    f"the publish timeout ({self.timeout:g} s)"))
         elapsed = self._loop.time() - batch.started
         stats.recent.append((batch.n, elapsed))
         for i in range(batch.n):
@@ -327,6 +339,23 @@ cdef class PublisherCore:
         if self.on_batch is not None:
             self._call(self.on_batch, (batch.n, elapsed))
         return self._settled(batch)
+
+    cdef bint _wait_again(self, _Batch batch, list replies) except -1:
+        cdef double left = batch.started + self.timeout - self._loop.time()
+        cdef object conn = self._conn
+        if left < 0.05 or self._closed or conn is None or not conn.connected:
+            return False
+        try:
+            conn.send_raw(_wait_command(self.wait_replicas,
+                                        min(self.wait_ms, <long long>(left * 500))),
+                          1, batch, left)
+        except StreamsError:
+            return False
+        batch.replies = replies
+        batch.sent = True
+        self._inflight += 1
+        self.stats.rewaits += 1
+        return True
 
     cdef int _complete(self, _Batch batch, object error) except -1:
         # Every entry of ``batch`` failed with ``error``.
