@@ -317,7 +317,13 @@ class BackendApp:
                     log.warning("consumer group missing, recreating: %s", exc)
                     await self.ensure_groups()
                     continue
-                raise
+                if not str(exc).startswith("UNBLOCKED"):
+                    raise
+                # UNBLOCKED: the stream moved to another master under this
+                # blocked read (a Redis Cluster slot migration, a demoted
+                # master); read again below, redis-py follows the redirect.
+                log.info("XREADGROUP on %s unblocked (%s); reading again", stream, exc)
+                continue
             except (RedisError, OSError) as exc:
                 log.warning("XREADGROUP failed (%s); retrying in %.1fs", exc, backoff)
                 await self._sleep(backoff)

@@ -182,3 +182,61 @@ async def test_master_killed_under_load(cluster: ClusterDeployment,
         csms.stop()
         await asyncio.wait_for(task, timeout(30))
         node.stop()
+
+
+async def test_slots_migrated_under_load(cluster: ClusterDeployment,
+                                         backend: aioredis.Redis, key_prefix: str) -> None:
+    """16 chargers in closed loops while the slots of two inbound shards and
+    of the node's out stream move to another master (CLUSTER SETSLOT
+    IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE): the router follows ASK and
+    MOVED; every CALL is answered with a CALLRESULT."""
+    from tests.redis_modes.test_cluster import finish_migration, migrate
+
+    node: RouterNode = await asyncio.to_thread(
+        start_router, cluster.url(), key_prefix, "--shards", str(SHARDS))
+    csms = ReferenceCSMS(backend, prefix=key_prefix, shards=SHARDS, block=0.5)
+    task = asyncio.create_task(csms.run())
+    ks = KeySpace(key_prefix, SHARDS)
+    outcomes: list[str] = []
+    stop = asyncio.Event()
+
+    async def charger(name: str) -> None:
+        async with websockets.connect(node.url(name), subprotocols=["ocpp1.6"]) as ws:  # type: ignore[list-item]
+            n = 0
+            while not stop.is_set():
+                n += 1
+                await ws.send(orjson.dumps([2, f"m{n}", "Heartbeat", {}]).decode())
+                frame = orjson.loads(await asyncio.wait_for(ws.recv(), timeout(30)))
+                assert frame[1] == f"m{n}", frame
+                outcomes.append("result" if frame[0] == 3 else f"error:{frame[2]}")
+                await asyncio.sleep(0.01)
+
+    try:
+        await asyncio.wait_for(csms.app.wait_ready(), timeout(20))
+        names = [f"CP-M{i}" for i in range(16)]
+        chargers = [asyncio.create_task(charger(n)) for n in names]
+        async with asyncio.timeout(timeout(20)):
+            while len(outcomes) < 100:
+                await asyncio.sleep(0.05)
+        moved = [ks.inbound(ks.shard_of(names[0])), ks.inbound(ks.shard_of(names[1])),
+                 ks.out(node.node_id)]
+        for key in dict.fromkeys(moved):
+            slot = key_slot(key)
+            _src, dst = await migrate(cluster, slot, key, finish=False)
+            before = len(outcomes)
+            async with asyncio.timeout(timeout(20)):     # answers keep coming meanwhile
+                while len(outcomes) < before + 50:
+                    await asyncio.sleep(0.02)
+            await finish_migration(cluster, slot, dst)
+        before = len(outcomes)
+        async with asyncio.timeout(timeout(20)):
+            while len(outcomes) < before + 200:
+                await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*chargers), timeout(40))
+        assert set(outcomes) == {"result"}, {o for o in outcomes if o != "result"}
+    finally:
+        stop.set()
+        csms.stop()
+        await asyncio.wait_for(task, timeout(30))
+        node.stop()
