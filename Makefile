@@ -58,6 +58,12 @@ bench: $(BUILT)
 bench-failover: $(BUILT)
 	$(PY) -m bench.failover --trials $${FAILOVER_TRIALS:-5} --seconds $${FAILOVER_SECONDS:-10}
 
+# Redis Cluster figures: publisher CPU per entry standalone vs cluster, publishing
+# outage after a master SIGKILL (issue 12, cluster half; bench/RESULTS.md "Redis Cluster")
+.PHONY: bench-cluster
+bench-cluster: $(BUILT) system-deps
+	$(PY) -m bench.bench_cluster --entries 50000 --rounds 3 --trials $${CLUSTER_TRIALS:-3}
+
 # Container image (docs/kubernetes.md). Without a registry, the bases come from
 # Debian packages (mmdebstrap, cached); with one, e.g.
 #   make image BASE_IMAGE=docker.io/library/python:3.12-slim-bookworm BUILD_IMAGE=docker.io/library/python:3.12-bookworm

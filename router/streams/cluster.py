@@ -306,7 +306,7 @@ class ClusterTopology:
             self.stats.retries += 1
             if head == "CLUSTERDOWN":
                 self.invalidate(text)
-            delay = min(self.backoff_min * (2 ** attempt), self.backoff_max)
+            delay = min(self.backoff_min * (2 ** min(attempt, 16)), self.backoff_max)
             return Decision("retry", delay=delay * random.uniform(0.5, 1.0))
         return None
 
@@ -591,10 +591,20 @@ class _Attempt:
                 and (len(result) < 2 or type(result[-2]) is not RedisReplyError)):
             self.callback(result)
             return
+        try:
+            self._redirected(result)
+        except Exception as exc:
+            # A bug here must not leave the batch unsettled (its entries
+            # would never be answered): hold it like a lost connection.
+            log.exception("cluster redirect handling failed")
+            self.callback(ClusterBusyError(f"redirect handling failed: {exc}"))
+
+    def _redirected(self, result: list[Any]) -> None:
         for reply in result:
             if is_redirect(reply):
                 break
         else:
+            self.pipe.lane.retries = 0
             self.callback(result)      # ordinary error replies: per entry
             return
         topology = self.pipe.topology
@@ -681,8 +691,8 @@ class ClusterLane(PublisherCore):
             self._resend_held()
 
     def connection_changed(self) -> None:
+        self.retries = 0
         if self._held and self._conn.connected:
-            self.retries = 0
             self._resend_held()
 
 
