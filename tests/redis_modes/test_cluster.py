@@ -200,3 +200,30 @@ async def test_reader_reads_the_out_stream_on_its_master(
         assert reader.connected
     finally:
         await reader.stop()
+
+
+async def test_decisions() -> None:
+    """Every retry decision in one place: MOVED updates the map at once, ASK
+    does not, TRYAGAIN/CLUSTERDOWN/LOADING back off with a cap, anything else
+    is not the cluster client's business."""
+    topo = ClusterTopology("redis+cluster://127.0.0.1:7000", backoff_min=0.05, backoff_max=0.5)
+    moved = topo.decide(RedisReplyError("MOVED 3999 127.0.0.1:6381"), 0)
+    assert moved is not None and (moved.action, moved.slot, moved.address) == (
+        "moved", 3999, ("127.0.0.1", 6381))
+    assert topo.owner[3999] == ("127.0.0.1", 6381)
+    # An empty host means the node that answered.
+    moved = topo.decide(RedisReplyError("MOVED 12 :6390"), 0, source=("10.0.0.5", 7000))
+    assert moved is not None and moved.address == ("10.0.0.5", 6390)
+    ask = topo.decide(RedisReplyError("ASK 100 127.0.0.1:6382"), 0)
+    assert ask is not None and ask.action == "ask" and topo.owner[100] is None
+    for text in ("TRYAGAIN Multiple keys request during rehashing of slot",
+                 "CLUSTERDOWN The cluster is down", "LOADING Redis is loading"):
+        first = topo.decide(RedisReplyError(text), 0)
+        late = topo.decide(RedisReplyError(text), 10_000)
+        assert first is not None and late is not None and first.action == "retry"
+        assert 0 < first.delay <= 0.05 and late.delay <= 0.5
+    assert topo.decide(RedisReplyError("WRONGTYPE Operation against a key"), 0) is None
+    assert topo.stats.moved == 2 and topo.stats.asks == 1 and topo.stats.retries == 6
+    await topo.close()
+    with pytest.raises(ValueError):
+        ClusterTopology("redis://127.0.0.1:6379/0")
