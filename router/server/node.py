@@ -660,10 +660,12 @@ class Node:
                         await self.registry.restore(
                             identity, node=self.node_id, conn=conn.conn_id, proto=conn.proto,
                             since_ms=conn.since_ms, addr=conn.addr)
+                wait = period
             except Exception:
                 self.metrics.inc(self.metrics.redis_errors, "registry")
+                wait = min(period, 1.0)   # Redis away (failover): try again soon
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._registry_now.wait(), period)
+                await asyncio.wait_for(self._registry_now.wait(), wait)
             self._registry_now.clear()
 
     def inbound_publisher(self, shard: int) -> Any:

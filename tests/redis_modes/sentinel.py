@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from router.embedded_redis import find_redis_server, free_port
+from router.embedded_redis import find_redis_server, free_port, terminate
 
 MASTER_NAME = "ocpp-master"
 
@@ -74,14 +74,8 @@ class _Proc:
             self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.alive:
-            assert self.proc is not None
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)
 
 
 class SentinelDeployment:

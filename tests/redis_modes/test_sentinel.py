@@ -5,8 +5,6 @@ connections and in the SDK/CLI, against a real master + replica + 3 sentinels.""
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from collections.abc import AsyncIterator, Iterator
 
 import orjson
@@ -25,10 +23,9 @@ from router.streams import (
 )
 from router.streams.connection import SharedConnection, discover_master
 from tests.conftest import timeout
+from tests.redis_modes.run_cli import cli
 from tests.redis_modes.sentinel import MASTER_NAME, SentinelDeployment
 from tests.streams.helpers import client, until
-
-ENV = {k: v for k, v in os.environ.items() if not k.startswith("OCPP_ROUTER_")}
 
 
 @pytest.fixture
@@ -149,13 +146,6 @@ async def test_readonly_after_a_demotion_is_a_failover() -> None:
             await shared.close()
 
 
-async def cli(*args: str, stdin: bytes = b"") -> tuple[int, bytes, bytes]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "router.cli.main", *args, env=ENV, stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout(60))
-    assert proc.returncode is not None
-    return proc.returncode, out, err
 
 
 async def test_sdk_and_cli_find_the_new_master(sentinel: SentinelDeployment,

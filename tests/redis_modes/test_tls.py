@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
-import sys
 from collections.abc import AsyncIterator, Iterator
 
 import orjson
@@ -22,9 +20,8 @@ from router.backend.reference_csms import ReferenceCSMS
 from router.streams import RedisConnectionError, open_connection, parse_redis_url
 from tests.backend.test_e2e import Charger16
 from tests.conftest import RouterNode, start_router, timeout
+from tests.redis_modes.run_cli import cli
 from tests.redis_modes.tls import TLSRedis
-
-ENV = {k: v for k, v in os.environ.items() if not k.startswith("OCPP_ROUTER_")}
 
 
 @pytest.fixture
@@ -42,13 +39,6 @@ async def backend(tls_redis: TLSRedis) -> AsyncIterator[aioredis.Redis]:
         await client.aclose()
 
 
-async def cli(*args: str, stdin: bytes = b"") -> tuple[int, bytes, bytes]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "router.cli.main", *args, env=ENV, stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout(60))
-    assert proc.returncode is not None
-    return proc.returncode, out, err
 
 
 async def test_router_sdk_and_cli_over_tls_with_the_documented_acls(

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
 
-from router.embedded_redis import find_redis_server, free_port
+from router.embedded_redis import find_redis_server, free_port, terminate
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "deployment.md"
 
@@ -145,13 +145,8 @@ class TLSRedis:
         raise RuntimeError("TLS redis-server did not answer")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)
         self.proc = None
         shutil.rmtree(self._dir, ignore_errors=True)
 
