@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -27,8 +25,8 @@ from router.streams.cluster import key_slot
 from tests.backend.test_e2e import Charger16
 from tests.conftest import RouterNode, start_router, timeout
 from tests.redis_modes.cluster import ClusterDeployment
+from tests.redis_modes.run_cli import cli
 
-ENV = {k: v for k, v in os.environ.items() if not k.startswith("OCPP_ROUTER_")}
 SHARDS = 16
 
 
@@ -45,15 +43,6 @@ async def backend(cluster: ClusterDeployment) -> AsyncIterator[aioredis.Redis]:
         yield client
     finally:
         await client.aclose()
-
-
-async def cli(*args: str, stdin: bytes = b"") -> tuple[int, bytes, bytes]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "router.cli.main", *args, env=ENV, stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout(60))
-    assert proc.returncode is not None
-    return proc.returncode, out, err
 
 
 async def test_router_sdk_and_cli_on_a_cluster(cluster: ClusterDeployment,
