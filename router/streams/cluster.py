@@ -626,8 +626,7 @@ class _Attempt:
         # bounds it) and writes it again after the delay or when the new
         # owner's connection is up.
         self.callback(ClusterBusyError(str(reply)))
-        loop = asyncio.get_running_loop()
-        loop.call_later(decision.delay, lane.retry_held)
+        lane.retry_after(decision.delay)
 
     def _ask(self, target: RedisConnection) -> None:
         # ASKING is one-shot, but it lasts through a MULTI block (Redis keeps
@@ -653,8 +652,7 @@ class _Attempt:
             # EXECABORT (the slot finished moving meanwhile: MOVED at queue
             # time) or a WAIT inside MULTI: retry through the map.
             self.callback(ClusterBusyError(f"ASK resend failed: {execed!r}"[:200]))
-            asyncio.get_running_loop().call_later(self.pipe.topology.backoff_min,
-                                                  self.pipe.lane.retry_held)
+            self.pipe.lane.retry_after(self.pipe.topology.backoff_min)
 
         try:
             target.send_raw(head + self.data + tail, self.n + 3, unwrap,
@@ -684,9 +682,19 @@ class ClusterLane(PublisherCore):
         self._loop = owner._loop
         self.slot = slot
         self.retries = 0
+        self._retry_timer: asyncio.TimerHandle | None = None
+
+    def retry_after(self, delay: float) -> None:
+        """Write the held batches again in ``delay`` seconds; one timer per
+        lane, so the replies of many batches (every batch answers
+        CLUSTERDOWN during a failover) do not each start a resend."""
+        if self._retry_timer is None:
+            assert self._loop is not None
+            self._retry_timer = self._loop.call_later(delay, self.retry_held)
 
     def retry_held(self) -> None:
         """Write the held batches again if the slot's master is reachable."""
+        self._retry_timer = None
         if self._held and not self._closed and self._conn.connected:
             self._resend_held()
 
@@ -854,6 +862,9 @@ class ClusterPublisher:
             lane._closed = True
             lane._flush()
             lane._drop_held(NotConnectedError("publisher closed"))
+            if lane._retry_timer is not None:
+                lane._retry_timer.cancel()
+                lane._retry_timer = None
         if self._own_topology:
             await self.topology.close()
 
