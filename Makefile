@@ -61,3 +61,8 @@ clean:
 .PHONY: bench-soap
 bench-soap: $(BUILT)
 	$(PY) bench/bench_soap.py --json bench/results/soap.raw.json
+
+# Backend SDK against the fast responder and the reference CSMS (issue 14).
+.PHONY: bench-sdk
+bench-sdk: $(BUILT)
+	$(PY) -m bench.run --scenario sdk --no-plots --quiet

@@ -49,13 +49,14 @@ RESULTS = REPO / "bench" / "results"
 # Where this run writes (``--results``); bench/RESULTS.md is only rewritten
 # from the default directory.
 results_dir = RESULTS
-SCENARIOS = ("e2e", "idle", "storm", "echo", "validation")
+SCENARIOS = ("e2e", "idle", "storm", "echo", "validation", "sdk")
 
 # System names as they appear in the results, tables and plots.
 OCPP_LIB = "ocpp-lib (websockets + ocpp)"
 PICOWS = "picows responder"
 ROUTER_FAST = "ocpp-router + fast backend"
 ROUTER_CSMS = "ocpp-router + reference CSMS"
+ROUTER_SDK = "ocpp-router + SDK backend (constant handlers)"
 OURS_ECHO = "ocpp-router codec echo"
 PICOWS_ECHO = "picows echo"
 WEBSOCKETS_ECHO = "websockets echo"
@@ -165,7 +166,9 @@ def router_available() -> str | None:
 @contextlib.asynccontextmanager
 async def router_stack(backend: str, workers: int, extra: tuple[str, ...] = ()
                        ) -> AsyncIterator[System]:
-    """Redis + ``ocpp-router serve`` + a backend (``fast`` or ``csms``)."""
+    """Redis + ``ocpp-router serve`` + a backend: ``fast`` (the compiled fast
+    responder), ``csms`` (the reference CSMS), ``sdk`` / ``sdk-def`` (a
+    ``BackendApp`` with seven constant ``async def`` / ``def`` handlers)."""
     reason = router_available()
     if reason:
         raise NotAvailable(reason)
@@ -180,6 +183,9 @@ async def router_stack(backend: str, workers: int, extra: tuple[str, ...] = ()
         assert redis.proc is not None
         if backend == "fast":
             argv = python_module("bench.backends.fast_responder", "--redis-url", redis.url)
+        elif backend in ("sdk", "sdk-def"):
+            argv = python_module("bench.backends.sdk_constant", "--redis-url", redis.url,
+                                 "--handlers", "def" if backend == "sdk-def" else "async")
         else:
             argv = python_module("router.cli.main", "reference-csms", "--redis-url", redis.url)
         # The backend first, so its consumer group exists before any boot.
@@ -556,8 +562,67 @@ async def scenario_validation(a: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+# Issue 14's measurement of today's SDK (before its compiled data path):
+# ≈ 16,000 msg/s for router + one SDK process, 200 chargers, closed loop.
+SDK_BASELINE_MSGS_PER_S = 16_000.0
+
+
+def _backend_us(r: dict[str, Any]) -> float | None:
+    return _nested(r, "cpu", "backend", "us_per_msg") if r.get("available") else None
+
+
+async def scenario_sdk(a: argparse.Namespace) -> dict[str, Any]:
+    """The backend SDK against its anchors, one run: router + compiled fast
+    responder, router + one ``BackendApp`` process with seven constant
+    handlers (closed loop, then open loop at 25 % and 50 % of that maximum),
+    the same with plain ``def`` handlers, router + reference CSMS. The figure
+    is the backend process's CPU per message (from /proc)."""
+    n, d, w = a.chargers or 200, a.duration or 8.0, a.warmup
+    rw = a.router_workers or 1
+
+    def closed() -> LoadConfig:
+        return LoadConfig(url="", chargers=n, mode="closed", duration=d, warmup=w, procs=1,
+                          progress=a.progress)
+
+    def share(name: str, part: float) -> Callable[[dict[str, dict[str, Any]]], LoadConfig | None]:
+        def make(prev: dict[str, dict[str, Any]]) -> LoadConfig | None:
+            top = prev.get(name, {}).get("msgs_per_s")
+            return _open_at(closed(), top * part) if top else None
+        return make
+
+    systems: dict[str, Any] = {}
+    systems.update(await measure_series(lambda: router_stack("fast", rw), [
+        (ROUTER_FAST, lambda _r: closed())]))
+    systems.update(await measure_series(lambda: router_stack("sdk", rw), [
+        (ROUTER_SDK, lambda _r: closed()),
+        (ROUTER_SDK + " @ 25% load", share(ROUTER_SDK, 0.25)),
+        (ROUTER_SDK + " @ 50% load", share(ROUTER_SDK, 0.5)),
+    ]))
+    plain = ROUTER_SDK.replace("constant handlers", "constant def handlers")
+    systems.update(await measure_series(lambda: router_stack("sdk-def", rw), [
+        (plain, lambda _r: closed())]))
+    systems[ROUTER_CSMS] = await measure(ROUTER_CSMS, lambda: router_stack("csms", rw), closed())
+    fast_rate = systems[ROUTER_FAST].get("msgs_per_s")
+    sdk_rate = systems[ROUTER_SDK].get("msgs_per_s")
+    summary = {
+        "sdk_us_per_msg": _backend_us(systems[ROUTER_SDK]),
+        "sdk_def_us_per_msg": _backend_us(systems[plain]),
+        "sdk_us_per_msg_at_25": _backend_us(systems.get(ROUTER_SDK + " @ 25% load", {})),
+        "sdk_us_per_msg_at_50": _backend_us(systems.get(ROUTER_SDK + " @ 50% load", {})),
+        "fast_us_per_msg": _backend_us(systems[ROUTER_FAST]),
+        "csms_us_per_msg": _backend_us(systems[ROUTER_CSMS]),
+        "sdk_msgs_per_s": sdk_rate, "fast_msgs_per_s": fast_rate,
+        "sdk_over_fast": round(sdk_rate / fast_rate, 3) if sdk_rate and fast_rate else None,
+        "sdk_over_baseline": round(sdk_rate / SDK_BASELINE_MSGS_PER_S, 2) if sdk_rate else None,
+        "baseline_msgs_per_s": SDK_BASELINE_MSGS_PER_S,
+    }
+    log("sdk summary: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+    return {"systems": systems, "chargers": n, "duration_s": d, "router_workers": rw,
+            "summary": summary}
+
+
 RUNNERS = {"e2e": scenario_e2e, "idle": scenario_idle, "storm": scenario_storm,
-           "echo": scenario_echo, "validation": scenario_validation}
+           "echo": scenario_echo, "validation": scenario_validation, "sdk": scenario_sdk}
 
 
 # --------------------------------------------------------------------------- #

@@ -5,10 +5,14 @@ dispatches entries to handlers by kind and action, writes the answers to
 charger CALLs into ``<prefix>:out:<node>`` and acknowledges an entry only after
 its handler finished and its answer was written (at-least-once delivery).
 
-Ordering and concurrency: entries are queued per charger identity and each
-queue is drained by one task, so the messages of one charger are handled in
-stream order while different chargers are handled concurrently. Many processes
-(consumers) in one group share the shards' entries (XREADGROUP).
+Data path (router.backend.batch): one reader per shard reads a batch with
+XREADGROUP, runs the handlers inline in stream order, and writes the answers
+(XADD), the acknowledgements of earlier answers (XACK) and the next read in
+one pipelined write: one round trip per batch. A handler that really awaits
+gets a task; the later entries of its charger queue behind it, so the
+messages of one charger are handled in stream order while different chargers
+are handled concurrently. Many processes (consumers) in one group share the
+shards' entries (XREADGROUP).
 
 Crash safety: an entry whose handler raised (anything but an
 :class:`~router.backend.errors.OCPPError`) stays pending; so do the entries of
@@ -29,19 +33,25 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
+from urllib.parse import quote
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 from redis.exceptions import RedisError, ResponseError
 
+from router.backend.batch import ShardReader, call_inline
 from router.backend.client import Client
 from router.backend.errors import ActionNotImplemented, OCPPError
 from router.backend.message import KINDS, MalformedEntry, Message, StreamReply, encode_payload
 from router.backend.outbox import Outbox
+from router.streams.connection import RedisConnection, open_connection
 from router.streams.keys import KeySpace
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Message], Awaitable[Any]]
+#: A handler: an ``async def`` function, or a plain ``def`` one (called
+#: inline; for handlers that do not await). Both take the :class:`Message`.
+Handler = Callable[[Message], Awaitable[Any]] | Callable[[Message], Any]
 H = TypeVar("H", bound=Handler)
 
 DEAD_MAXLEN = 100_000
@@ -57,6 +67,31 @@ def default_consumer_name() -> str:
 
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def direct_url(redis: aioredis.Redis) -> str | None:
+    """The URL of the one server a plain ``redis.asyncio.Redis`` client talks
+    to, for the SDK's own data-path connections; None for clients whose
+    connections need more than a URL says (TLS contexts, Sentinel, custom
+    connection classes): those read through redis-py instead."""
+    pool = getattr(redis, "connection_pool", None)
+    if pool is None or type(pool) not in (aioredis.ConnectionPool,
+                                          aioredis.BlockingConnectionPool):
+        return None
+    kw = pool.connection_kwargs
+    auth = ""
+    if kw.get("password") is not None or kw.get("username") is not None:
+        auth = (quote(kw.get("username") or "", safe="") + ":"
+                + quote(kw.get("password") or "", safe="") + "@")
+    db = int(kw.get("db") or 0)
+    if pool.connection_class is Connection:
+        host = kw.get("host") or "localhost"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"redis://{auth}{host}:{int(kw.get('port') or 6379)}/{db}"
+    if pool.connection_class is UnixDomainSocketConnection and not auth:
+        return f"unix://{kw['path']}?db={db}"
+    return None
 
 
 class BackendApp:
@@ -155,8 +190,12 @@ class BackendApp:
         self._slots = asyncio.Semaphore(concurrency)
         self._outbox = Outbox(redis, group)
         self._handlers: dict[tuple[str, str | None], Handler] = {}
-        self._queues: dict[str, collections.deque[Message]] = {}
-        self._workers: dict[str, asyncio.Task[None]] = {}
+        # Per charger (identity as bytes) whose handler is running in a task:
+        # the entries waiting behind it, and the task.
+        self._queues: dict[bytes, collections.deque[Message]] = {}
+        self._workers: dict[bytes, asyncio.Task[None]] = {}
+        self._readers: list[ShardReader] = []
+        self._url = direct_url(redis)
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._in_flight: set[tuple[str, str]] = set()
         # Set while fewer than max_in_flight entries are held; the reader waits on it.
@@ -174,6 +213,10 @@ class BackendApp:
         ``call`` the handler returns the response payload (a dict, a
         ``msgspec.Struct`` or JSON bytes) or raises an
         :class:`~router.backend.errors.OCPPError`; other handlers return nothing.
+        A handler is an ``async def`` function or a plain ``def`` one; both
+        run inline on the reader (docs/backend.md, "Performance model"): a
+        plain one must not block, an ``async def`` one that awaits I/O moves
+        to a task and holds back only its own charger's later messages.
 
         Args:
             kind: one of ``call``, ``result``, ``error``, ``send``, ``connected``,
@@ -251,8 +294,14 @@ class BackendApp:
         claimer = asyncio.create_task(self._claim_loop(), name="backend-claimer")
         # One reader per shard: a multi-stream XREADGROUP would be a cross-slot
         # command on Redis Cluster, where each shard's hash tag picks a slot.
-        readers = [asyncio.create_task(self._read_loop(stream), name=f"backend-reader-{stream}")
-                   for stream in self.streams]
+        if self._url is not None:
+            self._readers = [ShardReader(self, stream) for stream in self.streams]
+            readers = [asyncio.create_task(r.run(), name=f"backend-reader-{r.stream}")
+                       for r in self._readers]
+        else:
+            readers = [asyncio.create_task(self._read_loop(stream),
+                                           name=f"backend-reader-{stream}")
+                       for stream in self.streams]
         try:
             await asyncio.gather(*readers)
         finally:
@@ -263,6 +312,18 @@ class BackendApp:
             await asyncio.gather(claimer, return_exceptions=True)
             await self._drain_workers()
             await self.client.close()
+
+    async def _open_connection(self, name: str) -> RedisConnection:
+        """A new data-path connection (one per shard reader).
+
+        The one place that decides where the SDK's hot connections go; a
+        cluster or Sentinel topology routes here.
+
+        Raises:
+            router.streams.errors.RedisConnectionError: no connection.
+        """
+        assert self._url is not None
+        return await open_connection(self._url, name=name)
 
     async def ensure_groups(self) -> None:
         """Create the consumer group on every inbound stream (idempotent).
@@ -294,6 +355,9 @@ class BackendApp:
     # ------------------------------------------------------------------ reading
 
     async def _read_loop(self, stream: str) -> None:
+        # The read path through redis-py, for clients direct_url cannot
+        # follow (TLS, Sentinel): one XREADGROUP per shard, entries dispatched
+        # to per-charger tasks.
         streams: dict[Any, Any] = {stream: ">"}
         block_ms = max(1, int(self.block * 1000))
         backoff = 0.1
@@ -335,29 +399,56 @@ class BackendApp:
         try:
             msg = Message(stream, entry_id, fields or {})
         except MalformedEntry as exc:
-            self._in_flight.add((stream, entry_id))
-            task = asyncio.create_task(self._dead_letter(stream, entry_id, fields or {}, 1, str(exc)))
-            self._side_tasks.add(task)  # a reference, and something to wait for on stop
-            task.add_done_callback(self._side_tasks.discard)
-            task.add_done_callback(lambda _t: self._finished(stream, entry_id))
+            self._dead_letter_soon(stream, entry_id, fields or {}, str(exc))
             return
-        self._in_flight.add((stream, entry_id))
-        queue = self._queues.get(msg.cs)
-        if queue is None:
-            queue = self._queues[msg.cs] = collections.deque()
-        queue.append(msg)
-        if msg.cs not in self._workers:
-            self._workers[msg.cs] = asyncio.create_task(self._drain(msg.cs), name=f"cs:{msg.cs}")
+        cs = msg.cs.encode()
+        if cs in self._workers:
+            self._enqueue(cs, msg)
+        else:
+            self._start_charger(cs, msg, None)
+
+    def _enqueue(self, cs: bytes, msg: Message) -> None:
+        """Queue ``msg`` behind the running task of its charger."""
+        self._in_flight.add((msg.stream, msg.entry_id))
+        self._queues[cs].append(msg)
+
+    def _start_charger(self, cs: bytes, msg: Message, started: Awaitable[Any] | None) -> None:
+        """Handle ``msg`` (and what queues behind it) in a task of its charger;
+        ``started`` is its handler's call already under way, if any."""
+        self._in_flight.add((msg.stream, msg.entry_id))
+        self._queues[cs] = collections.deque()
+        self._workers[cs] = asyncio.create_task(self._drain(cs, msg, started),
+                                                name=f"cs:{cs.decode(errors='replace')}")
+
+    def has_room(self, held: int) -> bool:
+        """Whether a reader holding ``held`` entries may read more (``max_in_flight``)."""
+        return len(self._in_flight) + sum(r.held for r in self._readers) < self.max_in_flight
+
+    async def wait_room(self, held: int) -> None:
+        """Wait until :meth:`has_room` (or stop)."""
+        while not self.has_room(held) and not self._stopping.is_set():
+            self._room.clear()
+            await self._room.wait()
+
+    def _room_changed(self) -> None:
+        if len(self._in_flight) + sum(r.held for r in self._readers) < self.max_in_flight:
+            self._room.set()
 
     def _finished(self, stream: str, entry_id: str) -> None:
         self._in_flight.discard((stream, entry_id))
-        if len(self._in_flight) < self.max_in_flight:
-            self._room.set()
+        self._room_changed()
 
-    async def _drain(self, cs: str) -> None:
-        """Handle the queued messages of one charger, one after the other."""
+    async def _drain(self, cs: bytes, first: Message | None = None,
+                     started: Awaitable[Any] | None = None) -> None:
+        """Handle the messages of one charger, one after the other."""
         queue = self._queues[cs]
         try:
+            if first is not None:
+                try:
+                    async with self._slots:
+                        await self._process(first, started)
+                finally:
+                    self._finished(first.stream, first.entry_id)
             while queue:
                 msg = queue.popleft()
                 try:
@@ -371,15 +462,17 @@ class BackendApp:
 
     # ------------------------------------------------------------------ handling
 
-    async def _process(self, msg: Message) -> None:
+    async def _process(self, msg: Message, started: Awaitable[Any] | None = None) -> None:
         handler = self.handler_for(msg)
         try:
             out_key: bytes | None = None
             reply: dict[Any, Any] | None = None
             if msg.kind == "call" and self.answer_calls:
-                out_key, reply = await self._answer_call(msg, handler)
+                out_key, reply = await self._answer_call(msg, handler, started)
+            elif started is not None:
+                await started
             elif handler is not None:
-                await handler(msg)
+                await _call(handler, msg)
             # Acknowledged only after the handler finished and its answer is
             # in the out stream (the outbox writes the reply first). A crash
             # before that means redelivery.
@@ -396,24 +489,62 @@ class BackendApp:
                           msg, self.claim_idle)
             await self._record_error(msg.stream, msg.entry_id, exc)
 
-    async def _answer_call(self, msg: Message,
-                           handler: Handler | None) -> tuple[bytes, dict[Any, Any]]:
+    async def _answer_call(self, msg: Message, handler: Handler | None,
+                           started: Awaitable[Any] | None = None
+                           ) -> tuple[bytes, dict[Any, Any]]:
         """Run a call handler; return the out stream and the reply entry."""
         if not msg.node or not msg.conn or not msg.id:
             raise MalformedEntry(f"call entry {msg.entry_id} lacks node, conn or id")
         try:
-            if handler is None:
+            if started is not None:
+                result = await started
+            elif handler is None:
                 raise ActionNotImplemented(f"{msg.action} is not implemented")
-            payload = encode_payload(await handler(msg))
-            fields = {"kind": "result", "cs": msg.cs, "conn": msg.conn, "id": msg.id,
-                      "payload": payload}
+            else:
+                result = await _call(handler, msg)
+            fields: dict[Any, Any] = {"kind": "result", "cs": msg.cs, "conn": msg.conn,
+                                      "id": msg.id, "payload": encode_payload(result)}
         except OCPPError as err:
-            # The one place a handler's exception becomes a CALLERROR; only the
-            # code, description and details the handler chose reach the charger.
-            fields = {"kind": "error", "cs": msg.cs, "conn": msg.conn, "id": msg.id,
-                      "code": err.wire_code(msg.proto), "description": err.description,
-                      "details": encode_payload(err.details)}
+            fields = dict(zip(*[iter(self._error_fields(msg, err))] * 2, strict=True))
         return self.keys.out(msg.node), fields
+
+    def _error_fields(self, msg: Message, err: OCPPError) -> list[Any]:
+        # The one place a handler's exception becomes a CALLERROR; only the
+        # code, description and details the handler chose reach the charger.
+        return ["kind", "error", "cs", msg.cs, "conn", msg.conn, "id", msg.id,
+                "code", err.wire_code(msg.proto), "description", err.description,
+                "details", encode_payload(err.details)]
+
+    def _side_task(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._side_tasks.add(task)  # a reference, and something to wait for on stop
+        task.add_done_callback(self._side_tasks.discard)
+
+    def _handler_failed(self, msg: Message, exc: Exception) -> None:
+        """A handler raised on the inline path: the entry stays pending (retried)."""
+        self.stats["failed"] += 1
+        log.error("handling %r failed; it stays pending and is retried after %.0fs",
+                  msg, self.claim_idle, exc_info=exc)
+        self._side_task(self._record_error(msg.stream, msg.entry_id, exc))
+
+    def _answer_failed(self, stream: str, entry_id: str, exc: Exception) -> None:
+        """Redis refused the answer of one entry of a batch: it stays pending."""
+        self.stats["failed"] += 1
+        log.error("answering entry %s of %s failed (%s); it stays pending and is retried "
+                  "after %.0fs", entry_id, stream, exc, self.claim_idle)
+        self._side_task(self._record_error(stream, entry_id, exc))
+
+    def _dead_letter_soon(self, stream: str, entry_id: str, fields: dict[bytes, bytes],
+                          error: str) -> None:
+        self._in_flight.add((stream, entry_id))
+
+        async def run() -> None:
+            try:
+                await self._dead_letter(stream, entry_id, fields, 1, error)
+            finally:
+                self._finished(stream, entry_id)
+
+        self._side_task(run())
 
     async def _record_error(self, stream: str, entry_id: str, exc: BaseException) -> None:
         try:
@@ -454,6 +585,10 @@ class BackendApp:
         by_stream: dict[str, list[Any]] = {}
         for stream, entry_id in self._in_flight:
             by_stream.setdefault(stream, []).append(entry_id)
+        for reader in self._readers:
+            ids: list[Any] = reader.held_ids()
+            if ids:
+                by_stream.setdefault(reader.stream, []).extend(ids)
         if not by_stream:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -572,3 +707,9 @@ class BackendApp:
         self.stats["dead"] += 1
         log.error("entry %s of %s moved to %s after %d deliveries: %s",
                   entry_id, stream, self.dead_stream, deliveries, error)
+
+
+async def _call(handler: Handler, msg: Message) -> Any:
+    """Call a ``def`` or ``async def`` handler and return its result."""
+    done, result = call_inline(handler, msg)
+    return result if done else await result

@@ -15,6 +15,7 @@ import msgspec
 import orjson
 
 from router.backend.errors import BackendError
+from router.streams._resp import StreamEntries
 
 T = TypeVar("T")
 
@@ -34,6 +35,12 @@ def _text(fields: dict[bytes, bytes], name: bytes, default: str = "") -> str:
     return value.decode("utf-8", "replace") if value is not None else default
 
 
+_TEXT_FIELDS = {name: name.encode() for name in (
+    "action", "addr", "code", "conn", "cs", "description", "id", "kind", "msgtype", "node",
+    "proto", "ref")}
+_BYTES_FIELDS = {"payload": b"payload", "details": b"details"}
+
+
 class Message:
     """An inbound entry: a charger message or a connection event.
 
@@ -42,9 +49,13 @@ class Message:
     """
 
     __slots__ = (
-        "_json", "action", "addr", "code", "conn", "cs", "description", "details", "entry_id",
-        "fields", "id", "kind", "msgtype", "node", "payload", "proto", "ref", "stream", "ts",
+        "_i", "_json", "_src", "action", "addr", "code", "conn", "cs", "description", "details",
+        "entry_id", "fields", "id", "kind", "msgtype", "node", "payload", "proto", "ref",
+        "stream", "ts",
     )
+    # Set on messages made by lazy() only: the read they come from.
+    _src: StreamEntries
+    _i: int
 
     def __init__(self, stream: str, entry_id: str, fields: dict[bytes, bytes]) -> None:
         """Parse one entry.
@@ -86,6 +97,51 @@ class Message:
         self.ref = _text(fields, b"ref")
         self.msgtype = _text(fields, b"msgtype")
         self._json: Any = None
+
+    @classmethod
+    def lazy(cls, stream: str, entry_id: str, src: StreamEntries, i: int, kind: str,
+             action: str | None) -> Message:
+        """A message over entry ``i`` of a group read, its fields decoded on access.
+
+        The SDK's read path makes these: routing needs only ``kind`` and
+        ``action`` (``StreamEntries.head``), and a handler that never looks at
+        ``payload`` or ``conn`` costs no bytes or str object for them.
+        """
+        msg = cls.__new__(cls)
+        msg.stream = stream
+        msg._src = src
+        msg._i = i
+        msg.entry_id = entry_id
+        msg.kind = kind
+        msg.action = action or ""
+        msg._json = None
+        return msg
+
+    def __getattr__(self, name: str) -> Any:
+        # Called only for a slot not set yet, i.e. a field of a lazy message
+        # on first access; the value is kept in its slot.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        src: StreamEntries = object.__getattribute__(self, "_src")
+        i: int = object.__getattribute__(self, "_i")
+        value: Any
+        if name in _TEXT_FIELDS:
+            raw = src.field(i, _TEXT_FIELDS[name])
+            value = raw.decode("utf-8", "replace") if raw is not None else ""
+        elif name in _BYTES_FIELDS:
+            value = src.field(i, _BYTES_FIELDS[name]) or b""
+        elif name == "ts":
+            try:
+                value = int(src.field(i, b"ts") or 0)
+            except ValueError as exc:
+                raise MalformedEntry(f"entry {self.entry_id} of {self.stream} has a bad 'ts'") \
+                    from exc
+        elif name == "fields":
+            value = src.fields(i)
+        else:
+            raise AttributeError(name)
+        setattr(self, name, value)
+        return value
 
     @property
     def json(self) -> Any:

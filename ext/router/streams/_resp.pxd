@@ -25,6 +25,8 @@ cdef class CommandBuffer:
     cdef inline int _bulk_int(self, long long v) except -1
     cdef int _arg(self, object value) except -1
     cdef int _xadd_head(self, object key, object maxlen, Py_ssize_t nfields) except -1
+    cdef int _xadd_head_split(self, bytes prefix, const char* rest, Py_ssize_t nrest,
+                              object maxlen, Py_ssize_t nfields) except -1
     cdef int inbound(self, object key, object maxlen, object kind, object cs, object proto,
                      object node, object conn, long long ts_ms, object id, object action,
                      object payload, object extra) except -1
@@ -81,4 +83,6 @@ cdef class StreamEntries:
     cdef bytes ref_c(self, Py_ssize_t i)
     cdef dict fields_c(self, Py_ssize_t i)
     cdef const char* base(self)
+    cdef Py_ssize_t find_c(self, Py_ssize_t i, const char* name, Py_ssize_t n)
+    cdef inline bint _nonempty(self, Py_ssize_t j)
     cdef Py_ssize_t _check(self, Py_ssize_t i) except -1

@@ -34,7 +34,7 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 from cpython.long cimport PyLong_AsLongLong, PyLong_Check
 from cpython.unicode cimport PyUnicode_Check
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memchr, memcpy, memmove
+from libc.string cimport memchr, memcmp, memcpy, memmove
 
 from router.streams.errors import RedisProtocolError, RedisReplyError
 
@@ -352,6 +352,100 @@ cdef class CommandBuffer:
         self._ncmd += 1
         return 0
 
+    def append_reply(self, bytes key_prefix, StreamEntries entries, Py_ssize_t i, payload,
+                     maxlen):
+        """Append the XADD answering entry ``i`` of ``entries`` (a charger CALL)
+        with a CALLRESULT: ``XADD <key_prefix><node> [MAXLEN ~ maxlen] * kind
+        result cs <cs> conn <conn> id <id> payload <payload>`` (docs/streams.md,
+        "Outbound entries"). ``node``, ``cs``, ``conn`` and ``id`` are copied
+        from the entry's bytes, with no Python object made for them.
+
+        Args:
+            key_prefix: the out streams' prefix, e.g. ``b"ocpp:out:"``.
+            entries: a group read (``ReplyReader.gets_xread``).
+            i: the entry's index.
+            payload: the encoded CALLRESULT payload (bytes or buffer).
+            maxlen: approximate cap of the out stream, or None.
+
+        Raises:
+            ValueError: the entry lacks node, cs, conn or id (the buffer is unchanged).
+            IndexError: no entry ``i``.
+            TypeError: a payload of another type (the buffer is unchanged).
+        """
+        cdef Py_ssize_t mark = self._len
+        cdef Py_ssize_t node, cs, conn, mid
+        cdef const char* base = entries.base()
+        i = entries._check(i)
+        node = entries.find_c(i, b"node", 4)
+        cs = entries.find_c(i, b"cs", 2)
+        conn = entries.find_c(i, b"conn", 4)
+        mid = entries.find_c(i, b"id", 2)
+        if node < 0 or cs < 0 or conn < 0 or mid < 0 or entries._spans[node].len == 0:
+            raise ValueError("the entry lacks node, cs, conn or id")
+        try:
+            self._xadd_head_split(key_prefix, base + entries._spans[node].off,
+                                  entries._spans[node].len, maxlen, 10)
+            self._lit(b"$4\r\nkind\r\n$6\r\nresult\r\n$2\r\ncs\r\n")
+            self._bulk(base + entries._spans[cs].off, entries._spans[cs].len)
+            self._lit(b"$4\r\nconn\r\n")
+            self._bulk(base + entries._spans[conn].off, entries._spans[conn].len)
+            self._lit(b"$2\r\nid\r\n")
+            self._bulk(base + entries._spans[mid].off, entries._spans[mid].len)
+            self._lit(b"$7\r\npayload\r\n")
+            self._arg(payload)
+        except BaseException:
+            self._len = mark
+            raise
+        self._ncmd += 1
+
+    cdef int _xadd_head_split(self, bytes prefix, const char* rest, Py_ssize_t nrest,
+                              object maxlen, Py_ssize_t nfields) except -1:
+        # _xadd_head with the key written as prefix + rest (no key object).
+        cdef long long cap = 0
+        cdef Py_ssize_t np = PyBytes_GET_SIZE(prefix)
+        if maxlen is not None:
+            cap = maxlen
+            if cap <= 0:
+                raise ValueError("maxlen must be positive or None")
+        self._header(b'*', 3 + (3 if cap else 0) + nfields)
+        self._lit(b"$4\r\nXADD\r\n")
+        self._header(b'$', np + nrest)
+        self._reserve(np + nrest + 2)
+        memcpy(self._data + self._len, PyBytes_AS_STRING(prefix), np)
+        memcpy(self._data + self._len + np, rest, nrest)
+        self._len += np + nrest
+        self._data[self._len] = b'\r'
+        self._data[self._len + 1] = b'\n'
+        self._len += 2
+        if cap:
+            self._lit(b"$6\r\nMAXLEN\r\n$1\r\n~\r\n")
+            self._bulk_int(cap)
+        self._lit(b"$1\r\n*\r\n")
+        return 0
+
+    def append_xack(self, key, group, list ids):
+        """Append ``XACK key group id …`` (ids as bytes or str; at least one).
+
+        Raises:
+            ValueError: no ids.
+            TypeError: an id of another type (the buffer is unchanged).
+        """
+        cdef Py_ssize_t mark = self._len
+        cdef object eid
+        if not ids:
+            raise ValueError("XACK needs at least one id")
+        try:
+            self._header(b'*', 3 + len(ids))
+            self._lit(b"$4\r\nXACK\r\n")
+            self._arg(key)
+            self._arg(group)
+            for eid in ids:
+                self._arg(eid)
+        except BaseException:
+            self._len = mark
+            raise
+        self._ncmd += 1
+
     def take(self):
         """Return every pending command as one ``bytes`` and empty the buffer."""
         cdef bytes out = PyBytes_FromStringAndSize(self._data, self._len)
@@ -604,6 +698,13 @@ cdef class ReplyReader:
         return entries
 
 
+# The kinds of inbound entries (docs/streams.md); StreamEntries.head returns
+# these very str objects, so a consumer compares kinds by identity or equality
+# without decoding.
+_KINDS = ("call", "result", "error", "send", "connected", "disconnected", "failed")
+cdef tuple _KINDS_B = tuple(k.encode() for k in _KINDS)
+
+
 cdef class StreamEntries:
     """The entries of one XREAD reply, kept as the reply's bytes and offsets.
 
@@ -734,6 +835,64 @@ cdef class StreamEntries:
 
     cdef const char* base(self):
         return PyBytes_AS_STRING(self._raw)
+
+    cdef Py_ssize_t find_c(self, Py_ssize_t i, const char* name, Py_ssize_t n):
+        # Index in _spans of the value of field `name` of entry i (the last
+        # of a repeated name, as a dict would keep), or -1.
+        cdef EntryRec* rec = &self._ent[i]
+        cdef const char* buf = PyBytes_AS_STRING(self._raw)
+        cdef Py_ssize_t j, found = -1
+        for j in range(rec.first, rec.first + 2 * rec.nfields, 2):
+            if self._spans[j].len == n and memcmp(buf + self._spans[j].off, name, n) == 0:
+                found = j + 1
+        return found
+
+    cdef inline bint _nonempty(self, Py_ssize_t j):
+        return j >= 0 and self._spans[j].len > 0
+
+    def field(self, Py_ssize_t i, bytes name):
+        """The value of field ``name`` of entry ``i`` (bytes), or None when absent."""
+        cdef Py_ssize_t j
+        i = self._check(i)
+        j = self.find_c(i, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name))
+        return None if j < 0 else self._bytes(&self._spans[j])
+
+    def head(self, Py_ssize_t i):
+        """What a consumer needs to route entry ``i``, in one call:
+        ``(entry id, kind, action, cs, answerable)``, the id as ``str``.
+
+        ``kind`` is one of the contract's kinds as an interned ``str``, or None
+        when missing or unknown; ``action`` a ``str`` (None when absent); ``cs``
+        the charger identity as bytes (None when absent or empty); ``answerable``
+        whether the entry has the non-empty ``node``, ``conn`` and ``id`` a
+        reply needs. An entry deleted while pending has no fields: kind None.
+        """
+        cdef Py_ssize_t j, k
+        cdef const char* buf
+        cdef object kind = None, action = None, cs = None
+        cdef bint answerable
+        i = self._check(i)
+        buf = PyBytes_AS_STRING(self._raw)
+        j = self.find_c(i, b"kind", 4)
+        if j >= 0:
+            for k in range(len(_KINDS)):
+                if (PyBytes_GET_SIZE(_KINDS_B[k]) == self._spans[j].len
+                        and memcmp(buf + self._spans[j].off, PyBytes_AS_STRING(_KINDS_B[k]),
+                                   self._spans[j].len) == 0):
+                    kind = _KINDS[k]
+                    break
+        j = self.find_c(i, b"action", 6)
+        if j >= 0:
+            action = PyUnicode_DecodeUTF8(buf + self._spans[j].off, self._spans[j].len,
+                                          "replace")
+        j = self.find_c(i, b"cs", 2)
+        if j >= 0 and self._spans[j].len:
+            cs = self._bytes(&self._spans[j])
+        answerable = (self._nonempty(self.find_c(i, b"node", 4))
+                      and self._nonempty(self.find_c(i, b"conn", 4))
+                      and self._nonempty(self.find_c(i, b"id", 2)))
+        return (PyUnicode_DecodeUTF8(buf + self._ent[i].id.off, self._ent[i].id.len, "strict"),
+                kind, action, cs, answerable)
 
     def __len__(self):
         return self._n
