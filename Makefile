@@ -62,7 +62,10 @@ clean:
 bench-soap: $(BUILT)
 	$(PY) bench/bench_soap.py --json bench/results/soap.raw.json
 
-# Backend SDK against the fast responder and the reference CSMS (issue 14).
+# Backend SDK against the fast responder and the reference CSMS (issue 14);
+# SDK_BASE: the revision whose SDK is the baseline (the last one before the
+# SDK's compiled data path), measured in the same run.
+SDK_BASE ?= 94de591
 .PHONY: bench-sdk
 bench-sdk: $(BUILT)
-	$(PY) -m bench.run --scenario sdk --no-plots --quiet
+	$(PY) -m bench.run --scenario sdk --sdk-base $(SDK_BASE) --no-plots --quiet

@@ -164,11 +164,13 @@ def router_available() -> str | None:
 
 
 @contextlib.asynccontextmanager
-async def router_stack(backend: str, workers: int, extra: tuple[str, ...] = ()
-                       ) -> AsyncIterator[System]:
+async def router_stack(backend: str, workers: int, extra: tuple[str, ...] = (),
+                       backend_tree: Path | None = None) -> AsyncIterator[System]:
     """Redis + ``ocpp-router serve`` + a backend: ``fast`` (the compiled fast
     responder), ``csms`` (the reference CSMS), ``sdk`` / ``sdk-def`` (a
-    ``BackendApp`` with seven constant ``async def`` / ``def`` handlers)."""
+    ``BackendApp`` with seven constant ``async def`` / ``def`` handlers).
+    ``backend_tree``: run the backend's ``router`` package from this checkout
+    of another revision (the SDK baseline)."""
     reason = router_available()
     if reason:
         raise NotAvailable(reason)
@@ -184,12 +186,18 @@ async def router_stack(backend: str, workers: int, extra: tuple[str, ...] = ()
         if backend == "fast":
             argv = python_module("bench.backends.fast_responder", "--redis-url", redis.url)
         elif backend in ("sdk", "sdk-def"):
-            argv = python_module("bench.backends.sdk_constant", "--redis-url", redis.url,
-                                 "--handlers", "def" if backend == "sdk-def" else "async")
+            # Run as a file, so that with backend_tree the `router` package
+            # comes from that tree (PYTHONPATH) and this script from here.
+            argv = [sys.executable, str(REPO / "bench" / "backends" / "sdk_constant.py"),
+                    "--redis-url", redis.url,
+                    "--handlers", "def" if backend == "sdk-def" else "async"]
         else:
             argv = python_module("router.cli.main", "reference-csms", "--redis-url", redis.url)
+        env = None
+        if backend_tree is not None:
+            env = {**os.environ, "PYTHONPATH": str(backend_tree)}
         # The backend first, so its consumer group exists before any boot.
-        back = Service(f"backend-{backend}", argv, None)
+        back = Service(f"backend-{backend}", argv, None, env=env)
         services.append(back)
         back.start()
         await asyncio.to_thread(_wait_consumer_group, redis.url, back, 30)
@@ -593,6 +601,18 @@ async def scenario_sdk(a: argparse.Namespace) -> dict[str, Any]:
     systems: dict[str, Any] = {}
     systems.update(await measure_series(lambda: router_stack("fast", rw), [
         (ROUTER_FAST, lambda _r: closed())]))
+    base = f"ocpp-router + SDK backend at {a.sdk_base} (constant handlers)"
+    if a.sdk_base:
+        from bench.ab import ABError, built_worktree
+
+        try:
+            log(f"building {a.sdk_base} for the SDK baseline")
+            with built_worktree(a.sdk_base) as tree:
+                systems.update(await measure_series(
+                    lambda: router_stack("sdk", rw, backend_tree=tree),
+                    [(base, lambda _r: closed())]))
+        except ABError as exc:
+            systems[base] = {"available": False, "reason": str(exc)}
     systems.update(await measure_series(lambda: router_stack("sdk", rw), [
         (ROUTER_SDK, lambda _r: closed()),
         (ROUTER_SDK + " @ 25% load", share(ROUTER_SDK, 0.25)),
@@ -604,6 +624,7 @@ async def scenario_sdk(a: argparse.Namespace) -> dict[str, Any]:
     systems[ROUTER_CSMS] = await measure(ROUTER_CSMS, lambda: router_stack("csms", rw), closed())
     fast_rate = systems[ROUTER_FAST].get("msgs_per_s")
     sdk_rate = systems[ROUTER_SDK].get("msgs_per_s")
+    base_rate = systems.get(base, {}).get("msgs_per_s") or None
     summary = {
         "sdk_us_per_msg": _backend_us(systems[ROUTER_SDK]),
         "sdk_def_us_per_msg": _backend_us(systems[plain]),
@@ -613,8 +634,11 @@ async def scenario_sdk(a: argparse.Namespace) -> dict[str, Any]:
         "csms_us_per_msg": _backend_us(systems[ROUTER_CSMS]),
         "sdk_msgs_per_s": sdk_rate, "fast_msgs_per_s": fast_rate,
         "sdk_over_fast": round(sdk_rate / fast_rate, 3) if sdk_rate and fast_rate else None,
-        "sdk_over_baseline": round(sdk_rate / SDK_BASELINE_MSGS_PER_S, 2) if sdk_rate else None,
-        "baseline_msgs_per_s": SDK_BASELINE_MSGS_PER_S,
+        "base_us_per_msg": _backend_us(systems.get(base, {})),
+        "base_msgs_per_s": base_rate,
+        "sdk_over_base": round(sdk_rate / base_rate, 2) if sdk_rate and base_rate else None,
+        "sdk_over_issue_baseline": (round(sdk_rate / SDK_BASELINE_MSGS_PER_S, 2)
+                                    if sdk_rate else None),
     }
     log("sdk summary: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
     return {"systems": systems, "chargers": n, "duration_s": d, "router_workers": rw,
@@ -694,6 +718,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=3,
                    help="e2e: alternating rounds of router and picows responder after the "
                    "main series; the goal verdicts use their medians (0 = none)")
+    p.add_argument("--sdk-base", metavar="REV", default="",
+                   help="sdk: also measure the SDK of git revision REV (built in a "
+                   "temporary worktree) as the baseline, in the same run")
     p.add_argument("--settle", type=float, default=0.0, metavar="S",
                    help="before each measurement wait up to S seconds until other jobs use "
                    "< 0.3 cores (shared machines)")

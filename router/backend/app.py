@@ -188,14 +188,15 @@ class BackendApp:
         # Bounds the handlers running at once, hence the Redis connections they
         # use; redis-py's pool refuses (MaxConnectionsError) beyond its size.
         self._slots = asyncio.Semaphore(concurrency)
-        self._outbox = Outbox(redis, group)
+        self._url = direct_url(redis)
+        self._outbox = Outbox(redis, group, connect=(
+            None if self._url is None else lambda: self._open_connection(f"{self.consumer}:out")))
         self._handlers: dict[tuple[str, str | None], Handler] = {}
         # Per charger (identity as bytes) whose handler is running in a task:
         # the entries waiting behind it, and the task.
         self._queues: dict[bytes, collections.deque[Message]] = {}
         self._workers: dict[bytes, asyncio.Task[None]] = {}
         self._readers: list[ShardReader] = []
-        self._url = direct_url(redis)
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._in_flight: set[tuple[str, str]] = set()
         # Set while fewer than max_in_flight entries are held; the reader waits on it.
@@ -311,6 +312,7 @@ class BackendApp:
             self._stopping.set()
             await asyncio.gather(claimer, return_exceptions=True)
             await self._drain_workers()
+            self._outbox.close()
             await self.client.close()
 
     async def _open_connection(self, name: str) -> RedisConnection:

@@ -6,16 +6,26 @@ writes everything submitted meanwhile in two pipelined round trips: first all
 replies, then the XACKs of exactly those entries whose reply was written, so
 the "acknowledge only after the reply" rule of docs/streams.md holds per entry.
 One task, one Redis connection, however many handlers run.
+
+With ``connect`` (a plain Redis server the SDK can reach directly) the writes
+go through the compiled RESP encoder and reply reader on a connection of its
+own (router.streams.connection) instead of redis-py: this is the path of
+handlers that awaited, whose answers cannot ride with their reader's batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from router.streams._resp import CommandBuffer
+from router.streams.connection import RedisConnection
+from router.streams.errors import RedisReplyError, StreamsError
 
 # docs/streams.md: "Backends should add to out streams with MAXLEN ~ 100000".
 OUT_MAXLEN = 100_000
@@ -38,9 +48,12 @@ class Outbox:
         group: the consumer group that acknowledges.
     """
 
-    def __init__(self, redis: aioredis.Redis, group: str) -> None:
+    def __init__(self, redis: aioredis.Redis, group: str,
+                 connect: Callable[[], Awaitable[RedisConnection]] | None = None) -> None:
         self.redis = redis
         self.group = group
+        self._connect = connect
+        self._conn: RedisConnection | None = None
         self._items: list[_Item] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -65,9 +78,67 @@ class Outbox:
                 # its entry; under load, entries also pile up during a write.
                 await asyncio.sleep(0)
                 items, self._items = self._items, []
-                await self._write(items)
+                if self._connect is not None:
+                    await self._write_direct(items)
+                else:
+                    await self._write(items)
         finally:
             self._task = None
+
+    def close(self) -> None:
+        """Close the direct connection (if one is open)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def _round_trip(self, buf: CommandBuffer) -> list[Any]:
+        conn = self._conn
+        if conn is None or not conn.connected:
+            assert self._connect is not None
+            conn = self._conn = await self._connect()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        n = len(buf)
+        conn.send_raw(buf.take(), n, lambda r: None if fut.done() else fut.set_result(r), 30.0)
+        replies = await fut
+        if isinstance(replies, StreamsError):
+            raise replies
+        return replies  # type: ignore[no-any-return]
+
+    async def _write_direct(self, items: list[_Item]) -> None:
+        # Same two steps as _write, on the compiled path: the XADDs, then the
+        # XACKs of the entries whose XADD succeeded (and of those without one).
+        try:
+            buf = CommandBuffer()
+            replies = [it for it in items if it.out_key is not None]
+            for it in replies:
+                assert it.fields is not None and it.out_key is not None
+                buf.append_xadd(it.out_key, OUT_MAXLEN, [x for kv in it.fields.items() for x in kv])
+            if replies:
+                for it, result in zip(replies, await self._round_trip(buf), strict=True):
+                    if isinstance(result, RedisReplyError):
+                        it.done.set_exception(result)
+            by_stream: dict[str, list[_Item]] = {}
+            for it in items:
+                if not it.done.done():
+                    by_stream.setdefault(it.stream, []).append(it)
+            if not by_stream:
+                return
+            for stream, group_items in by_stream.items():
+                buf.append_xack(stream, self.group, [it.entry_id for it in group_items])
+            results = await self._round_trip(buf)
+            for (_stream, group_items), result in zip(by_stream.items(), results, strict=True):
+                for it in group_items:
+                    if isinstance(result, RedisReplyError):
+                        it.done.set_exception(result)
+                    else:
+                        it.done.set_result(None)
+        except StreamsError as exc:
+            if self._conn is not None:
+                self._conn.abort()
+                self._conn = None
+            for it in items:
+                if not it.done.done():
+                    it.done.set_exception(exc)
 
     async def _write(self, items: list[_Item]) -> None:
         try:
