@@ -17,23 +17,32 @@ certificate authority (``SignCertificate`` → ``Rejected``), no OCSP/CRL access
 ``Rejected``, 2.1 ``NoChargingProfile``), no vendor extensions
 (``DataTransfer`` → ``UnknownVendorId``), no VAT validation service.
 
-Each handler is a plain coroutine taking a :class:`~router.backend.Message`
-and returning the response payload as a dict: the SDK writes it to the right
-node's out stream and acknowledges the entry afterwards.
+Each handler takes a :class:`~router.backend.Message` and returns the
+response payload as a dict: the SDK writes it to the right node's out stream
+and acknowledges the entry afterwards. Handlers that need no Redis are plain
+``def`` functions, run inline in the SDK's batch (docs/backend.md,
+"Performance model"); those that keep state are ``async def`` and write
+through :class:`StateStore`, which sends the commands of every handler
+waiting in one event-loop iteration in one pipelined write.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
-from collections.abc import Collection
+import time
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 
-from router.backend.app import BackendApp
+from router.backend.app import BackendApp, direct_url
 from router.backend.message import Message
+from router.streams._resp import CommandBuffer
+from router.streams.connection import RedisConnection, open_connection
+from router.streams.errors import RedisReplyError, StreamsError
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +79,127 @@ ACKNOWLEDGED["ocpp2.1"] = ACKNOWLEDGED["ocpp2.0.1"] | frozenset({
 })
 
 
+_now_ms = -1
+_now_text = ""
+
+
 def utc_now() -> str:
-    """The current time as an RFC 3339 UTC date-time with milliseconds."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The current time as an RFC 3339 UTC date-time with milliseconds
+    (formatted once per millisecond: many answers carry it)."""
+    global _now_ms, _now_text
+    ms = time.time_ns() // 1_000_000
+    if ms != _now_ms:
+        stamp = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+        _now_text = stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        _now_ms = ms
+    return _now_text
+
+
+Command = Sequence[bytes | str | int]
+
+
+class StateStore:
+    """The CSMS's Redis commands, auto-pipelined.
+
+    Commands issued by any number of handlers during one event-loop iteration
+    leave in one write on one connection (the router's compiled RESP encoder
+    and reply reader); each caller gets its own replies. A group of commands
+    (:meth:`run`) is written back to back, so ``MULTI … EXEC`` stays
+    atomic on the shared connection. For clients the SDK cannot reach
+    directly (TLS, Sentinel: ``direct_url`` is None) it uses redis-py.
+
+    Args:
+        redis: the Redis client.
+    """
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self._url = direct_url(redis)
+        self._conn: RedisConnection | None = None
+        self._opening: asyncio.Future[RedisConnection] | None = None
+        self._buf = CommandBuffer()
+        self._waiting: list[tuple[int, asyncio.Future[list[Any]]]] = []
+        self._scheduled = False
+
+    async def run(self, commands: Sequence[Command], *, transaction: bool = False) -> list[Any]:
+        """Run ``commands``; return their replies (for a transaction, EXEC's).
+
+        Raises:
+            redis.exceptions.RedisError, router.streams.errors.StreamsError:
+                Redis failed or answered an error.
+        """
+        if self._url is None:
+            async with self.redis.pipeline(transaction=transaction) as pipe:
+                for cmd in commands:
+                    pipe.execute_command(*cmd)
+                return await pipe.execute()
+        conn = self._conn
+        if conn is None or not conn.connected:
+            conn = await self._connect()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[Any]] = loop.create_future()
+        buf = self._buf
+        if transaction:
+            buf.append_command(b"MULTI")
+        for cmd in commands:
+            buf.append_command(*cmd)
+        if transaction:
+            buf.append_command(b"EXEC")
+        self._waiting.append((len(commands) + 2 * transaction, fut))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        replies = await fut
+        if transaction:
+            replies = [replies[-1]]
+        for reply in replies:
+            if isinstance(reply, RedisReplyError):
+                raise reply
+        return replies[0] if transaction else replies
+
+    async def _connect(self) -> RedisConnection:
+        if self._opening is None:
+            assert self._url is not None
+            self._opening = asyncio.ensure_future(open_connection(self._url, name="csms-state"))
+        try:
+            conn = self._conn = await asyncio.shield(self._opening)
+        finally:
+            self._opening = None
+        return conn
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        waiting, self._waiting = self._waiting, []
+        data = self._buf.take()
+        if not waiting:
+            return
+        total = sum(n for n, _fut in waiting)
+
+        def settle(replies: list[Any] | StreamsError) -> None:
+            at = 0
+            for n, fut in waiting:
+                if fut.done():
+                    pass
+                elif isinstance(replies, StreamsError):
+                    fut.set_exception(replies)
+                else:
+                    fut.set_result(replies[at:at + n])
+                at += n
+
+        conn = self._conn
+        try:
+            if conn is None:
+                raise StreamsError("not connected to Redis")
+            conn.send_raw(data, total, settle, 30.0)
+        except StreamsError as exc:
+            settle(exc)
+
+    async def aclose(self) -> None:
+        """Close the connection (a later command opens a new one)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+            await conn.wait_closed()
 
 
 class ReferenceCSMS:
@@ -97,11 +224,15 @@ class ReferenceCSMS:
         self.heartbeat_interval = heartbeat_interval
         self.allow = frozenset(allow) if allow is not None else None
         self.app = BackendApp(redis, group=group, prefix=prefix, shards=shards, **app_options)
+        self.state = StateStore(redis)
         self._register()
 
     async def run(self) -> None:
         """Serve until :meth:`stop`."""
-        await self.app.run()
+        try:
+            await self.app.run()
+        finally:
+            await self.state.aclose()
 
     def stop(self) -> None:
         """Stop after the handlers in flight have answered."""
@@ -150,15 +281,16 @@ class ReferenceCSMS:
 
     # ------------------------------------------------------------------ connections
 
-    async def connected(self, msg: Message) -> None:
+    def connected(self, msg: Message) -> None:
         log.info("%s connected (%s, %s, node %s)", msg.cs, msg.proto, msg.addr, msg.node)
 
-    async def disconnected(self, msg: Message) -> None:
+    def disconnected(self, msg: Message) -> None:
         log.info("%s disconnected (%s %s)", msg.cs, msg.code, msg.description)
 
-    async def periodic_event(self, msg: Message) -> None:
+    def periodic_event(self, msg: Message) -> None:
         """OCPP 2.1 SEND NotifyPeriodicEventStream: data only, nothing to answer."""
-        log.debug("%s %s: %d bytes", msg.cs, msg.action, len(msg.payload))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s: %d bytes", msg.cs, msg.action, len(msg.payload))
 
     # ------------------------------------------------------------------ core messages
 
@@ -173,15 +305,16 @@ class ReferenceCSMS:
             station = req["chargingStation"]
             info = {"vendor": station["vendorName"], "model": station["model"],
                     "firmware": station.get("firmwareVersion", ""), "reason": req["reason"]}
-        await self.redis.hset(self._key("boot", msg.cs),
-                              mapping={**info, "proto": msg.proto, "at": utc_now()})
+        info.update(proto=msg.proto, at=utc_now())
+        await self.state.run([("HSET", self._key("boot", msg.cs),
+                               *(x for kv in info.items() for x in kv))])
         return {"status": "Accepted", "currentTime": utc_now(),
                 "interval": self.heartbeat_interval}
 
-    async def heartbeat(self, msg: Message) -> Payload:
+    def heartbeat(self, msg: Message) -> Payload:
         return {"currentTime": utc_now()}
 
-    async def authorize(self, msg: Message) -> Payload:
+    def authorize(self, msg: Message) -> Payload:
         req = msg.json
         if msg.proto in SHAPED_16:
             ok = self.is_allowed(req["idTag"])
@@ -198,28 +331,32 @@ class ReferenceCSMS:
         else:
             connector = f"{req['evseId']}/{req['connectorId']}"
             status = {"status": req["connectorStatus"], "timestamp": req["timestamp"]}
-        await self.redis.hset(self._key("status", msg.cs), connector, orjson.dumps(status))
+        await self.state.run([("HSET", self._key("status", msg.cs), connector,
+                               orjson.dumps(status))])
         return {}
 
-    async def meter_values(self, msg: Message) -> Payload:
-        req = msg.json
-        where = req.get("connectorId", req.get("evseId", 0))
-        log.debug("%s meter values for %s: %d samples", msg.cs, where, len(req.get("meterValue", ())))
+    def meter_values(self, msg: Message) -> Payload:
+        # Nothing is stored; the payload is decoded only for a debug log.
+        if log.isEnabledFor(logging.DEBUG):
+            req = msg.json
+            where = req.get("connectorId", req.get("evseId", 0))
+            log.debug("%s meter values for %s: %d samples", msg.cs, where,
+                      len(req.get("meterValue", ())))
         return {}
 
-    async def data_transfer(self, msg: Message) -> Payload:
+    def data_transfer(self, msg: Message) -> Payload:
         """No vendor extensions here (OCPP 1.6 §4.3, 2.0.1 P02)."""
         return {"status": "UnknownVendorId"}
 
-    async def acknowledge(self, msg: Message) -> Payload:
+    def acknowledge(self, msg: Message) -> Payload:
         """Notifications whose response carries nothing: note and confirm."""
         log.debug("%s %s", msg.cs, msg.action)
         return {}
 
-    async def accepted(self, msg: Message) -> Payload:
+    def accepted(self, msg: Message) -> Payload:
         return {"status": "Accepted"}
 
-    async def rejected(self, msg: Message) -> Payload:
+    def rejected(self, msg: Message) -> Payload:
         return {"status": "Rejected"}
 
     # ------------------------------------------------------------------ transactions, 1.6
@@ -230,10 +367,10 @@ class ReferenceCSMS:
         req = msg.json
         ok = self.is_allowed(req["idTag"])
         tx_id = await self._transaction_id(msg)
-        await self.redis.hset(self._key("tx", msg.cs, str(tx_id)), mapping={
-            "connector": req["connectorId"], "idTag": req["idTag"],
-            "meterStart": req["meterStart"], "started": req["timestamp"],
-            "state": "active" if ok else "refused"})
+        await self.state.run([("HSET", self._key("tx", msg.cs, str(tx_id)),
+                               "connector", req["connectorId"], "idTag", req["idTag"],
+                               "meterStart", req["meterStart"], "started", req["timestamp"],
+                               "state", "active" if ok else "refused")])
         return {"idTagInfo": {"status": "Accepted" if ok else "Invalid"}, "transactionId": tx_id}
 
     async def _transaction_id(self, msg: Message) -> int:
@@ -245,22 +382,23 @@ class ReferenceCSMS:
         ids are unique per sender and connection, OCPP-J 1.6 §4.1.3).
         """
         seen = self._key("txmsg", msg.cs, msg.conn, msg.id)
-        known = await self.redis.get(seen)
+        [known] = await self.state.run([("GET", seen)])
         if known is not None:
             return int(known)
-        new_id = int(await self.redis.incr(self._key("txseq")))
-        if await self.redis.set(seen, new_id, nx=True, ex=86400):
-            return new_id
-        return int(await self.redis.get(seen) or new_id)  # a concurrent delivery won
+        [new_id] = await self.state.run([("INCR", self._key("txseq"))])
+        [won] = await self.state.run([("SET", seen, new_id, "NX", "EX", 86400)])
+        if won:
+            return int(new_id)
+        [known] = await self.state.run([("GET", seen)])
+        return int(known or new_id)  # a concurrent delivery won
 
     async def stop_transaction(self, msg: Message) -> Payload:
         req = msg.json
         key = self._key("tx", msg.cs, str(req["transactionId"]))
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"meterStop": req["meterStop"], "stopped": req["timestamp"],
-                                    "reason": req.get("reason", "Local"), "state": "ended"})
-            pipe.expire(key, ENDED_TX_TTL)
-            await pipe.execute()
+        await self.state.run([
+            ("HSET", key, "meterStop", req["meterStop"], "stopped", req["timestamp"],
+             "reason", req.get("reason", "Local"), "state", "ended"),
+            ("EXPIRE", key, ENDED_TX_TTL)], transaction=True)
         if "idTag" in req:
             ok = self.is_allowed(req["idTag"])
             return {"idTagInfo": {"status": "Accepted" if ok else "Invalid"}}
@@ -289,28 +427,27 @@ class ReferenceCSMS:
             fields["idToken"] = req["idToken"]["idToken"]
             # E01.FR.xx: the CSMS answers idTokenInfo when the request has an idToken.
             answer["idTokenInfo"] = self._id_token_info(req["idToken"])
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=fields)
-            if req["eventType"] == "Ended":
-                pipe.expire(key, ENDED_TX_TTL)
-            await pipe.execute()
+        commands: list[Command] = [("HSET", key, *(x for kv in fields.items() for x in kv))]
+        if req["eventType"] == "Ended":
+            commands.append(("EXPIRE", key, ENDED_TX_TTL))
+        await self.state.run(commands, transaction=True)
         return answer
 
     # ------------------------------------------------------------------ certificates, smart charging
 
-    async def sign_certificate(self, msg: Message) -> Payload:
+    def sign_certificate(self, msg: Message) -> Payload:
         """No certificate authority behind the reference CSMS."""
         return {"status": "Rejected"}
 
-    async def get_certificate_status(self, msg: Message) -> Payload:
+    def get_certificate_status(self, msg: Message) -> Payload:
         """No OCSP responder reachable from here (2.0.1 M06)."""
         return {"status": "Failed"}
 
-    async def get_15118_ev_certificate(self, msg: Message) -> Payload:
+    def get_15118_ev_certificate(self, msg: Message) -> Payload:
         """No contract certificate pool (2.0.1 M01): fail with an empty EXI response."""
         return {"status": "Failed", "exiResponse": ""}
 
-    async def get_certificate_chain_status(self, msg: Message) -> Payload:
+    def get_certificate_chain_status(self, msg: Message) -> Payload:
         """OCPP 2.1: one ``Failed`` status per requested certificate."""
         return {"certificateStatus": [
             {"certificateHashData": item["certificateHashData"], "source": item["source"],
@@ -318,11 +455,11 @@ class ReferenceCSMS:
             for item in msg.json["certificateStatusRequests"][:4]
         ]}
 
-    async def notify_ev_charging_needs(self, msg: Message) -> Payload:
+    def notify_ev_charging_needs(self, msg: Message) -> Payload:
         """No smart charging: 2.1 says so precisely, 2.0.1 can only reject."""
         return {"status": "NoChargingProfile" if msg.proto == "ocpp2.1" else "Rejected"}
 
-    async def vat_number_validation(self, msg: Message) -> Payload:
+    def vat_number_validation(self, msg: Message) -> Payload:
         """OCPP 2.1: no VAT validation service, so the number is not confirmed."""
         req = msg.json
         answer: Payload = {"vatNumber": req["vatNumber"], "status": "Rejected"}

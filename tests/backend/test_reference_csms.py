@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import time
 from collections.abc import AsyncIterator
@@ -26,7 +27,9 @@ CASES = [(proto, action) for proto in PROTOS for action in sorted(dialect(proto)
 
 @pytest.fixture
 async def csms(redis: aioredis.Redis, key_prefix: str) -> AsyncIterator[ReferenceCSMS]:
-    yield ReferenceCSMS(redis, prefix=key_prefix, allow={"04A2B3", "GOOD"}, block=0.2)
+    csms = ReferenceCSMS(redis, prefix=key_prefix, allow={"04A2B3", "GOOD"}, block=0.2)
+    yield csms
+    await csms.state.aclose()   # handlers called directly, without run()
 
 
 _ids = itertools.count(1)
@@ -44,7 +47,8 @@ async def answer(csms: ReferenceCSMS, proto: str, action: str, payload: dict[str
     msg = entry(proto, action, payload, msg_id=f"m{next(_ids)}")
     handler = csms.app.handler_for(msg)
     assert handler is not None, f"no handler for {proto} {action}"
-    return await handler(msg)
+    result = handler(msg)    # a plain def handler answers at once
+    return await result if inspect.isawaitable(result) else result
 
 
 @pytest.mark.parametrize(("proto", "action"), CASES)
