@@ -622,6 +622,19 @@ async def scenario_sdk(a: argparse.Namespace) -> dict[str, Any]:
     systems.update(await measure_series(lambda: router_stack("sdk-def", rw), [
         (plain, lambda _r: closed())]))
     systems[ROUTER_CSMS] = await measure(ROUTER_CSMS, lambda: router_stack("csms", rw), closed())
+    # Throughput of router + backend drifts with the other jobs on a shared
+    # machine by more than the two backends differ: alternate them.
+    rounds: list[dict[str, Any]] = []
+    for i in range(a.rounds):
+        log(f"sdk round {i + 1}/{a.rounds}")
+        row: dict[str, Any] = {}
+        for key, backend in (("fast", "fast"), ("sdk", "sdk")):
+            r = (await measure_series(lambda b=backend: router_stack(b, rw),
+                                      [(key, lambda _r: closed())]))[key]
+            row[key] = {"msgs_per_s": r.get("msgs_per_s"), "us_per_msg": _backend_us(r)}
+        rounds.append(row)
+    ratios = [r["sdk"]["msgs_per_s"] / r["fast"]["msgs_per_s"] for r in rounds
+              if r["sdk"]["msgs_per_s"] and r["fast"]["msgs_per_s"]]
     fast_rate = systems[ROUTER_FAST].get("msgs_per_s")
     sdk_rate = systems[ROUTER_SDK].get("msgs_per_s")
     base_rate = systems.get(base, {}).get("msgs_per_s") or None
@@ -639,10 +652,12 @@ async def scenario_sdk(a: argparse.Namespace) -> dict[str, Any]:
         "sdk_over_base": round(sdk_rate / base_rate, 2) if sdk_rate and base_rate else None,
         "sdk_over_issue_baseline": (round(sdk_rate / SDK_BASELINE_MSGS_PER_S, 2)
                                     if sdk_rate else None),
+        "rounds_sdk_over_fast": [round(x, 3) for x in ratios],
+        "rounds_sdk_over_fast_median": round(statistics.median(ratios), 3) if ratios else None,
     }
     log("sdk summary: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
     return {"systems": systems, "chargers": n, "duration_s": d, "router_workers": rw,
-            "summary": summary}
+            "rounds": rounds, "summary": summary}
 
 
 RUNNERS = {"e2e": scenario_e2e, "idle": scenario_idle, "storm": scenario_storm,
@@ -717,7 +732,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="router worker processes (e2e 1, idle chargers/15000, storm 2)")
     p.add_argument("--rounds", type=int, default=3,
                    help="e2e: alternating rounds of router and picows responder after the "
-                   "main series; the goal verdicts use their medians (0 = none)")
+                   "main series; the goal verdicts use their medians (0 = none); sdk: "
+                   "alternating rounds of router + fast responder and router + SDK")
     p.add_argument("--sdk-base", metavar="REV", default="",
                    help="sdk: also measure the SDK of git revision REV (built in a "
                    "temporary worktree) as the baseline, in the same run")
