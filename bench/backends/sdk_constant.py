@@ -21,8 +21,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import uvloop
+from redis.exceptions import RedisError
 
 from router.backend import BackendApp, Message
+from router.streams.errors import StreamsError
 
 _TS = "2026-11-21T12:00:00Z"
 _ACCEPTED = {"idTagInfo": {"status": "Accepted"}}
@@ -86,7 +88,7 @@ def main() -> int:
     args = p.parse_args()
     try:
         uvloop.run(serve(args))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RedisError, StreamsError) as exc:
         print(f"sdk_constant: {exc}", file=sys.stderr)
         return 1
     return 0
