@@ -312,7 +312,7 @@ class BackendApp:
             self._stopping.set()
             await asyncio.gather(claimer, return_exceptions=True)
             await self._drain_workers()
-            self._outbox.close()
+            await self._outbox.aclose()
             await self.client.close()
 
     async def _open_connection(self, name: str) -> RedisConnection:

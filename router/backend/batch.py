@@ -156,6 +156,14 @@ class ShardReader:
 
     async def run(self) -> None:
         """Read, handle and answer until the app stops (then flush what is owed)."""
+        try:
+            await self._run()
+        finally:
+            if self.conn is not None:
+                self.conn.abort()   # cancelled mid-write: nothing more is owed here
+                self.conn = None
+
+    async def _run(self) -> None:
         app = self.app
         backoff = 0.1
         while True:
@@ -182,6 +190,7 @@ class ShardReader:
                 self.handle(entries)
         if self.conn is not None:
             self.conn.close()
+            await self.conn.wait_closed()
             self.conn = None
 
     async def _connection(self) -> RedisConnection:

@@ -85,11 +85,12 @@ class Outbox:
         finally:
             self._task = None
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         """Close the direct connection (if one is open)."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+            await conn.wait_closed()
 
     async def _round_trip(self, buf: CommandBuffer) -> list[Any]:
         conn = self._conn
