@@ -570,21 +570,36 @@ async def scenario_validation(a: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-# Issue 14's measurement of today's SDK (before its compiled data path):
-# ≈ 16,000 msg/s for router + one SDK process, 200 chargers, closed loop.
-SDK_BASELINE_MSGS_PER_S = 16_000.0
-
-
 def _backend_us(r: dict[str, Any]) -> float | None:
     return _nested(r, "cpu", "backend", "us_per_msg") if r.get("available") else None
 
 
 async def scenario_sdk(a: argparse.Namespace) -> dict[str, Any]:
     """The backend SDK against its anchors, one run: router + compiled fast
-    responder, router + one ``BackendApp`` process with seven constant
-    handlers (closed loop, then open loop at 25 % and 50 % of that maximum),
-    the same with plain ``def`` handlers, router + reference CSMS. The figure
-    is the backend process's CPU per message (from /proc)."""
+    responder, router + the SDK of ``--sdk-base`` (the baseline), router +
+    one ``BackendApp`` process with seven constant handlers (closed loop,
+    then open loop at 25 % and 50 % of that maximum), the same with plain
+    ``def`` handlers, router + reference CSMS; then ``--rounds`` alternating
+    rounds of fast responder, baseline and SDK (throughput drifts with the
+    other jobs of a shared machine by more than the backends differ). The
+    figure is the backend process's CPU per message (from /proc)."""
+    with contextlib.ExitStack() as stack:
+        tree: Path | None = None
+        base_error = ""
+        if a.sdk_base:
+            from bench.ab import ABError, built_worktree
+
+            log(f"building {a.sdk_base} for the SDK baseline")
+            try:
+                tree = stack.enter_context(built_worktree(a.sdk_base))
+            except ABError as exc:
+                base_error = str(exc)
+        return await _sdk_series(a, tree, base_error)
+    raise AssertionError("unreachable")
+
+
+async def _sdk_series(a: argparse.Namespace, tree: Path | None, base_error: str
+                      ) -> dict[str, Any]:
     n, d, w = a.chargers or 200, a.duration or 8.0, a.warmup
     rw = a.router_workers or 1
 
@@ -598,66 +613,60 @@ async def scenario_sdk(a: argparse.Namespace) -> dict[str, Any]:
             return _open_at(closed(), top * part) if top else None
         return make
 
-    systems: dict[str, Any] = {}
-    systems.update(await measure_series(lambda: router_stack("fast", rw), [
-        (ROUTER_FAST, lambda _r: closed())]))
-    base = f"ocpp-router + SDK backend at {a.sdk_base} (constant handlers)"
-    if a.sdk_base:
-        from bench.ab import ABError, built_worktree
+    def stack_of(key: str) -> Callable[[], Any]:
+        if key == "base":
+            return lambda: router_stack("sdk", rw, backend_tree=tree)
+        return lambda: router_stack(key, rw)
 
-        try:
-            log(f"building {a.sdk_base} for the SDK baseline")
-            with built_worktree(a.sdk_base) as tree:
-                systems.update(await measure_series(
-                    lambda: router_stack("sdk", rw, backend_tree=tree),
-                    [(base, lambda _r: closed())]))
-        except ABError as exc:
-            systems[base] = {"available": False, "reason": str(exc)}
-    systems.update(await measure_series(lambda: router_stack("sdk", rw), [
+    base = f"ocpp-router + SDK backend at {a.sdk_base} (constant handlers)"
+    systems: dict[str, Any] = {}
+    systems.update(await measure_series(stack_of("fast"), [(ROUTER_FAST, lambda _r: closed())]))
+    if tree is not None:
+        systems.update(await measure_series(stack_of("base"), [(base, lambda _r: closed())]))
+    elif base_error:
+        systems[base] = {"available": False, "reason": base_error}
+    systems.update(await measure_series(stack_of("sdk"), [
         (ROUTER_SDK, lambda _r: closed()),
         (ROUTER_SDK + " @ 25% load", share(ROUTER_SDK, 0.25)),
         (ROUTER_SDK + " @ 50% load", share(ROUTER_SDK, 0.5)),
     ]))
     plain = ROUTER_SDK.replace("constant handlers", "constant def handlers")
-    systems.update(await measure_series(lambda: router_stack("sdk-def", rw), [
-        (plain, lambda _r: closed())]))
-    systems[ROUTER_CSMS] = await measure(ROUTER_CSMS, lambda: router_stack("csms", rw), closed())
-    # Throughput of router + backend drifts with the other jobs on a shared
-    # machine by more than the two backends differ: alternate them.
+    systems.update(await measure_series(stack_of("sdk-def"), [(plain, lambda _r: closed())]))
+    systems[ROUTER_CSMS] = await measure(ROUTER_CSMS, stack_of("csms"), closed())
     rounds: list[dict[str, Any]] = []
     for i in range(a.rounds):
         log(f"sdk round {i + 1}/{a.rounds}")
         row: dict[str, Any] = {}
-        for key, backend in (("fast", "fast"), ("sdk", "sdk")):
-            r = (await measure_series(lambda b=backend: router_stack(b, rw),
-                                      [(key, lambda _r: closed())]))[key]
+        for key in ("fast", "base", "sdk") if tree is not None else ("fast", "sdk"):
+            r = (await measure_series(stack_of(key), [(key, lambda _r: closed())]))[key]
             row[key] = {"msgs_per_s": r.get("msgs_per_s"), "us_per_msg": _backend_us(r)}
         rounds.append(row)
-    ratios = [r["sdk"]["msgs_per_s"] / r["fast"]["msgs_per_s"] for r in rounds
-              if r["sdk"]["msgs_per_s"] and r["fast"]["msgs_per_s"]]
-    fast_rate = systems[ROUTER_FAST].get("msgs_per_s")
-    sdk_rate = systems[ROUTER_SDK].get("msgs_per_s")
-    base_rate = systems.get(base, {}).get("msgs_per_s") or None
+
+    def ratios(top: str, bottom: str) -> list[float]:
+        return [round(r[top]["msgs_per_s"] / r[bottom]["msgs_per_s"], 3) for r in rounds
+                if r.get(top, {}).get("msgs_per_s") and r.get(bottom, {}).get("msgs_per_s")]
+
+    over_fast, over_base = ratios("sdk", "fast"), ratios("sdk", "base")
+    sdk_us = _backend_us(systems[ROUTER_SDK])
+    base_us = _backend_us(systems.get(base, {}))
     summary = {
-        "sdk_us_per_msg": _backend_us(systems[ROUTER_SDK]),
+        "sdk_us_per_msg": sdk_us,
         "sdk_def_us_per_msg": _backend_us(systems[plain]),
         "sdk_us_per_msg_at_25": _backend_us(systems.get(ROUTER_SDK + " @ 25% load", {})),
         "sdk_us_per_msg_at_50": _backend_us(systems.get(ROUTER_SDK + " @ 50% load", {})),
         "fast_us_per_msg": _backend_us(systems[ROUTER_FAST]),
         "csms_us_per_msg": _backend_us(systems[ROUTER_CSMS]),
-        "sdk_msgs_per_s": sdk_rate, "fast_msgs_per_s": fast_rate,
-        "sdk_over_fast": round(sdk_rate / fast_rate, 3) if sdk_rate and fast_rate else None,
-        "base_us_per_msg": _backend_us(systems.get(base, {})),
-        "base_msgs_per_s": base_rate,
-        "sdk_over_base": round(sdk_rate / base_rate, 2) if sdk_rate and base_rate else None,
-        "sdk_over_issue_baseline": (round(sdk_rate / SDK_BASELINE_MSGS_PER_S, 2)
-                                    if sdk_rate else None),
-        "rounds_sdk_over_fast": [round(x, 3) for x in ratios],
-        "rounds_sdk_over_fast_median": round(statistics.median(ratios), 3) if ratios else None,
+        "base_us_per_msg": base_us,
+        # What one backend core could carry, from the CPU per message.
+        "core_capacity_over_base": round(base_us / sdk_us, 2) if sdk_us and base_us else None,
+        "rounds_sdk_over_fast": over_fast,
+        "rounds_sdk_over_fast_median": statistics.median(over_fast) if over_fast else None,
+        "rounds_sdk_over_base": over_base,
+        "rounds_sdk_over_base_median": statistics.median(over_base) if over_base else None,
     }
     log("sdk summary: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
     return {"systems": systems, "chargers": n, "duration_s": d, "router_workers": rw,
-            "rounds": rounds, "summary": summary}
+            "sdk_base": a.sdk_base or None, "rounds": rounds, "summary": summary}
 
 
 RUNNERS = {"e2e": scenario_e2e, "idle": scenario_idle, "storm": scenario_storm,
