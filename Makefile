@@ -53,6 +53,28 @@ fuzz: $(BUILT)
 bench: $(BUILT)
 	$(PY) -m bench.run --standard
 
+# Container image (docs/kubernetes.md). Without a registry, the bases come from
+# Debian packages (mmdebstrap, cached); with one, e.g.
+#   make image BASE_IMAGE=docker.io/library/python:3.12-slim-bookworm BUILD_IMAGE=docker.io/library/python:3.12-bookworm
+.PHONY: base-image
+base-image: system-deps
+	deploy/podman/base-image.sh
+
+.PHONY: image
+image: system-deps
+	@if [ -z "$(BASE_IMAGE)" ]; then deploy/podman/base-image.sh; fi
+	deploy/podman/build-image.sh localhost/ocpp-router:dev
+
+# values.schema.json's `config` section from router/config.py's OPTIONS (a test checks it).
+.PHONY: chart-schema
+chart-schema: $(BUILT)
+	$(PY) -m scripts.chart_schema
+
+# The image's figures for bench/RESULTS.md: size, start to ready, drain of N chargers.
+.PHONY: bench-image
+bench-image: $(BUILT) system-deps
+	$(PY) -m tests.deploy.measure --chargers $${CHARGERS:-1000} --drain-seconds $${DRAIN_SECONDS:-10}
+
 clean:
 	rm -rf build $(VENV) *.egg-info
 	find router ext -name '*.so' -delete

@@ -440,7 +440,10 @@ async def paired_rounds(count: int, closed: Callable[[], LoadConfig], workers: i
                 row[key] = {"available": False, "reason": r.get("reason", "")}
                 continue
             part = r["server_part"]
+            target = {"router_half": rate / 2 if rate else None,
+                      "picows_matched": rate}.get(key)
             row[key] = {"available": True, "msgs_per_s": r["msgs_per_s"],
+                        "target_msgs_per_s": target,
                         "us_per_msg": r["cpu"][part]["us_per_msg"],
                         "p99_ms": r["latency_ms"].get("p99"),
                         "other_cores": _nested(r, "machine_cores_busy", "other_processes")}

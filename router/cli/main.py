@@ -11,10 +11,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
-from redis.exceptions import RedisError
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+if os.getpid() == 1:
+    # In a container the command is PID 1, and the kernel drops signals PID 1 has
+    # no handler for: a SIGTERM during start-up would be lost and the pod killed
+    # only when its grace period ends. Until a command installs its own handler
+    # (the router's drain), SIGTERM ends it as it would end any other process.
+    # Set before the heavier imports below, to keep that window short.
+    signal.signal(signal.SIGTERM, _terminated)
+
+from redis.exceptions import RedisError  # noqa: E402
 
 # name -> (module, one-line help). Modules are imported only when used, so
 # `ocpp-router call` does not pay for the server's imports.

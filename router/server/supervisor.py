@@ -16,6 +16,7 @@ import gc
 import json
 import logging
 import os
+import resource
 import signal
 import sys
 import urllib.error
@@ -31,6 +32,9 @@ from router.server.admin import AdminServer
 log = logging.getLogger("router.supervisor")
 
 RESTART_DELAY = 1.0
+# Descriptors a process needs beside its charger sockets: listeners, Redis
+# connections, admin clients, the event loop's own, worker pipes.
+FD_RESERVE = 64
 
 
 def _setup_logging(level: str) -> None:
@@ -63,11 +67,52 @@ async def run_node(config: Config, index: int | None, admin_port_fd: int | None 
     return 0
 
 
+def raise_fd_limit(max_connections: int) -> int:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit and log what it allows.
+
+    Container runtimes (containerd, CRI-O) start processes with a soft limit of
+    1024 whatever the hard limit is, and every charger holds one descriptor.
+    Raising the soft limit up to the hard one needs no privilege (setrlimit(2)).
+
+    Args:
+        max_connections: ``--max-connections``, to warn when the limit is lower.
+
+    Returns:
+        The soft limit in force.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:
+        # No finite hard limit: the kernel still caps it at fs.nr_open.
+        try:
+            with open("/proc/sys/fs/nr_open") as f:
+                target = int(f.read())
+        except (OSError, ValueError):
+            target = soft
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the file descriptor limit from %d to %d: %s",
+                        soft, target, exc)
+    room = max(soft - FD_RESERVE, 0)
+    if room < max_connections:
+        log.warning("file descriptor limit %d allows about %d connections per process, fewer "
+                    "than --max-connections %d: raise the hard nofile limit", soft, room,
+                    max_connections)
+    else:
+        log.info("file descriptor limit %d: room for about %d connections per process "
+                 "(--max-connections %d)", soft, room, max_connections)
+    return soft
+
+
 def serve(config: Config) -> int:
     """Blocking entry point of ``ocpp-router serve``."""
     import uvloop
 
     _setup_logging(config.log_level)
+    raise_fd_limit(config.max_connections)
     if config.workers == 1:
         return int(uvloop.run(run_node(config, None)))
     return Supervisor(config).run()
