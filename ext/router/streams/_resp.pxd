@@ -25,6 +25,7 @@ cdef class CommandBuffer:
     cdef inline int _bulk_int(self, long long v) except -1
     cdef int _arg(self, object value) except -1
     cdef int _xadd_head(self, object key, object maxlen, Py_ssize_t nfields) except -1
+    cdef int _xadd_trim(self, long long cap) except -1
     cdef int _xadd_head_split(self, bytes prefix, const char* rest, Py_ssize_t nrest,
                               object maxlen, Py_ssize_t nfields) except -1
     cdef int inbound(self, object key, object maxlen, object kind, object cs, object proto,

@@ -85,6 +85,17 @@ cdef void _block_shrink(char** data, Py_ssize_t* cap, Py_ssize_t initial) noexce
             cap[0] = initial
 
 
+cdef long long _cap(object maxlen) except -1:
+    # An XADD's MAXLEN argument: 0 for None (no cap), else a positive count.
+    cdef long long cap
+    if maxlen is None:
+        return 0
+    cap = maxlen
+    if cap <= 0:
+        raise ValueError("maxlen must be positive or None")
+    return cap
+
+
 cdef class CommandBuffer:
     """Accumulates RESP-encoded commands; ``take()`` returns them as one write.
 
@@ -216,14 +227,14 @@ cdef class CommandBuffer:
         # XADD key [MAXLEN ~ n] * field value ...   (https://redis.io/commands/xadd/)
         # "~" lets Redis trim whole radix-tree nodes only, which is what keeps
         # capped XADD O(1) amortised; the contract documents the cap as approximate.
-        cdef long long cap = 0
-        if maxlen is not None:
-            cap = maxlen
-            if cap <= 0:
-                raise ValueError("maxlen must be positive or None")
+        cdef long long cap = _cap(maxlen)
         self._header(b'*', 3 + (3 if cap else 0) + nfields)
         self._lit(b"$4\r\nXADD\r\n")
         self._arg(key)
+        return self._xadd_trim(cap)
+
+    cdef int _xadd_trim(self, long long cap) except -1:
+        # The part of an XADD after its key.
         if cap:
             self._lit(b"$6\r\nMAXLEN\r\n$1\r\n~\r\n")
             self._bulk_int(cap)
@@ -401,12 +412,8 @@ cdef class CommandBuffer:
     cdef int _xadd_head_split(self, bytes prefix, const char* rest, Py_ssize_t nrest,
                               object maxlen, Py_ssize_t nfields) except -1:
         # _xadd_head with the key written as prefix + rest (no key object).
-        cdef long long cap = 0
+        cdef long long cap = _cap(maxlen)
         cdef Py_ssize_t np = PyBytes_GET_SIZE(prefix)
-        if maxlen is not None:
-            cap = maxlen
-            if cap <= 0:
-                raise ValueError("maxlen must be positive or None")
         self._header(b'*', 3 + (3 if cap else 0) + nfields)
         self._lit(b"$4\r\nXADD\r\n")
         self._header(b'$', np + nrest)
@@ -417,11 +424,7 @@ cdef class CommandBuffer:
         self._data[self._len] = b'\r'
         self._data[self._len + 1] = b'\n'
         self._len += 2
-        if cap:
-            self._lit(b"$6\r\nMAXLEN\r\n$1\r\n~\r\n")
-            self._bulk_int(cap)
-        self._lit(b"$1\r\n*\r\n")
-        return 0
+        return self._xadd_trim(cap)
 
     def append_xack(self, key, group, list ids):
         """Append ``XACK key group id …`` (ids as bytes or str; at least one).
