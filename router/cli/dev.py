@@ -205,7 +205,7 @@ def _next_commands(args: argparse.Namespace, state: Path) -> str:
     shard_opts = opts + ("" if args.shards == 1 else f" --shards {args.shards}")
     return "\n".join([
         f"In another terminal (they find this Redis through {state}):",
-        f"  ocpp-router simulate ws://localhost:{args.port}/ocpp/ --chargers 10 --duration 30",
+        f"  ocpp-router simulate ws://localhost:{args.port}/ocpp/ --chargers 10 --rate 200 --duration 30",
         f"  ocpp-router chargers{opts}",
         f"  ocpp-router call CP000000 Reset '{{\"type\": \"Soft\"}}'{opts}",
         f"  ocpp-router tail{shard_opts}",
