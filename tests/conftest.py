@@ -127,7 +127,10 @@ class _PortTaken(RuntimeError):
 
 def _start_router(redis_url: str, key_prefix: str, *args: str, node_id: str | None,
                   ready: bool, wait: float) -> RouterNode:
-    port, admin_port = free_port(), free_port()
+    port = free_port()
+    admin_port = free_port()
+    while admin_port == port:  # the kernel may hand out the same free port twice
+        admin_port = free_port()
     node_id = node_id or f"node-{uuid.uuid4().hex[:8]}"
     argv = [sys.executable, "-m", "router.cli.main", "serve", "--host", "127.0.0.1",
             "--port", str(port), "--admin-host", "127.0.0.1", "--admin-port", str(admin_port),

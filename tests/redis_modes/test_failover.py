@@ -66,7 +66,11 @@ async def test_router_rides_through_a_master_sigkill(durability: str, key_prefix
     with SentinelDeployment(replicas=1) as sentinel:
         node = await asyncio.to_thread(
             start_router, sentinel.url(), key_prefix, "--publish-timeout", str(timeout(20)),
-            "--reply-timeout", str(timeout(45)), "--durability", durability)
+            "--reply-timeout", str(timeout(45)), "--durability", durability,
+            # The closed-loop chargers send far above the per-charger message
+            # limit (issue 13, 50/s by default): its GenericErrors are not
+            # what this test counts.
+            "--message-rate", "0")
         readiness: list[tuple[float, int]] = []
         polling = threading.Event()
 
