@@ -45,7 +45,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from bench.loadgen import LoadConfig, merge_hists, percentiles, run_load
-from bench.services import REPO, HAProxy, Service, ServiceError, python_module
+from bench.services import REPO, HAProxy, Service, ServiceError, metric_sum, python_module
 from router.embedded_redis import RedisServer, free_port
 
 PER_LB = 5000          # chargers per haproxy process (its maxconn is 9000)
@@ -195,16 +195,8 @@ def _wait_ready(admin: int, seconds: float = 60) -> None:
 def _metric(admin: int, name: str, **labels: str) -> float:
     import urllib.request
 
-    from prometheus_client.parser import text_string_to_metric_families
-
     with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    total = 0.0
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                total += s.value
-    return total
+        return metric_sum(r.read().decode(), name, **labels)
 
 
 def _loads(fleet: Fleet, chargers: int, prefix: str, **kw: Any) -> list[LoadConfig]:

@@ -215,3 +215,16 @@ def _haproxy() -> str:
         raise ServiceError("no haproxy: run scripts/system-deps.sh (Debian package haproxy)")
     return found
 
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` in a Prometheus exposition ``text`` whose
+    labels include ``labels`` (every label value given must match)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total

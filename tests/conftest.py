@@ -83,15 +83,10 @@ class RouterNode:
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of ``name`` whose labels include ``labels``."""
-        from prometheus_client.parser import text_string_to_metric_families
+        from bench.services import metric_sum
 
         _, text = self.admin("/metrics")
-        total = 0.0
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                    total += s.value
-        return total
+        return metric_sum(text, name, **labels)
 
     def stop(self, sig: int = signal.SIGTERM, wait: float = 30) -> int:
         if self.proc.poll() is None:
