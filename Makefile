@@ -108,6 +108,13 @@ chart-schema: $(BUILT)
 bench-image: $(BUILT) system-deps
 	$(PY) -m tests.deploy.measure --chargers $${CHARGERS:-1000} --drain-seconds $${DRAIN_SECONDS:-10}
 
+.PHONY: bench-cluster
+# Redis Cluster figures (bench/RESULTS.md, "Redis Cluster"): publishing CPU and
+# throughput standalone vs 3-master cluster, outage after a master SIGKILL.
+bench-cluster: $(BUILT)
+	$(PY) -m bench.cluster throughput --rounds 3 --entries 100000
+	$(PY) -m bench.cluster outage --trials 5
+
 clean:
 	rm -rf build $(VENV) *.egg-info
 	find router ext -name '*.so' -delete

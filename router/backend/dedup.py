@@ -12,9 +12,13 @@ OCPP-J message id, unique per sender and connection, OCPP-J 1.6 §4.1.1 /
 :class:`Deduplicator` remembers what its group handled, in Redis (so every
 consumer of the group and a restarted one see it) with a TTL, plus a bounded
 in-process cache in front so a repeat seen by the same consumer costs no round
-trip. An entry is marked *after* its handler finished and before it is
-acknowledged: a crash in between redelivers it, finds it marked, and
-acknowledges it without handling it twice. Two copies handled at the same
+trip. An entry is marked *after* its handler finished and before its answer
+is written and it is acknowledged, with the stream entry that carried it: a
+copy under another entry id is dropped (acknowledged, not handled), but the
+*same* entry delivered again is handled again — its answer (or its
+acknowledgement) was not written, a master died in between, so the charger
+still waits for it. A handler may therefore run twice for one entry, never for
+two copies of one message. Two copies handled at the same
 moment by two consumers are both handled (the check is not a lock); repeats
 come seconds apart (a reconnect), so that is rare, and handlers stay
 idempotent where it matters (as for any at-least-once stream).
@@ -57,7 +61,8 @@ class Deduplicator:
         self.ttl = ttl
         self.local = local
         self._head = f"{prefix}:seen:{group}:"
-        self._cache: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # key → the "<stream> <entry id>" that was handled
+        self._cache: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self.dropped = 0
 
     def key(self, msg: Message) -> str | None:
@@ -69,8 +74,15 @@ class Deduplicator:
             return f"{self._head}{msg.cs}:{msg.conn}:{msg.kind}"
         return None
 
+    @staticmethod
+    def _entry(msg: Message) -> bytes:
+        return f"{msg.stream} {msg.entry_id}".encode()
+
     async def seen(self, msg: Message) -> bool:
-        """True if the group handled this charger message already.
+        """True if the group handled this charger message already, from
+        another stream entry (a copy the router wrote again). False for the
+        entry that was handled itself, delivered again (claimed) because its
+        answer or acknowledgement was not written.
 
         Raises:
             redis.exceptions.RedisError: Redis failed (the entry stays pending).
@@ -78,11 +90,13 @@ class Deduplicator:
         key = self.key(msg)
         if key is None:
             return False
-        if key in self._cache:
+        entry = self._cache.get(key)
+        if entry is not None:
             self._cache.move_to_end(key)
-            hit = True
         else:
-            hit = bool(await self.redis.exists(key))
+            stored = await self.redis.get(key)
+            entry = stored.encode() if isinstance(stored, str) else stored
+        hit = entry is not None and entry != self._entry(msg)
         if hit:
             self.dropped += 1
         return hit
@@ -96,8 +110,11 @@ class Deduplicator:
         key = self.key(msg)
         if key is None:
             return
-        await self.redis.set(key, b"1", ex=self.ttl)
+        entry = self._entry(msg)
+        # Two copies handled at the same moment (rare: see the module doc)
+        # were both handled; whichever is remembered, later copies are dropped.
+        await self.redis.set(key, entry, ex=self.ttl)
         if self.local:
-            self._cache[key] = None
+            self._cache[key] = entry
             if len(self._cache) > self.local:
                 self._cache.popitem(last=False)

@@ -66,3 +66,26 @@ async def test_a_message_written_twice_is_handled_once(redis: aioredis.Redis,
     await run_app(app, lambda: app.stats["duplicates"] >= 1)
     await wait_acked(redis, keys.inbound_for("CP-1"), GROUP, late)
     assert len(handled) == 3
+
+
+async def test_the_same_entry_delivered_again_is_handled_again(redis: aioredis.Redis,
+                                                               key_prefix: str) -> None:
+    # A handled entry whose answer was never written (its master died before
+    # the XADD) is claimed again: the charger still waits, so it is handled
+    # again. Only a copy under another entry id is a duplicate.
+    keys = KeySpace(prefix=key_prefix)
+    call = {"id": "m1", "action": "Authorize", "payload": {"idTag": "A"}}
+    ids = [await publish(redis, keys, "call", "CP-1", conn="c1", **call) for _ in range(2)]
+    stream = keys.inbound_for("CP-1").decode()
+    entries = dict(await redis.xrange(stream))
+    first, copy = (Message(stream, eid, entries[eid.encode()]) for eid in ids)
+    dedup = Deduplicator(redis, prefix=key_prefix, group=GROUP)
+    assert not await dedup.seen(first)
+    await dedup.mark(first)
+    assert not await dedup.seen(first)
+    assert await dedup.seen(copy)
+    # A restarted consumer (empty local cache) tells them apart through Redis.
+    restarted = Deduplicator(redis, prefix=key_prefix, group=GROUP)
+    assert not await restarted.seen(first)
+    assert await restarted.seen(copy)
+    assert (dedup.dropped, restarted.dropped) == (1, 1)
