@@ -11,6 +11,11 @@ is 2 s, so a replica takes over a SIGKILLed master in about 3 to 4 s.
 with ``CLUSTER SETSLOT … IMPORTING/MIGRATING``, ``MIGRATE`` and
 ``SETSLOT … NODE``, the steps ``redis-cli --cluster reshard`` takes
 (https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/#live-resharding).
+
+With ``tls`` (a :class:`~tests.redis_modes.tls.TestCA`) every node speaks only
+TLS, to clients, on the cluster bus and for replication (``tls-cluster``,
+``tls-replication``), and demands client certificates; with ``acl`` lines the
+``default`` user is off and the nodes replicate as ``admin``.
 """
 
 from __future__ import annotations
@@ -22,12 +27,15 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
+from urllib.parse import quote
 
 import redis
 
 from router.embedded_redis import find_redis_server, free_port
 
 NODE_TIMEOUT_MS = 2000
+ADMIN_PASSWORD = "admin-secret"
 
 
 def _redis_cli() -> str:
@@ -44,15 +52,33 @@ def _redis_cli() -> str:
 class ClusterNode:
     """One ``redis-server`` of the cluster."""
 
-    def __init__(self, port: int, directory: Path) -> None:
+    def __init__(self, port: int, directory: Path, tls: Any = None,
+                 aclfile: Path | None = None) -> None:
         self.port = port
         self.dir = directory
+        self.tls = tls
+        self.aclfile = aclfile
         self.proc: subprocess.Popen[bytes] | None = None
         self.killed_slot = 0    # a slot it served when kill_master() killed it
 
     def start(self) -> None:
+        if self.tls is None:
+            listen = ["--port", str(self.port)]
+        else:
+            ca = self.tls
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cluster", "yes",
+                      "--tls-replication", "yes", "--tls-cert-file", str(ca.server_cert),
+                      "--tls-key-file", str(ca.server_key), "--tls-ca-cert-file", str(ca.ca),
+                      "--tls-auth-clients", "yes",
+                      # The bus and replication links are TLS clients too: the
+                      # server certificate is for serverAuth only.
+                      "--tls-client-cert-file", str(ca.client_cert),
+                      "--tls-client-key-file", str(ca.client_key)]
+        if self.aclfile is not None:
+            listen += ["--aclfile", str(self.aclfile), "--masteruser", "admin",
+                       "--masterauth", ADMIN_PASSWORD]
         self.proc = subprocess.Popen(
-            [find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1",
+            [find_redis_server(), *listen, "--bind", "127.0.0.1",
              "--cluster-enabled", "yes", "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
              "--cluster-config-file", "nodes.conf", "--dir", str(self.dir),
              "--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0", "--protected-mode", "no",
@@ -60,8 +86,15 @@ class ClusterNode:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def client(self, timeout: float = 2.0) -> redis.Redis:
+        kw: dict[str, Any] = {}
+        if self.tls is not None:
+            kw.update(ssl=True, ssl_ca_certs=str(self.tls.ca),
+                      ssl_certfile=str(self.tls.client_cert),
+                      ssl_keyfile=str(self.tls.client_key))
+        if self.aclfile is not None:
+            kw.update(username="admin", password=ADMIN_PASSWORD)
         return redis.Redis("127.0.0.1", self.port, socket_timeout=timeout,
-                           socket_connect_timeout=timeout)
+                           socket_connect_timeout=timeout, **kw)
 
     @property
     def alive(self) -> bool:
@@ -94,10 +127,17 @@ class ClusterNode:
 class RedisCluster:
     """Six nodes, three masters with one replica each (a context manager)."""
 
-    def __init__(self, masters: int = 3, replicas: int = 1) -> None:
+    def __init__(self, masters: int = 3, replicas: int = 1, *, tls: Any = None,
+                 acl: list[str] | None = None) -> None:
         self.masters = masters
         self.replicas = replicas
+        self.tls = tls
         self.tmp = Path(tempfile.mkdtemp(prefix="ocpp-cluster-"))
+        self.aclfile: Path | None = None
+        if acl is not None:
+            self.aclfile = self.tmp / "users.acl"
+            self.aclfile.write_text("\n".join([
+                "user default off", f"user admin on >{ADMIN_PASSWORD} ~* &* +@all", *acl]) + "\n")
         self.nodes: list[ClusterNode] = []
 
     # -- lifecycle --------------------------------------------------------------
@@ -106,7 +146,7 @@ class RedisCluster:
         for i in range(self.masters * (1 + self.replicas)):
             d = self.tmp / f"node{i}"
             d.mkdir()
-            node = ClusterNode(free_port(), d)
+            node = ClusterNode(free_port(), d, self.tls, self.aclfile)
             node.start()
             self.nodes.append(node)
         deadline = time.monotonic() + wait
@@ -122,11 +162,20 @@ class RedisCluster:
         subprocess.run(
             [_redis_cli(), "--cluster", "create",
              *(f"127.0.0.1:{n.port}" for n in self.nodes),
-             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+             "--cluster-replicas", str(self.replicas), "--cluster-yes", *self._cli_options()],
             check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, timeout=wait)
         self.wait_ok(wait)
         self.wait_replicas_synced(wait)
+
+    def _cli_options(self) -> list[str]:
+        opts: list[str] = []
+        if self.tls is not None:
+            opts += ["--tls", "--cacert", str(self.tls.ca), "--cert", str(self.tls.client_cert),
+                     "--key", str(self.tls.client_key)]
+        if self.aclfile is not None:
+            opts += ["--user", "admin", "--pass", ADMIN_PASSWORD]
+        return opts
 
     def close(self) -> None:
         for node in self.nodes:
@@ -156,6 +205,16 @@ class RedisCluster:
     def seed_url(self) -> str:
         """``redis+cluster://`` with one seed (the client must learn the rest)."""
         return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def url_for(self, user: str, password: str, *, seeds: int = 1) -> str:
+        """A ``rediss+cluster://`` URL (TLS cluster) for ``user``, with the
+        test CA and the client certificate, naming ``seeds`` nodes."""
+        assert self.tls is not None
+        ca = self.tls
+        query = (f"ssl_ca_certs={quote(str(ca.ca))}&ssl_certfile={quote(str(ca.client_cert))}"
+                 f"&ssl_keyfile={quote(str(ca.client_key))}")
+        hosts = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:seeds])
+        return f"rediss+cluster://{user}:{password}@{hosts}?{query}"
 
     def node_at(self, port: int) -> ClusterNode:
         return next(n for n in self.nodes if n.port == port)
@@ -260,8 +319,9 @@ class RedisCluster:
             dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
             src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
             while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch):
+                auth = ["AUTH2", "admin", ADMIN_PASSWORD] if self.aclfile is not None else []
                 src.execute_command("MIGRATE", "127.0.0.1", to.port, "", 0, 10000,
-                                    "KEYS", *keys)
+                                    *auth, "KEYS", *keys)
             dst.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
             src.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
         for node in self.masters_now():
