@@ -10,12 +10,25 @@ alternating, ``--rounds`` times. CPU per entry is this process's CPU time
 (user + system, ``time.process_time``) over the entries acknowledged — the
 publishing layer only, not the WebSocket side, which is the same in both modes.
 
+``router``: the whole router process with chargers, standalone vs cluster:
+the same closed-loop charger load (``router.sim.loadgen``, OCPP 1.6 mix, every
+CALL through Redis: ``--heartbeat forward``) on ``ocpp-router serve
+--shards 16`` with ``--redis-url redis://`` (one ``redis-server``) and with
+``redis+cluster://`` (3 masters + 3 replicas), the SDK backend
+(``bench.backends.sdk_constant``, one reader per shard on its master)
+answering; alternating rounds in one run, both Redis deployments up the whole
+time. The router's CPU µs per message comes from /proc (loadgen's ``watch``).
+With ``--rate`` both modes carry the same open-loop rate: a closed loop runs
+each mode as fast as its backend answers, and a router's CPU per message falls
+with the rate (bigger batches), so only equal rates compare the router alone.
+
 ``outage``: a fresh 3+3 cluster per trial; one entry per shard every 5 ms;
 SIGKILL of the master of shard 1's slot; the outage is the time from the kill
 to the first acknowledgement of an entry of an affected shard written after
 the kill (the cluster's own failover included: ``cluster-node-timeout`` 2 s).
 
     .venv/bin/python -m bench.cluster throughput --rounds 3
+    .venv/bin/python -m bench.cluster router --rounds 3 --chargers 100 --duration 8
     .venv/bin/python -m bench.cluster outage --trials 3
 """
 
@@ -23,12 +36,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import statistics
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
-from router.embedded_redis import RedisServer
+from redis.exceptions import RedisError
+
+from bench import run
+from bench.services import Service, ServiceError, python_module
+from router.embedded_redis import RedisServer, free_port
+from router.sim.loadgen import LoadConfig
+from router.streams import parse_redis_url
 from router.streams.cluster import ClusterPublisher, key_slot
 from router.streams.keys import KeySpace
 from router.streams.publisher import Publisher
@@ -85,6 +107,83 @@ async def throughput(args: argparse.Namespace) -> dict[str, Any]:
     return {"rounds": results, "median": summary}
 
 
+@contextlib.asynccontextmanager
+async def _router_on(url: str, prefix: str, shards: int) -> AsyncIterator[run.System]:
+    """The SDK backend and ``ocpp-router serve`` on the Redis of ``url``."""
+    started: list[Service] = []
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCPP_ROUTER_")}
+    try:
+        back = Service("backend-sdk", python_module(
+            "bench.backends.sdk_constant", "--redis-url", url, "--key-prefix", prefix,
+            "--shards", str(shards)), None, env=env)
+        started.append(back)
+        back.start()
+        redis = parse_redis_url(url).redis_py()
+        try:
+            deadline = time.monotonic() + 60
+            keys = KeySpace(prefix, shards)
+            while True:     # the backend's groups exist before any charger boots
+                try:
+                    if all([await redis.xinfo_groups(k) for k in keys.all_inbound()]):
+                        break
+                except RedisError:
+                    pass
+                if time.monotonic() > deadline or not back.alive():
+                    raise run.NotAvailable(f"backend not reading: {back.log_tail()}")
+                await asyncio.sleep(0.2)
+        finally:
+            await redis.aclose()
+        port, admin = free_port(), free_port()
+        router = Service("router", python_module(
+            "router.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--admin-host", "127.0.0.1", "--admin-port", str(admin), "--redis-url", url,
+            "--key-prefix", prefix, "--shards", str(shards), "--node-id", "bench",
+            "--auth", "none", "--log-level", "warning", "--drain-seconds", "1",
+            "--heartbeat", "forward", "--message-rate", "0"), port, env=env)
+        started.append(router)
+        router.start()
+        await asyncio.to_thread(run._wait_http_ok, f"http://127.0.0.1:{admin}/readyz",
+                                router, 60)
+        yield run.System(f"ws://127.0.0.1:{port}/ocpp",
+                         {"router": router.pid, "backend": back.pid}, "router")
+    except ServiceError as exc:
+        raise run.NotAvailable(str(exc)) from exc
+    finally:
+        for svc in reversed(started):
+            svc.stop()
+            svc.cleanup()
+
+
+async def router_cpu(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, list[dict[str, float]]] = {"standalone": [], "cluster": []}
+    with RedisServer() as server, RedisCluster() as cluster:
+        for rnd in range(args.rounds):
+            for mode in ("standalone", "cluster"):
+                url = server.url if mode == "standalone" else cluster.seed_url
+                prefix = f"b{rnd}{mode[0]}"
+                cfg = LoadConfig(url="", mode="open" if args.rate else "closed",
+                                 rate=args.rate, proto="ocpp1.6", progress=False,
+                                 chargers=args.chargers, duration=args.duration,
+                                 warmup=args.warmup, procs=1)
+                result = await run.measure(
+                    mode, lambda url=url, prefix=prefix: _router_on(url, prefix, SHARDS), cfg)
+                if not result.get("available"):
+                    raise SystemExit(f"bench.cluster: {mode}: {result.get('reason')}")
+                row = {"router_cpu_us_per_msg": result["cpu"]["router"]["us_per_msg"],
+                       "backend_cpu_us_per_msg": result["cpu"]["backend"]["us_per_msg"],
+                       "msgs_per_s": result["msgs_per_s"],
+                       "p99_ms": result["latency_ms"].get("p99"),
+                       "load_avg_1m": os.getloadavg()[0]}
+                results[mode].append(row)
+                print(f"round {rnd + 1}/{args.rounds} {mode:10s} {json.dumps(row)}",
+                      flush=True)
+    summary: dict[str, Any] = {m: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+                               for m, rs in results.items()}
+    summary["cluster_router_cpu_ratio"] = (summary["cluster"]["router_cpu_us_per_msg"]
+                                           / summary["standalone"]["router_cpu_us_per_msg"])
+    return {"rounds": results, "median": summary}
+
+
 async def outage_trial() -> float:
     keys = KeySpace("bench", SHARDS)
     with RedisCluster() as cluster:
@@ -137,10 +236,19 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--entries", type=int, default=200_000)
     p.add_argument("--burst", type=int, default=500)
+    p = sub.add_parser("router")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--chargers", type=int, default=100)
+    p.add_argument("--duration", type=float, default=8.0)
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="open loop at this many CALLs/s (both modes at the same rate, "
+                        "so batching is alike); 0: closed loop")
     p = sub.add_parser("outage")
     p.add_argument("--trials", type=int, default=3)
     args = parser.parse_args()
-    result = asyncio.run(throughput(args) if args.what == "throughput" else outage(args))
+    what = {"throughput": throughput, "router": router_cpu, "outage": outage}[args.what]
+    result = asyncio.run(what(args))
     print(json.dumps(result, indent=2))
 
 
