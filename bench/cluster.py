@@ -23,9 +23,13 @@ each mode as fast as its backend answers, and a router's CPU per message falls
 with the rate (bigger batches), so only equal rates compare the router alone.
 
 ``outage``: a fresh 3+3 cluster per trial; one entry per shard every 5 ms;
-SIGKILL of the master of shard 1's slot; the outage is the time from the kill
+SIGKILL of the master of shard 1's slot (restarted once a replica took over:
+it rejoins as that replica's replica); the outage is the time from the kill
 to the first acknowledgement of an entry of an affected shard written after
 the kill (the cluster's own failover included: ``cluster-node-timeout`` 2 s).
+Entries lost (acknowledged, not in the streams afterwards) and duplicated
+(twice in a stream) are counted, per ``--durability`` mode (``none``,
+``replicated``: ``WAIT`` for one replica per batch).
 
     .venv/bin/python -m bench.cluster throughput --rounds 3
     .venv/bin/python -m bench.cluster router --rounds 3 --chargers 100 --duration 8
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -184,16 +189,19 @@ async def router_cpu(args: argparse.Namespace) -> dict[str, Any]:
     return {"rounds": results, "median": summary}
 
 
-async def outage_trial() -> float:
+async def outage_trial(durability: str) -> dict[str, Any]:
     keys = KeySpace("bench", SHARDS)
     with RedisCluster() as cluster:
-        pub = ClusterPublisher(cluster.seed_url, keys=keys, timeout=60)
+        pub = ClusterPublisher(cluster.seed_url, keys=keys, timeout=60,
+                               wait_replicas=1 if durability == "replicated" else 0)
         await pub.start()
         victim = cluster.slot_owner(key_slot(keys.inbound(1)))
         affected = {s for s in range(SHARDS)
                     if cluster.slot_owner(key_slot(keys.inbound(s))) is victim}
         first_after: list[float] = []
         killed_at = [0.0]
+        acked: set[str] = set()
+        failed = [0]
         stop = asyncio.Event()
 
         async def load() -> None:
@@ -201,32 +209,72 @@ async def outage_trial() -> float:
             while not stop.is_set():
                 for shard in range(SHARDS):
                     written = time.monotonic()
+                    mid = str(n)
 
-                    def ack(_id: bytes, shard: int = shard, written: float = written) -> None:
+                    def ack(_id: bytes, shard: int = shard, written: float = written,
+                            mid: str = mid) -> None:
+                        acked.add(mid)
                         if (killed_at[0] and written > killed_at[0] and shard in affected
                                 and not first_after):
                             first_after.append(time.monotonic())
 
-                    pub.publish_inbound(f"CP-{n}", b"call", "ocpp1.6", b"n", "c", 1, str(n),
-                                        "Heartbeat", b"{}", shard=shard, on_done=ack)
+                    def fail(_exc: Exception) -> None:
+                        failed[0] += 1
+
+                    pub.publish_inbound(f"CP-{n}", b"call", "ocpp1.6", b"n", "c", 1, mid,
+                                        "Heartbeat", b"{}", shard=shard, on_done=ack,
+                                        on_error=fail)
                     n += 1
                 await asyncio.sleep(0.005)
 
         task = asyncio.create_task(load())
         await asyncio.sleep(1.0)
         killed_at[0] = time.monotonic()
+        victim.killed_slot = key_slot(keys.inbound(1))     # what wait_failover watches
         victim.kill()
+        # The killed master comes back as its successor's replica, as a
+        # StatefulSet restarts its pod (with `replicated` the successor needs
+        # a replica to confirm writes).
+        await asyncio.to_thread(cluster.wait_failover, victim, 60)
+        victim.start()
         while not first_after and time.monotonic() - killed_at[0] < 60:
             await asyncio.sleep(0.01)
+        await asyncio.sleep(1.0)    # entries after the recovery, too
         stop.set()
         await task
-        await pub.close(flush=False)
-        return first_after[0] - killed_at[0] if first_after else float("inf")
+        await pub.wait_flushed()
+        await pub.close()
+        # What the streams hold now (the promoted replicas' data): an entry the
+        # publisher counted as published and that is not there is lost; one
+        # that is there twice is a duplicate (a batch written again).
+        redis = parse_redis_url(cluster.seed_url).redis_py()
+        try:
+            stored: collections.Counter[str] = collections.Counter()
+            for key in keys.all_inbound():
+                for _eid, fields in await redis.xrange(key):
+                    stored[fields[b"id"].decode()] += 1
+        finally:
+            await redis.aclose()
+        return {"outage_s": (first_after[0] - killed_at[0]) if first_after else float("inf"),
+                "published": len(acked), "failed": failed[0],
+                "lost": len(acked - set(stored)),
+                "duplicated": sum(c - 1 for c in stored.values() if c > 1)}
 
 
 async def outage(args: argparse.Namespace) -> dict[str, Any]:
-    trials = [await outage_trial() for _ in range(args.trials)]
-    return {"seconds": trials, "median": statistics.median(trials), "max": max(trials)}
+    trials: dict[str, list[dict[str, Any]]] = {"none": [], "replicated": []}
+    for i in range(args.trials):
+        for durability in trials:
+            row = await outage_trial(durability)
+            row["load_avg_1m"] = os.getloadavg()[0]
+            print(f"trial {i + 1}/{args.trials} {durability:10s} {json.dumps(row)}", flush=True)
+            trials[durability].append(row)
+    return {d: {"trials": rows,
+                "median_outage_s": statistics.median(r["outage_s"] for r in rows),
+                "max_outage_s": max(r["outage_s"] for r in rows),
+                "lost": sum(r["lost"] for r in rows),
+                "duplicated": sum(r["duplicated"] for r in rows)}
+            for d, rows in trials.items()}
 
 
 def main() -> None:
