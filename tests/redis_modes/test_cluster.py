@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 import redis as redis_sync
 
+from router.backend.connections import _split
 from router.streams import KeySpace
 from router.streams._resp import CommandBuffer
 from router.streams.cluster import (
@@ -194,3 +195,22 @@ async def test_publisher_through_migration_and_failover(cluster: RedisCluster,
             stored.add(fields[b"id"].decode())
     # (a killed master's unreplicated tail may be lost: durability "none")
     assert len(acked - stored) <= 200, len(acked - stored)
+
+
+def test_sdk_splits_a_pipelined_write_by_key() -> None:
+    # Connector.send cuts the outbox's pre-encoded write into commands and
+    # routes each by its key (the first key of EVAL/EVALSHA), as CLUSTER
+    # KEYSLOT would; checked against the cluster's own hashing above.
+    buf = CommandBuffer(64)
+    buf.append_xadd(b"ocpp:out:node-a", 100_000, (b"kind", b"result", b"payload", b"{}"))
+    buf.append_command(b"XACK", b"ocpp:in:{7}", b"csms", b"1-0", b"2-0")
+    buf.append_command(b"EVALSHA", b"0" * 40, 2, b"ocpp:cmd:{CP-1}", b"ocpp:cmd:{CP-1}:claim",
+                       b"x" * 300)
+    buf.append_command(b"EVAL", b"return 1", 0)
+    buf.append_command(b"HSET", "ocpp:state:CP-ü", b"k", b"\r\n$3\r\n")
+    data = buf.take()
+    parts = _split(data)
+    assert b"".join(p for p, _ in parts) == data
+    assert [slot for _, slot in parts] == [
+        key_slot(b"ocpp:out:node-a"), key_slot(b"7"), key_slot(b"CP-1"), 0,
+        key_slot("ocpp:state:CP-ü".encode())]
