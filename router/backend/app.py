@@ -395,12 +395,22 @@ class BackendApp:
             if conn is not None:
                 conn.close()
 
+    def in_flight(self) -> int:
+        """Entries read and not acknowledged yet (bounded by ``max_in_flight``).
+
+        Safe to call from another thread (the metrics server's)."""
+        held = len(self._in_flight)
+        for reader in tuple(self._readers):
+            held += reader.held()
+        return held
+
+    def async_handlers(self) -> int:
+        """``async def`` handlers running, or chargers waiting for a slot."""
+        return self._suspended + len(self._waiting)
+
     def _room(self) -> int:
         """Entries this consumer may still take (``max_in_flight``)."""
-        held = len(self._in_flight)
-        for reader in self._readers:
-            held += reader.held()
-        return self.max_in_flight - held
+        return self.max_in_flight - self.in_flight()
 
     def _paused(self) -> bool:
         return any(reader.paused for reader in self._readers)
