@@ -114,7 +114,7 @@ bench-image: $(BUILT) system-deps
 # then closed loop), outage/loss/duplicates after a master SIGKILL per
 # durability, publisher-only CPU and throughput.
 bench-cluster: $(BUILT)
-	$(PY) -m bench.cluster router --rounds 3 --chargers 100 --rate 4000 --duration 8
+	$(PY) -m bench.cluster router --rounds 5 --chargers 100 --rate 4000 --duration 8
 	$(PY) -m bench.cluster router --rounds 3 --chargers 100 --duration 8
 	$(PY) -m bench.cluster outage --trials 3
 	$(PY) -m bench.cluster throughput --rounds 3 --entries 100000
