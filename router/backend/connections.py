@@ -133,6 +133,7 @@ class Connector:
             self.topology = ClusterTopology(parsed, connect_timeout=timeout,
                                             name="ocpp-backend")
         self._links: dict[Address, RedisConnection] = {}
+        self._stale = False     # a master failed: fetch the map before the next send
 
     @property
     def cluster(self) -> bool:
@@ -178,8 +179,14 @@ class Connector:
         """
         topo = self.topology
         assert topo is not None
-        if not topo.masters():
-            await topo.refresh()
+        if self._stale or not topo.masters():
+            # After a lost master nothing else may tell us where its slots
+            # went (no MOVED comes from a dead node): ask the cluster.
+            self._stale = False
+            try:
+                await topo.refresh()
+            except StreamsError:
+                self._stale = True
         commands = _split(data)
         assert len(commands) == n, (len(commands), n)
         replies: list[Any] = [None] * n
@@ -253,6 +260,7 @@ class Connector:
                 link.abort()
             if self.topology is not None:
                 self.topology._failed[address] = time.monotonic()
+            self._stale = True
             return [RedisReplyError(f"connection to {address[0]}:{address[1]}: {exc}")
                     ] * len(commands)
         if not any(asking):
