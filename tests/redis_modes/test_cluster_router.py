@@ -73,8 +73,11 @@ async def test_router_on_a_cluster_through_migration_and_failover(key_prefix: st
                 dst = next(n for n in cluster.masters_now() if n is not src)
                 await asyncio.to_thread(cluster.move_slot, slot, dst)
             await flowing(100)
-            # A master dies: its replica takes over within seconds.
-            old = cluster.kill_master(key_slot(keys.inbound(1)))
+            # A master dies: its replica takes over within seconds. The one
+            # holding the node's out stream (and some shards): the router's
+            # out-stream reader, the SDK's answers and its readers of those
+            # shards all lose their master at once.
+            old = cluster.kill_master(key_slot(keys.out(node.node_id)))
             await asyncio.to_thread(cluster.wait_failover, old, timeout(60))
             await flowing(200)
             load.stop.set()
