@@ -79,6 +79,21 @@ def frames() -> list[bytes]:
         # under the 1,000-byte limit (cfg 3: 1009).
         raw(client_frame(2, b"z" * 70_000)[:300]),
         raw(client_frame(1, b"z" * 70_000)[:300], cfg=0x03),
+        # The structure-aware form's long frames from short inputs: a 16-bit
+        # length of 20,000 that the rest of the input cannot fill, so its
+        # bytes are repeated (frame byte 0x5c: binary, FIN, 16-bit length),
+        # fed in 291-byte chunks: the message buffer grows past 4 KiB (cfg
+        # 0xf5: structured, 1 MiB limit, no deflate).
+        bytes([0xf5, 0x5c, 0x4e, 0x20]) + b"a long frame from a short input ",
+        raw(client_frame(8, b"\x03")),      # a 1-byte close payload: 1002
+        # Messages that inflate far beyond the input (the message buffer grows
+        # past 4 KiB only this way under max_len): 80,000 bytes in two
+        # compressed fragments, under the 1 MiB limit (cfg 0x50) and over the
+        # 70,000-byte one (cfg 0x2c: 1009 once inflated).
+        raw(client_frame(1, deflated(b"x" * 30_000), rsv=0b100, fin=False),
+            client_frame(0, deflated(b"y" * 50_000)), cfg=0x50),
+        raw(client_frame(2, deflated(b"x" * 30_000), rsv=0b100, fin=False),
+            client_frame(0, deflated(b"y" * 50_000)), cfg=0x2c),
     ]
     return out
 

@@ -97,6 +97,11 @@ def structured_stream(r: Reader) -> bytes:
         if b0 & 0x40:
             n = n * 256 + r.byte()
         payload = r.take(n)
+        if b0 & 0x40 and 0 < len(payload) < n:
+            # A 16-bit length the input cannot fill: its bytes repeated, so
+            # frames and messages beyond max_len (buffer growth, the 70,000
+            # byte limit) come from short inputs.
+            payload = (payload * (n // len(payload) + 1))[:n]
         if b0 & 0x80:
             payload = (_COMPRESSOR.compress(payload)
                        + _COMPRESSOR.flush(zlib.Z_FULL_FLUSH))[:-4]
