@@ -58,6 +58,7 @@ ROUTER_FAST = "ocpp-router + fast backend"
 ROUTER_CSMS = "ocpp-router + reference CSMS"
 ROUTER_SDK = "ocpp-router + SDK backend (constant handlers)"
 ROUTER_SDK_ASYNC = "ocpp-router + SDK backend (constant async def handlers)"
+ROUTER_SDK_DEDUP = "ocpp-router + SDK backend (constant handlers, Deduplicator)"
 ROUTER_SDK_BASELINE = "ocpp-router + baseline SDK backend (--sdk-baseline)"
 OURS_ECHO = "ocpp-router codec echo"
 PICOWS_ECHO = "picows echo"
@@ -189,9 +190,10 @@ async def router_stack(backend: str, workers: int, extra: tuple[str, ...] = ()
                     "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
                     "runpy.run_module('bench.backends.sdk_constant', run_name='__main__')",
                     str(sdk_baseline), "--redis-url", redis.url]
-        elif backend in ("sdk", "sdk-async"):
+        elif backend in ("sdk", "sdk-async", "sdk-dedup"):
             argv = python_module("bench.backends.sdk_constant", "--redis-url", redis.url,
-                                 *(["--async"] if backend == "sdk-async" else []))
+                                 *(["--async"] if backend == "sdk-async" else []),
+                                 *(["--dedup"] if backend == "sdk-dedup" else []))
         else:
             argv = python_module("router.cli.main", "reference-csms", "--redis-url", redis.url)
         # The backend first, so its consumer group exists before any boot.
@@ -609,6 +611,8 @@ async def scenario_sdk(a: argparse.Namespace) -> dict[str, Any]:
     ]))
     systems.update(await measure_series(lambda: router_stack("sdk-async", rw), [
         (ROUTER_SDK_ASYNC, lambda _r: closed())]))
+    systems.update(await measure_series(lambda: router_stack("sdk-dedup", rw), [
+        (ROUTER_SDK_DEDUP, lambda _r: closed())]))
     systems.update(await measure_series(lambda: router_stack("csms", rw), [
         (ROUTER_CSMS, lambda _r: closed())]))
     # Alternating rounds, each system freshly started, one right after the

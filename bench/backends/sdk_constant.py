@@ -24,15 +24,18 @@ import uvloop
 
 from bench import messages
 from router.backend import BackendApp, Message
+from router.backend.dedup import Deduplicator
 
 _V16 = messages.CSMS_RESPONSES["ocpp1.6"]
 _V2 = messages.CSMS_RESPONSES["ocpp2.0.1"]
 
 
 def build(redis: aioredis.Redis, prefix: str, shards: int, group: str,
-          coroutines: bool = False) -> BackendApp:
-    """The app: seven handlers, constant payloads (pre-encoded JSON bytes)."""
-    app = BackendApp(redis, group=group, prefix=prefix, shards=shards, batch=500)
+          coroutines: bool = False, dedup: bool = False) -> BackendApp:
+    """The app: seven handlers, constant payloads (pre-encoded JSON bytes);
+    ``dedup``: with the group's :class:`Deduplicator` (router/backend/dedup.py)."""
+    app = BackendApp(redis, group=group, prefix=prefix, shards=shards, batch=500,
+                     dedup=Deduplicator(redis, prefix=prefix, group=group) if dedup else None)
 
     def constant(action: str) -> None:
         v16, v2 = _V16.get(action, b"{}"), _V2.get(action, b"{}")
@@ -55,7 +58,7 @@ def build(redis: aioredis.Redis, prefix: str, shards: int, group: str,
 
 async def serve(args: argparse.Namespace) -> None:
     redis = aioredis.Redis.from_url(args.redis_url)
-    app = build(redis, args.key_prefix, args.shards, args.group, args.coroutines)
+    app = build(redis, args.key_prefix, args.shards, args.group, args.coroutines, args.dedup)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, app.stop)
@@ -73,6 +76,8 @@ def main() -> int:
     p.add_argument("--group", default="bench")
     p.add_argument("--async", dest="coroutines", action="store_true",
                    help="async def handlers instead of plain def")
+    p.add_argument("--dedup", action="store_true",
+                   help="drop redelivered duplicates (BackendApp(dedup=Deduplicator(...)))")
     args = p.parse_args()
     uvloop.run(serve(args))
     return 0

@@ -395,12 +395,22 @@ class BackendApp:
             if conn is not None:
                 conn.close()
 
+    def in_flight(self) -> int:
+        """Entries read and not acknowledged yet (bounded by ``max_in_flight``).
+
+        Safe to call from another thread (the metrics server's)."""
+        held = len(self._in_flight)
+        for reader in tuple(self._readers):
+            held += reader.held()
+        return held
+
+    def async_handlers(self) -> int:
+        """``async def`` handlers running, or chargers waiting for a slot."""
+        return self._suspended + len(self._waiting)
+
     def _room(self) -> int:
         """Entries this consumer may still take (``max_in_flight``)."""
-        held = len(self._in_flight)
-        for reader in self._readers:
-            held += reader.held()
-        return self.max_in_flight - held
+        return self.max_in_flight - self.in_flight()
 
     def _paused(self) -> bool:
         return any(reader.paused for reader in self._readers)
@@ -423,6 +433,42 @@ class BackendApp:
                 continue
             submit(msg, answers)
 
+    def _messages(self, stream: str, entries: Any) -> list[Message]:
+        """A batch's messages (malformed entries go to the dead letters)."""
+        msgs = []
+        from_entries = Message._from_entries
+        for i in range(len(entries)):
+            try:
+                msgs.append(from_entries(stream, entries, i))
+            except MalformedEntry as exc:
+                self._malformed(stream, _s(entries.ref(i)), entries.fields(i), str(exc))
+        return msgs
+
+    def _dispatch_checked(self, reader: _ShardReader, msgs: list[Message], skip: set[int]) -> None:
+        """Hand a de-duplicated batch to the handlers; ``skip``: repeats (acknowledged
+        unhandled) and entries whose check failed (left pending)."""
+        answers = reader.answers
+        submit = self._submit
+        for i, msg in enumerate(msgs):
+            if i not in skip:
+                submit(msg, answers, True)
+
+    def _repeat(self, msg: Message, answers: Answers) -> None:
+        """``msg`` was handled before (the router wrote it twice): acknowledge only."""
+        assert self.dedup is not None
+        self.dedup.dropped += 1
+        self.stats["duplicates"] += 1
+        answers.acks.append(msg)
+
+    def _remember(self, msgs: list[Message]) -> None:
+        """Their answers and marks are written: later copies are known here."""
+        dedup = self.dedup
+        assert dedup is not None
+        for msg in msgs:
+            key = dedup.key(msg)
+            if key is not None:
+                dedup.remember(key)
+
     def _dispatch_claimed(self, stream: str, entry_id: str,
                           fields: dict[bytes, bytes] | None) -> None:
         if (stream, entry_id) in self._in_flight:
@@ -437,8 +483,10 @@ class BackendApp:
 
     # ------------------------------------------------------------------ handling
 
-    def _submit(self, msg: Message, answers: Answers) -> None:
-        """Handle ``msg`` now (inline) or queue it behind its charger's work."""
+    def _submit(self, msg: Message, answers: Answers, checked: bool = False) -> None:
+        """Handle ``msg`` now (inline) or queue it behind its charger's work.
+
+        ``checked``: the de-duplication asked Redis about it already (in its batch)."""
         cs = msg.cs
         queue = self._busy.get(cs)
         if queue is not None:
@@ -465,9 +513,9 @@ class BackendApp:
             else:
                 answers.acks.append(msg)
             return
-        if self.dedup is not None:
-            # De-duplication asks Redis before the handler runs: such a
-            # message takes the async path (a task, ordered behind its charger).
+        if self.dedup is not None and not checked:
+            # Outside a batch (a claimed entry) de-duplication asks Redis with
+            # a round trip of its own: such a message takes the async path.
             self._suspend(msg, self._once(msg, handler))
             return
         try:
@@ -495,6 +543,13 @@ class BackendApp:
 
     def _complete(self, msg: Message, value: Any, answers: Answers) -> None:
         """Encode ``msg``'s answer (if any) into ``answers``."""
+        if self.dedup is not None:
+            # Handled: the mark leaves with the answer, before the XACK.
+            mark = self.dedup.mark_command(msg)
+            if mark is not None:
+                if msg._writes is None:
+                    msg._writes = []
+                msg._writes.append(mark)
         if msg.kind == "call" and self.answer_calls:
             try:
                 payload = encode_payload(value)
@@ -624,8 +679,7 @@ class BackendApp:
         value = handler(msg)
         if hasattr(value, "__await__"):
             value = await value
-        await self.dedup.mark(msg)
-        return value
+        return value  # marked in _complete, with the answer
 
     def _failure(self, msg: Message, exc: BaseException) -> None:
         """The handler raised: the entry stays pending and is retried after claim_idle."""
@@ -866,6 +920,7 @@ class _ShardReader:
         self._reading = False                 # that write ends with an XREADGROUP
         self.progress = False                 # a read succeeded since start()
         self._block_ms = max(1, int(app.block * 1000))
+        self._checking: list[Message] = []    # a batch whose dedup check is out
 
     def start(self, conn: RedisConnection) -> asyncio.Future[Any]:
         """Read on ``conn`` until stopped ("stopped"), the group is missing
@@ -881,7 +936,8 @@ class _ShardReader:
     def held(self) -> int:
         """Entries read and not acknowledged yet."""
         sent = self._sent
-        return len(self._confirmed) + (len(sent.msgs) if sent is not None else 0)
+        return (len(self._confirmed) + len(self._checking)
+                + (len(sent.msgs) if sent is not None else 0))
 
     @property
     def paused(self) -> bool:
@@ -949,9 +1005,12 @@ class _ShardReader:
             self._lost(result)
             return
         sent, self._sent = self._sent, None
+        app = self.app
         if sent is not None and sent.msgs:
-            ok, _ = sent.confirm(result, 0, self.app._answer_failed)
+            ok, _ = sent.confirm(result, 0, app._answer_failed)
             self._confirmed.extend(ok)
+            if app.dedup is not None:
+                app._remember(ok)
         if self._reading:
             entries = result[-1]
             if type(entries) is RedisReplyError:
@@ -959,9 +1018,59 @@ class _ShardReader:
                 return
             self.progress = True
             if len(entries):
-                self.app._dispatch_batch(self, entries)
+                if app.dedup is not None:
+                    self._check(app._messages(self.stream, entries))
+                    return
+                app._dispatch_batch(self, entries)
+        self._next()
+
+    def _next(self) -> None:
+        """The batch is handled: write its answers (and read on)."""
         if self._done is not None and not self._done.done():
             self._send()
         if self.app._paused():
             # This write's XACKs made room: readers that paused read again.
             self.app._wake()
+
+    def _check(self, msgs: list[Message]) -> None:
+        """De-duplication: ask which messages of the batch the group handled,
+        one ``EXISTS`` each in one write, before any handler runs."""
+        app = self.app
+        assert app.dedup is not None and self._conn is not None
+        ask, repeats = app.dedup.plan(msgs)
+        for i in repeats:
+            app._repeat(msgs[i], self.answers)
+        if not ask:
+            app._dispatch_checked(self, msgs, repeats)
+            self._next()
+            return
+        buf = CommandBuffer(64 * len(ask))
+        for _i, key in ask:
+            buf.append_command(b"EXISTS", key)
+        self._checking = msgs
+        self._busy = True
+        try:
+            self._conn.send_raw(buf.take(), len(ask),
+                                lambda result: self._on_checked(msgs, ask, repeats, result), 30.0)
+        except StreamsError as exc:
+            self._checking = []
+            self._lost(exc)
+
+    def _on_checked(self, msgs: list[Message], ask: list[tuple[int, str]], skip: set[int],
+                    result: Any) -> None:
+        self._busy = False
+        self._checking = []
+        if isinstance(result, StreamsError):
+            # Nothing handled: the batch stays pending, claimed after claim_idle.
+            self._lost(result)
+            return
+        app = self.app
+        for (i, _key), reply in zip(ask, result, strict=True):
+            if type(reply) is RedisReplyError:
+                app._failure(msgs[i], reply)   # left pending, retried later
+                skip.add(i)
+            elif reply:
+                app._repeat(msgs[i], self.answers)
+                skip.add(i)
+        app._dispatch_checked(self, msgs, skip)
+        self._next()

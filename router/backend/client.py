@@ -68,6 +68,10 @@ class Registration:
     proto: str
     since: int
     addr: str
+    #: ``websocket`` (OCPP-J) or ``soap`` (OCPP-S, docs/soap.md).
+    transport: str = "websocket"
+    #: An OCPP-S charger's own endpoint (``From``/``ReplyTo``), where CSMS CALLs go.
+    endpoint: str = ""
 
     @classmethod
     def from_hash(cls, identity: str, fields: dict[bytes, bytes]) -> Registration:
@@ -79,7 +83,8 @@ class Registration:
             since = int(fields.get(b"since") or 0)
         except ValueError:
             since = 0
-        return cls(identity, text(b"node"), text(b"conn"), text(b"proto"), since, text(b"addr"))
+        return cls(identity, text(b"node"), text(b"conn"), text(b"proto"), since, text(b"addr"),
+                   text(b"transport") or "websocket", text(b"endpoint"))
 
 
 def validate_request(proto: str, action: str, payload: bytes, *, send: bool = False) -> None:

@@ -19,6 +19,16 @@ moment by two consumers are both handled (the check is not a lock); repeats
 come seconds apart (a reconnect), so that is rare, and handlers stay
 idempotent where it matters (as for any at-least-once stream).
 
+Cost: the app asks once per batch, not once per entry. A shard reader sends
+one pipelined ``EXISTS`` per entry of the batch it read, in one write on its
+own connection, before it hands the batch to the handlers (:meth:`plan`);
+the mark is a ``SET … EX`` that leaves in the same write as the entry's
+answer (:meth:`mark_command`). The keys carry the shard's hash tag, so on a
+Redis Cluster they live on the node of the shard they came from, like the
+handlers' ``Message.write`` commands. Only entries handled outside a batch
+(claimed from a dead consumer, or queued behind an ``async def`` handler of
+the same charger) ask with a round trip of their own (:meth:`seen`).
+
 Use: ``BackendApp(redis, group="csms", dedup=Deduplicator(redis, prefix="ocpp",
 group="csms"))``.
 """
@@ -62,12 +72,57 @@ class Deduplicator:
 
     def key(self, msg: Message) -> str | None:
         """The Redis key that stands for ``msg``, None for entries that cannot
-        repeat unnoticed (``send`` and ``failed`` carry no charger message id)."""
+        repeat unnoticed (``send`` and ``failed`` carry no charger message id).
+
+        ``<prefix>:seen:<group>:{N}:<cs>:<conn>:<kind>[:<id>]``, ``{N}`` being the
+        hash tag of the inbound shard the entry came from."""
+        stream = msg.stream
+        tag = stream[stream.rfind("{"):] if stream.endswith("}") else ""
         if msg.kind in _WITH_ID and msg.id and msg.conn:
-            return f"{self._head}{msg.cs}:{msg.conn}:{msg.kind}:{msg.id}"
+            return f"{self._head}{tag}:{msg.cs}:{msg.conn}:{msg.kind}:{msg.id}"
         if msg.kind in _ONCE_PER_CONN and msg.conn:
-            return f"{self._head}{msg.cs}:{msg.conn}:{msg.kind}"
+            return f"{self._head}{tag}:{msg.cs}:{msg.conn}:{msg.kind}"
         return None
+
+    def plan(self, msgs: list[Message]) -> tuple[list[tuple[int, str]], set[int]]:
+        """What to ask Redis about a batch read from one shard.
+
+        Returns the messages (index, key) whose key Redis must be asked about
+        (``EXISTS``), and the indexes of repeats known without asking: copies
+        of a message earlier in the batch or of one whose answer this process
+        wrote lately (the local cache). Messages in neither need no check.
+        """
+        ask: list[tuple[int, str]] = []
+        repeats: set[int] = set()
+        batch: set[str] = set()
+        cache = self._cache
+        for i, msg in enumerate(msgs):
+            key = self.key(msg)
+            if key is None:
+                continue
+            if key in batch or key in cache:
+                # The first copy is handled by this process; if it fails it
+                # stays pending and is claimed and retried: nothing is lost.
+                repeats.add(i)
+                continue
+            batch.add(key)
+            ask.append((i, key))
+        return ask, repeats
+
+    def remember(self, key: str) -> None:
+        """``key``'s message is being handled by this process (local cache)."""
+        if self.local:
+            cache = self._cache
+            cache[key] = None
+            if len(cache) > self.local:
+                cache.popitem(last=False)
+
+    def mark_command(self, msg: Message) -> tuple[bytes | str | int, ...] | None:
+        """The ``SET`` that marks ``msg`` handled; it rides with the answer."""
+        key = self.key(msg)
+        if key is None:
+            return None
+        return (b"SET", key, b"1", b"EX", self.ttl)
 
     async def seen(self, msg: Message) -> bool:
         """True if the group handled this charger message already.
@@ -97,7 +152,4 @@ class Deduplicator:
         if key is None:
             return
         await self.redis.set(key, b"1", ex=self.ttl)
-        if self.local:
-            self._cache[key] = None
-            if len(self._cache) > self.local:
-                self._cache.popitem(last=False)
+        self.remember(key)

@@ -15,7 +15,8 @@ from router.cli.main import EXIT_USAGE, CLIError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
-                        help="print a JSON array (identity, proto, node, conn, since, addr)")
+                        help="print a JSON array (identity, proto, transport, node, conn, "
+                             "since, addr, endpoint)")
     add_connection_arguments(parser, shards=False)
 
 
@@ -27,8 +28,10 @@ def _since(ms: int) -> str:
 
 def format_table(rows: list[Registration]) -> str:
     """The human-readable listing: one aligned line per charger."""
-    header = ("IDENTITY", "PROTOCOL", "NODE", "SINCE", "ADDRESS")
-    lines = [header] + [(r.identity, r.proto, r.node, _since(r.since), r.addr) for r in rows]
+    header = ("IDENTITY", "PROTOCOL", "TRANSPORT", "NODE", "SINCE", "ADDRESS")
+    lines = [header] + [(r.identity, r.proto, r.transport, r.node, _since(r.since),
+                         # OCPP-S: where CSMS CALLs go, after the peer address.
+                         f"{r.addr} {r.endpoint}" if r.endpoint else r.addr) for r in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     out = ["  ".join([*(c.ljust(w) for c, w in zip(line[:-1], widths, strict=True)), line[-1]])
            for line in lines]
@@ -48,8 +51,9 @@ async def run_async(args: argparse.Namespace) -> int:
         await redis.aclose()
     if args.json:
         sys.stdout.buffer.write(orjson.dumps([
-            {"identity": r.identity, "proto": r.proto, "node": r.node, "conn": r.conn,
-             "since": r.since, "addr": r.addr} for r in rows]) + b"\n")
+            {"identity": r.identity, "proto": r.proto, "transport": r.transport,
+             "node": r.node, "conn": r.conn, "since": r.since, "addr": r.addr,
+             "endpoint": r.endpoint} for r in rows]) + b"\n")
     else:
         print(format_table(rows))
     sys.stdout.flush()

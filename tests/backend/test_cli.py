@@ -161,17 +161,26 @@ async def test_chargers_table_and_json(redis: aioredis.Redis, keys: KeySpace,
     node = FakeRouter(redis, keys, "router-a-0", None)
     await node.register("CP-2", proto="ocpp2.0.1")
     await node.register("CP-1")
+    await node.register("CP-S", proto="ocpp1.5")
+    # An OCPP-S charger's entry, as router/server/soap.py writes it.
+    await redis.hset(keys.registry("CP-S"), mapping={
+        "transport": "soap", "endpoint": "http://10.0.0.9:8080/ocpp"})
     rc, out, err = await cli("chargers", *conn)
     assert (rc, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0].split() == ["IDENTITY", "PROTOCOL", "NODE", "SINCE", "ADDRESS"]
-    assert lines[1].split()[:3] == ["CP-1", "ocpp1.6", "router-a-0"]
-    assert lines[2].split()[:3] == ["CP-2", "ocpp2.0.1", "router-a-0"]
-    assert lines[-1] == "2 chargers connected"
+    assert lines[0].split() == ["IDENTITY", "PROTOCOL", "TRANSPORT", "NODE", "SINCE", "ADDRESS"]
+    assert lines[1].split()[:4] == ["CP-1", "ocpp1.6", "websocket", "router-a-0"]
+    assert lines[2].split()[:4] == ["CP-2", "ocpp2.0.1", "websocket", "router-a-0"]
+    assert lines[3].split()[:4] == ["CP-S", "ocpp1.5", "soap", "router-a-0"]
+    assert lines[3].endswith("127.0.0.1:5555 http://10.0.0.9:8080/ocpp")
+    assert lines[-1] == "3 chargers connected"
     rc, out, _err = await cli("chargers", "--json", *conn)
     listed = orjson.loads(out)
-    assert [(c["identity"], c["proto"], c["node"], c["conn"]) for c in listed] == [
-        ("CP-1", "ocpp1.6", "router-a-0", node.conn), ("CP-2", "ocpp2.0.1", "router-a-0", node.conn)]
+    assert [(c["identity"], c["proto"], c["transport"], c["node"], c["conn"], c["endpoint"])
+            for c in listed] == [
+        ("CP-1", "ocpp1.6", "websocket", "router-a-0", node.conn, ""),
+        ("CP-2", "ocpp2.0.1", "websocket", "router-a-0", node.conn, ""),
+        ("CP-S", "ocpp1.5", "soap", "router-a-0", node.conn, "http://10.0.0.9:8080/ocpp")]
 
 
 async def test_chargers_when_none(conn: list[str]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from router.backend import BackendApp, Deduplicator, Message
@@ -28,8 +29,11 @@ async def run_app(app: BackendApp, until: Any) -> None:
         await asyncio.wait_for(task, timeout(20))
 
 
+@pytest.mark.parametrize("plain", [True, False], ids=["def", "async-def"])
 async def test_a_message_written_twice_is_handled_once(redis: aioredis.Redis,
-                                                       key_prefix: str) -> None:
+                                                       key_prefix: str, plain: bool) -> None:
+    # Plain `def` handlers take the batch path (one EXISTS per entry in one
+    # write, the mark with the answer); `async def` ones finish in a task.
     keys = KeySpace(prefix=key_prefix)
     handled: list[tuple[str, str]] = []
 
@@ -37,14 +41,21 @@ async def test_a_message_written_twice_is_handled_once(redis: aioredis.Redis,
         app = BackendApp(redis, group=GROUP, prefix=key_prefix, block=0.2, start_id="0",
                          dedup=Deduplicator(redis, prefix=key_prefix, group=GROUP))
 
-        @app.on_call("Authorize")
-        async def authorize(msg: Message) -> dict[str, Any]:
+        def authorize(msg: Message) -> dict[str, Any]:
             handled.append((msg.conn, msg.id))
             return {"idTagInfo": {"status": "Accepted"}}
 
-        @app.on_connected()
-        async def connected(msg: Message) -> None:
+        def connected(msg: Message) -> None:
             handled.append((msg.conn, "connected"))
+
+        async def authorize_async(msg: Message) -> dict[str, Any]:
+            return authorize(msg)
+
+        async def connected_async(msg: Message) -> None:
+            connected(msg)
+
+        app.on_call("Authorize")(authorize if plain else authorize_async)
+        app.on_connected()(connected if plain else connected_async)
         return app
 
     call = {"id": "m1", "action": "Authorize", "payload": {"idTag": "A"}}
@@ -66,3 +77,38 @@ async def test_a_message_written_twice_is_handled_once(redis: aioredis.Redis,
     await run_app(app, lambda: app.stats["duplicates"] >= 1)
     await wait_acked(redis, keys.inbound_for("CP-1"), GROUP, late)
     assert len(handled) == 3
+
+
+async def test_a_copy_in_a_later_batch_is_dropped_by_the_mark_in_redis(
+        redis: aioredis.Redis, key_prefix: str) -> None:
+    keys = KeySpace(prefix=key_prefix, shards=2)
+    handled: list[str] = []
+    dedup = Deduplicator(redis, prefix=key_prefix, group=GROUP, local=0)  # no local cache
+    app = BackendApp(redis, group=GROUP, prefix=key_prefix, shards=2, block=0.2, dedup=dedup)
+
+    @app.on_call("Heartbeat")
+    def heartbeat(msg: Message) -> dict[str, Any]:
+        handled.append(msg.id)
+        return {"currentTime": "2026-12-04T12:00:00Z"}
+
+    task = asyncio.create_task(app.run())
+    await asyncio.wait_for(app.wait_ready(), timeout(10))
+    try:
+        call = {"action": "Heartbeat", "payload": {}, "conn": "c1"}
+        first = await publish(redis, keys, "call", "CP-7", id="h1", **call)
+        await read_out(redis, keys)
+        await wait_acked(redis, keys.inbound_for("CP-7"), GROUP, first)
+        # The mark is in Redis, on the shard's hash tag (one slot with its stream).
+        shard = keys.inbound_for("CP-7")
+        tag = (shard.decode() if isinstance(shard, bytes) else shard).rsplit(":", 1)[1]
+        assert await redis.exists(f"{key_prefix}:seen:{GROUP}:{tag}:CP-7:c1:call:h1") == 1
+        copy = await publish(redis, keys, "call", "CP-7", id="h1", **call)
+        fresh = await publish(redis, keys, "call", "CP-7", id="h2", **call)
+        await wait_acked(redis, keys.inbound_for("CP-7"), GROUP, fresh)
+        await wait_acked(redis, keys.inbound_for("CP-7"), GROUP, copy)
+        assert handled == ["h1", "h2"]
+        assert app.stats["duplicates"] == 1 and dedup.dropped == 1
+        assert len(await read_out(redis, keys, count=2)) == 2   # no second answer to h1
+    finally:
+        app.stop()
+        await asyncio.wait_for(task, timeout(20))
