@@ -59,7 +59,7 @@ class RouterMetrics:
         self.backend_failed: dict[str, int] = {}
         self.redis_errors: dict[str, int] = {}
         # Registry entries written back after Redis lost them, by what noticed
-        # it ("reconnect", "node_key_lost", "refresh").
+        # it ("reconnect", "node_key_lost", "refresh", "start").
         self.registry_restored: dict[str, int] = {}
         self.edge_answers: dict[str, int] = {}
         self.ignored: dict[str, int] = {}
