@@ -161,6 +161,21 @@ def registry(url: str, n_chargers: int) -> dict[str, Any]:
         r.close()
 
 
+async def registry_back(sys_: System, fleet: Fleet, t_fault: float,
+                        limit: float) -> float | None:
+    """Seconds from the fault until the registry holds an entry for every
+    connected charger again (polled every 0.25 s), or None within ``limit``."""
+    while time.monotonic() - t_fault < limit:
+        try:
+            entries = (await asyncio.to_thread(registry, sys_.redis.url, 0))["entries"]
+        except redis_sync.RedisError:
+            entries = 0
+        if entries and entries >= fleet.connected:
+            return round(time.monotonic() - t_fault, 2)
+        await asyncio.sleep(0.25)
+    return None
+
+
 async def fault(name: str, sys_: System) -> dict[str, Any]:
     """Inject the fault; return what was done (and when it ended)."""
     if name == "kill-router":
@@ -202,14 +217,21 @@ async def scenario(name: str, args: argparse.Namespace) -> dict[str, Any]:
         t_fault = time.monotonic()
         log(f"{name}: fault")
         done = await fault(name, system)
+        restored: asyncio.Task[float | None] | None = None
+        if name == "restart-redis":
+            restored = asyncio.create_task(registry_back(system, fleet, t_fault,
+                                                         args.after))
         await asyncio.sleep(args.after)
         recovered = fleet.steady_after(t_fault)
         connected_at_end = fleet.connected
         # The registry while the chargers are still connected: one entry each,
         # on the node that holds the connection now. After a Redis restart the
-        # nodes write back their entries at their next refresh (every
-        # registry_ttl / 3 = 100 s by default): wait for that.
+        # nodes write their entries back (at once since the fix of issue 17;
+        # at their next refresh, up to registry_ttl / 3 = 100 s, before it):
+        # wait for that.
         reg = await asyncio.to_thread(registry, system.redis.url, args.chargers)
+        if restored is not None:
+            reg["complete_polled_s"] = await restored
         while reg["entries"] < fleet.connected and time.monotonic() - t_fault < 130:
             await asyncio.sleep(2)
             reg = await asyncio.to_thread(registry, system.redis.url, args.chargers)

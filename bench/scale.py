@@ -66,13 +66,21 @@ async def sample_every(seconds: float, router_pid: int, samples: list[dict[str, 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     # router_stack allows 19,000 connections per worker (fd limit 20,000).
-    async with router_stack("fast", args.router_workers) as system:
+    # --handshake-timeout: on a machine whose two cores also run the load
+    # generators (and other jobs), an accepted connection can wait longer
+    # than the default 10 s for its worker to read the upgrade request; the
+    # router then closes it, which measures the shared CPU, not the router.
+    extra = ("--handshake-timeout", str(args.handshake_timeout))
+    async with router_stack("fast", args.router_workers, extra) as system:
         await asyncio.sleep(2.0)
         router_pid = system.watch["router"]
         kernel_before = kernel_sample()
+        load_before = os.getloadavg()
         router_before = sample_tree(router_pid)
         cfg = LoadConfig(url=system.url, chargers=args.chargers, mode="idle", hold=args.hold,
                          procs=args.procs, connect_concurrency=args.connect_concurrency,
+                         connect_timeout=args.connect_timeout,
+                         handshake_timeout=max(30.0, args.handshake_timeout + 5),
                          watch=dict(system.watch), progress=True, reconnect=False)
         samples: list[dict[str, Any]] = []
         sampler = asyncio.create_task(sample_every(60.0, router_pid, samples, time.monotonic()))
@@ -98,6 +106,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "disconnects": result["counters"]["disconnects"],
         "handshake_failures": result["counters"]["handshake_failures"],
         "failure_kinds": result["counters"]["failure_kinds"],
+        "close_codes": result["counters"].get("close_codes", {}),
+        "handshake_timeout_s": args.handshake_timeout,
+        "connect_timeout_s": args.connect_timeout,
+        "loadavg_before": load_before,
         "router_rss_before_kib": router_before.rss_kib,
         "router_rss_per_charger_kib": mem["rss_per_conn_kib"],
         "router_anon_per_charger_kib": mem["anon_per_conn_kib"],
@@ -118,6 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--procs", type=int, default=0, help="load generator processes (0: by fd limit)")
     p.add_argument("--hold", type=float, default=600.0, help="keepalive hold, s")
     p.add_argument("--connect-concurrency", type=int, default=256)
+    p.add_argument("--connect-timeout", type=float, default=300.0,
+                   help="seconds each generator process keeps connecting (and retrying)")
+    p.add_argument("--handshake-timeout", type=float, default=60.0,
+                   help="the router's --handshake-timeout (the router's own default is "
+                        "10 s; see run())")
     p.add_argument("--out", type=Path, default=RESULTS / "scale.json")
     args = p.parse_args(argv)
     out = asyncio.run(run(args))

@@ -58,6 +58,9 @@ class RouterMetrics:
         self.validation_errors: dict[str, int] = {}
         self.backend_failed: dict[str, int] = {}
         self.redis_errors: dict[str, int] = {}
+        # Registry entries written back after Redis lost them, by what noticed
+        # it ("reconnect", "node_key_lost", "refresh", "start").
+        self.registry_restored: dict[str, int] = {}
         self.edge_answers: dict[str, int] = {}
         self.ignored: dict[str, int] = {}
         # Fleet behaviour (issue 13): admission refusals by (status, reason),
@@ -127,6 +130,8 @@ class RouterCollector(Collector):
         yield _counter("backend_failed", "backend messages that ended as a failed entry, by code",
                        ["code"], m.backend_failed)
         yield _counter("redis_errors", "Redis errors by operation", ["op"], m.redis_errors)
+        yield _counter("registry_restored", "registry entries of this node written back after "
+                       "Redis lost them, by what noticed it", ["trigger"], m.registry_restored)
         yield _counter("edge_answers", "charger CALLs answered by the router itself, by action",
                        ["action"], m.edge_answers)
         yield _counter("ignored_messages", "charger messages ignored (unknown message type, "

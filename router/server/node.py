@@ -55,12 +55,13 @@ from router.streams.fleet import FleetState
 from router.streams.keys import KeySpace
 from router.streams.publisher import Publisher
 from router.streams.reader import OutboundReader
-from router.streams.registry import Registry
+from router.streams.registry import Entry, Registry
 from router.ws import UpgradeRequest, WSSettings
 
 log = logging.getLogger("router.node")
 
 SWEEP_INTERVAL = 0.25      # seconds between deadline checks (reply/call timeouts)
+REGISTRY_CHECK = 2.0       # seconds between checks that this node's liveness key is in Redis
 REPLY_TO_MAXLEN = 10_000   # docs/streams.md: reply_to copies are capped like this
 _json_object = msgspec.json.Decoder(dict[str, Any])
 
@@ -687,27 +688,58 @@ class Node:
                     self.timed.discard(conn)
 
     async def _keep_registry(self) -> None:
-        """Refresh the TTL of this node's registry entries and liveness key."""
+        """Keep this node's registry entries and liveness key in Redis.
+
+        A full round (:meth:`_registry_round`) every ``registry_ttl / 3``.
+        Between rounds, one ``EXISTS`` on the liveness key every
+        :data:`REGISTRY_CHECK` s: when it is gone, Redis lost its data (a
+        restart without persistence, a failover to an empty master, a
+        ``FLUSHALL``), and the round runs at once instead of up to
+        ``registry_ttl / 3`` later, when backend CALLs to these chargers would
+        have found no route all along. The publisher's reconnect starts a
+        round too.
+        """
         period = max(1.0, self.config.registry_ttl / 3)
+        due = 0.0                         # monotonic time of the next full round
+        trigger: str | None = "start"
         while True:
             try:
-                await self.registry.node_alive(self.node_id, int(period * 3))
-                missing = await self.registry.refresh(list(self.by_identity))
-                for identity in missing:
-                    # Lost in a Redis restart or an outage longer than the TTL:
-                    # backends must find this charger again.
-                    conn = self.by_identity.get(identity)
-                    if conn is not None and conn.opened:
-                        await self.registry.restore(
-                            identity, node=self.node_id, conn=conn.conn_id, proto=conn.proto,
-                            since_ms=conn.since_ms, addr=conn.addr)
-                wait = period
+                if trigger is None and time.monotonic() < due and \
+                        not await self.registry.node_is_alive(self.node_id):
+                    trigger = "node_key_lost"
+                if trigger is not None or time.monotonic() >= due:
+                    await self._registry_round(trigger or "refresh", int(period * 3))
+                    due = time.monotonic() + period
+                trigger = None
+                wait = min(REGISTRY_CHECK, period)
             except Exception:
                 self.metrics.inc(self.metrics.redis_errors, "registry")
                 wait = min(period, 1.0)   # Redis away (failover): try again soon
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._registry_now.wait(), wait)
-            self._registry_now.clear()
+            if self._registry_now.is_set():
+                self._registry_now.clear()
+                trigger = trigger or "reconnect"
+
+    async def _registry_round(self, trigger: str, node_ttl: int) -> None:
+        """Extend every entry's TTL, write back the missing ones (pipelined,
+        in bounded chunks: see :meth:`Registry.restore_many`), then the
+        liveness key — last, so that it is only there once the entries are."""
+        missing = await self.registry.refresh(list(self.by_identity))
+        entries = []
+        for identity in missing:
+            # Lost in a Redis restart or an outage longer than the TTL:
+            # backends must find this charger again.
+            conn = self.by_identity.get(identity)
+            if conn is not None and conn.opened:
+                entries.append(Entry(identity, self.node_id, conn.conn_id, conn.proto,
+                                     conn.since_ms, conn.addr))
+        restored = await self.registry.restore_many(entries)
+        await self.registry.node_alive(self.node_id, node_ttl)
+        if restored:
+            self.metrics.inc(self.metrics.registry_restored, trigger, restored)
+            log.warning("registry: %d entries of this node were missing in Redis (%s), "
+                        "written back", restored, trigger.replace("_", " "))
 
     def _redis_reconnected(self) -> None:
         self._registry_now.set()

@@ -5,7 +5,7 @@
 starts from the same inputs everywhere. The seeds are valid traffic the
 mutations start from:
 
-- ``frames``: Autobahn-like client streams (single and fragmented text and
+- ``frames`` (and ``frames_diff``, those up to 4 KiB): Autobahn-like client streams (single and fragmented text and
   binary, control frames between fragments, every length encoding, close
   frames with and without code and reason, 2-, 3- and 4-byte UTF-8, compressed
   messages) in both the raw and the structure-aware form of the target;
@@ -73,6 +73,27 @@ def frames() -> list[bytes]:
         bytes([0x80 | 0x10]) + b"\x01" + b"hello world" + b"abcd",
         bytes([0x80 | 0x08 | 0x01]) + bytes([0x80 | 0x10]) + b"\x20" + boot[:32] + b"kkkk",
         bytes([0x80 | 0x10 | 0x40]) + b"\x01\x00" + b"x" * 256 + b"abcd",
+        # The 64-bit length form beyond max_len: the header announces more
+        # than any input holds (libFuzzer keeps the first max_len bytes of a
+        # seed), so the codec waits for the rest, or refuses it at once
+        # under the 1,000-byte limit (cfg 3: 1009).
+        raw(client_frame(2, b"z" * 70_000)[:300]),
+        raw(client_frame(1, b"z" * 70_000)[:300], cfg=0x03),
+        # The structure-aware form's long frames from short inputs: a 16-bit
+        # length of 20,000 that the rest of the input cannot fill, so its
+        # bytes are repeated (frame byte 0x5c: binary, FIN, 16-bit length),
+        # fed in 291-byte chunks: the message buffer grows past 4 KiB (cfg
+        # 0xf5: structured, 1 MiB limit, no deflate).
+        bytes([0xf5, 0x5c, 0x4e, 0x20]) + b"a long frame from a short input ",
+        raw(client_frame(8, b"\x03")),      # a 1-byte close payload: 1002
+        # Messages that inflate far beyond the input (the message buffer grows
+        # past 4 KiB only this way under max_len): 80,000 bytes in two
+        # compressed fragments, under the 1 MiB limit (cfg 0x50) and over the
+        # 70,000-byte one (cfg 0x2c: 1009 once inflated).
+        raw(client_frame(1, deflated(b"x" * 30_000), rsv=0b100, fin=False),
+            client_frame(0, deflated(b"y" * 50_000)), cfg=0x50),
+        raw(client_frame(2, deflated(b"x" * 30_000), rsv=0b100, fin=False),
+            client_frame(0, deflated(b"y" * 50_000)), cfg=0x2c),
     ]
     return out
 
@@ -179,6 +200,7 @@ def _names(node: object) -> set[str]:
 
 def all_seeds() -> dict[str, list[bytes]]:
     out = {"frames": frames(), "upgrade": upgrades(), "resp": resp()}
+    out["frames_diff"] = [s for s in out["frames"] if len(s) <= 4096]
     for name, proto in VERSIONS.items():
         out[name] = ocpp(proto)
     if importlib.util.find_spec("router.soap") is not None:
@@ -189,6 +211,7 @@ def all_seeds() -> dict[str, list[bytes]]:
 
 def all_dicts() -> dict[str, list[bytes]]:
     out = dict(DICT_TOKENS)
+    out["frames_diff"] = out["frames"]
     out["soap"] = [b"<?xml", b"<!DOCTYPE", b"<!ENTITY", b"&amp;", b"&#x", b"<![CDATA[", b"]]>",
                    b"xmlns:", b"s:Envelope", b"s:Header", b"s:Body", b"a:Action", b"a:To",
                    b"a:MessageID", b"a:From", b"a:ReplyTo", b"a:Address", b"chargeBoxIdentity",

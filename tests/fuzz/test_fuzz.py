@@ -83,3 +83,15 @@ def test_short_instrumented_fuzz_run(tmp_path: Path) -> None:
     for line in lines[-len(TARGETS):]:
         edges = int(line.split(" edges covered")[0].rsplit(" ", 1)[1].replace(",", ""))
         assert edges >= 100, line
+
+
+def test_nesting_past_pythons_recursion_limit() -> None:
+    # Found by the ocpp201 target: under the fuzzing build ~1,000 nested
+    # arrays made Python's json (the oracle) raise RecursionError. For the
+    # oracle that is not JSON (the router stops at 256 levels); the router
+    # answers FormatViolation.
+    from tests.ocppj.test_fuzz import oracle
+
+    data = b"[" * 100_000 + b"]" * 100_000
+    assert oracle(data) == (False, None)
+    TARGETS["ocpp201"](b"\x00" + data)

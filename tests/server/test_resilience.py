@@ -192,20 +192,75 @@ async def _until_async(probe: Callable[[], object], want: int, limit: float) -> 
 
 async def test_registry_entries_come_back_after_redis_loses_them(
         router_factory: Callable[..., RouterNode]) -> None:
-    node = router_factory("--registry-ttl", "3")
+    """Data lost without a connection loss (FLUSHALL): the node's liveness key
+    is gone, which the node checks every 2 s. The default --registry-ttl (300)
+    puts the next full refresh 100 s away: only that check can bring the
+    entries back in time."""
+    node = router_factory()
     cp = await Charger.connect(node, "CP-back")
     r = aioredis.from_url(node.redis_url)
     key = f"{node.key_prefix}:cs:CP-back"
     try:
         await _until_async(lambda: r.exists(key), 1, timeout(5))
         conn = await r.hget(key, "conn")
-        await r.flushall()                        # a restart without persistence
+        await _until_async(lambda: r.exists(f"{node.key_prefix}:node:{node.node_id}"), 1,
+                           timeout(5))
+        await r.flushall()
         await _until_async(lambda: r.exists(key), 1, timeout(10))
         assert await r.hget(key, "conn") == conn
         assert await r.hget(key, "node") == node.node_id.encode()
+        assert await r.ttl(key) > 100          # the full --registry-ttl again
+        assert node.metric("ocpp_router_registry_restored_total",
+                           trigger="node_key_lost") == 1
     finally:
         await r.aclose()
         await cp.close()
+
+
+async def test_registry_is_back_within_seconds_after_redis_restarts_empty(
+        key_prefix: str) -> None:
+    """A real redis-server restarted without persistence under a router with
+    connected chargers: the node writes its entries back at once (not at the
+    next refresh, 100 s away with the default TTL), and a backend CALL routed
+    through the registry reaches its charger."""
+    server = RedisServer().start()
+    node = start_router(server.url, key_prefix)
+    chargers: list[Charger] = []
+    r = aioredis.from_url(server.url)
+    try:
+        chargers = [await Charger.connect(node, f"CP-rs{i}") for i in range(20)]
+        await _until_async(lambda: _registry_count(r, key_prefix), 20, timeout(10))
+        await r.aclose()
+        server.stop()
+        server = RedisServer(port=server.port).start()     # empty
+        r = aioredis.from_url(server.url)
+        await _until_async(lambda: _registry_count(r, key_prefix), 20, timeout(5))
+        for i in range(len(chargers)):
+            assert (await r.hget(f"{key_prefix}:cs:CP-rs{i}", "node") or b"").decode() == \
+                node.node_id
+        assert node.metric("ocpp_router_registry_restored_total") == 20
+        # A backend finds the charger's node in the registry and CALLs it.
+        entry = await r.hgetall(f"{key_prefix}:cs:CP-rs7")
+        await r.xadd(f"{key_prefix}:out:{entry[b'node'].decode()}", {
+            "kind": "call", "cs": "CP-rs7", "id": "after-restart",
+            "action": "ChangeAvailability",
+            "payload": json.dumps({"connectorId": 1, "type": "Operative"})})
+        assert await chargers[7].recv(wait=10) == [
+            2, "after-restart", "ChangeAvailability", {"connectorId": 1, "type": "Operative"}]
+        await chargers[7].send([3, "after-restart", {"status": "Accepted"}])
+
+        async def result() -> int:
+            entries = await r.xrange(f"{key_prefix}:in:{{0}}")
+            return sum(f[b"kind"] == b"result" and f[b"id"] == b"after-restart"
+                       and f[b"conn"] == entry[b"conn"] for _, f in entries)
+
+        await _until_async(result, 1, timeout(10))
+    finally:
+        await r.aclose()
+        for cp in chargers:
+            await cp.ws.close()
+        node.stop()
+        server.stop()
 
 
 async def test_restore_never_overwrites_a_newer_holder(redis_server: RedisServer,

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from router.embedded_redis import RedisServer
 from router.streams import KeySpace, RedisConnection, StreamsError, open_connection
-from router.streams.registry import REFRESH_CHUNK, Holder, Registry
+from router.streams.registry import REFRESH_CHUNK, Entry, Holder, Registry
 from tests.streams.helpers import client
 
 
@@ -122,6 +122,43 @@ async def test_script_cache_flushed(redis_server: RedisServer, kind: str) -> Non
         async with client(redis_server.url) as r:
             await r.script_flush()
         assert await registry.unregister("CP-1", "c2") is True
+    finally:
+        if isinstance(conn, RedisConnection):
+            conn.close()
+            await conn.wait_closed()
+        else:
+            await conn.aclose()
+
+
+@pytest.mark.parametrize("kind", ["redis-py", "RedisConnection"])
+async def test_restore_many_after_an_empty_restart(redis_server: RedisServer, kind: str) -> None:
+    """What a node does once Redis lost its registry: every entry written back
+    in chunks, the script cache empty (NOSCRIPT → EVAL within the chunk), an
+    entry a newer connection wrote meanwhile left alone. A private server: the
+    script flush would touch other tests."""
+    conn: aioredis.Redis | RedisConnection
+    if kind == "redis-py":
+        conn = aioredis.Redis.from_url(redis_server.url)
+    else:
+        conn = await open_connection(redis_server.url)
+    registry = Registry(conn, KeySpace(), ttl=60)
+    n = REFRESH_CHUNK * 2 + 3
+    try:
+        await register(registry, "CP-5", "node-b", "newer")
+        async with client(redis_server.url) as r:
+            await r.script_flush()
+        entries = [Entry(f"CP-{i}", "node-a", f"c{i}", "ocpp1.6", 1_763_731_200_000 + i,
+                         "10.0.0.7:1") for i in range(n)]
+        assert await registry.restore_many(entries) == n - 1
+        assert (await registry.lookup("CP-5") or {})["conn"] == "newer"
+        assert await registry.lookup(f"CP-{n - 1}") == {
+            "node": "node-a", "conn": f"c{n - 1}", "proto": "ocpp1.6",
+            "since": str(1_763_731_200_000 + n - 1), "addr": "10.0.0.7:1"}
+        assert await registry.refresh(e.identity for e in entries) == []
+        assert await registry.restore_many(entries) == 0     # all there: nothing written
+        assert await registry.restore_many([]) == 0
+        async with client(redis_server.url) as r:
+            assert 0 < await r.ttl(registry.keys.registry("CP-0")) <= 60
     finally:
         if isinstance(conn, RedisConnection):
             conn.close()
