@@ -83,8 +83,10 @@ def validate_both(proto: str, data: bytes) -> None:
         v, use_decimal = validator(relpath)
         instance = json.loads(text, parse_float=decimal.Decimal if use_decimal else float,
                               parse_constant=_reject)
-    except (ValueError, RecursionError):
-        return   # not JSON: the envelope half of the target covers that
+    except (ValueError, RecursionError, decimal.InvalidOperation):
+        # Not JSON (the envelope half of the target covers that), or a number
+        # past Decimal's exponent range (``6e5999…``): no oracle for it.
+        return
     if not isinstance(instance, dict) or _too_deep(instance):
         return
     d = ocppj.dialect(proto)
@@ -164,7 +166,9 @@ def _hiredis_all(data: bytes) -> tuple[list[object], bool]:
     return out, False
 
 
-_ARRAY_LENGTH = re.compile(rb"\*(\d{6,})")
+# Headers of aggregates: RESP2 arrays and the RESP3 set, map, push and
+# attribute types hiredis also reads.
+_ARRAY_LENGTH = re.compile(rb"[*~%>|](\d{6,})")
 
 
 def fuzz_resp(data: bytes) -> None:
@@ -186,8 +190,9 @@ def fuzz_resp(data: bytes) -> None:
     except RedisProtocolError:
         failed = True
     if any(int(n) > 100_000 for n in _ARRAY_LENGTH.findall(body)):
-        # hiredis allocates an array's element table from its header (8 bytes
-        # per element, before any element arrived): no oracle for these.
+        # hiredis allocates an aggregate's element table from its header (8
+        # bytes per element, before any element arrived; RESP3 sets and maps
+        # too): no oracle for these.
         # Our scanner waits for the elements and allocates nothing.
         return
     theirs, their_failure = _hiredis_all(body)
