@@ -108,6 +108,17 @@ chart-schema: $(BUILT)
 bench-image: $(BUILT) system-deps
 	$(PY) -m tests.deploy.measure --chargers $${CHARGERS:-1000} --drain-seconds $${DRAIN_SECONDS:-10}
 
+.PHONY: bench-cluster
+# Redis Cluster figures (bench/RESULTS.md, "Redis Cluster"): router CPU per
+# message with chargers standalone vs 3-master cluster (equal open-loop rate,
+# then closed loop), outage/loss/duplicates after a master SIGKILL per
+# durability, publisher-only CPU and throughput.
+bench-cluster: $(BUILT)
+	$(PY) -m bench.cluster router --rounds 5 --chargers 100 --rate 4000 --duration 8
+	$(PY) -m bench.cluster router --rounds 3 --chargers 100 --duration 8
+	$(PY) -m bench.cluster outage --trials 3
+	$(PY) -m bench.cluster throughput --rounds 3 --entries 100000
+
 clean:
 	rm -rf build $(VENV) *.egg-info
 	find router ext -name '*.so' -delete

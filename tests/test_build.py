@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EXT = ROOT / "ext"
 MODULES = ["router.ws._codec", "router.server._wsconn", "router.server._charger",
-           "router.ocppj._envelope", "router.streams._resp"]
+           "router.ocppj._envelope", "router.streams._resp", "router.streams._cluster"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -25,6 +25,7 @@ import uvloop
 from bench import messages
 from router.backend import BackendApp, Message
 from router.backend.dedup import Deduplicator
+from router.streams import parse_redis_url
 
 _V16 = messages.CSMS_RESPONSES["ocpp1.6"]
 _V2 = messages.CSMS_RESPONSES["ocpp2.0.1"]
@@ -57,7 +58,8 @@ def build(redis: aioredis.Redis, prefix: str, shards: int, group: str,
 
 
 async def serve(args: argparse.Namespace) -> None:
-    redis = aioredis.Redis.from_url(args.redis_url)
+    # Any --redis-url (standalone, Sentinel, Cluster: bench/cluster.py runs it on one).
+    redis = parse_redis_url(args.redis_url).redis_py()
     app = build(redis, args.key_prefix, args.shards, args.group, args.coroutines, args.dedup)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -53,6 +53,7 @@ from router.backend.errors import ActionNotImplemented, OCPPError
 from router.backend.message import KINDS, MalformedEntry, Message, encode_payload
 from router.backend.outbox import OUT_MAXLEN, Answers, Outbox
 from router.streams._resp import CommandBuffer
+from router.streams.cluster import retry_delay, transient_reply
 from router.streams.connection import RedisConnection
 from router.streams.errors import RedisReplyError, StreamsError
 from router.streams.keys import KeySpace
@@ -152,7 +153,8 @@ class BackendApp:
             raise ValueError("concurrency must be at least 1")
         if batch < 1 or max_in_flight < 1:
             raise ValueError("batch and max_in_flight must be at least 1")
-        pool_size = getattr(redis.connection_pool, "max_connections", None)
+        # (A RedisCluster has a pool per node and no connection_pool attribute.)
+        pool_size = getattr(getattr(redis, "connection_pool", None), "max_connections", None)
         needed = concurrency + shards + RESERVED_CONNECTIONS
         if isinstance(pool_size, int) and pool_size < needed:
             raise ValueError(
@@ -201,8 +203,13 @@ class BackendApp:
         # outbox): kept alive against claims, and skipped when claimed back.
         self._in_flight: set[tuple[str, str]] = set()
         self._readers: list[_ShardReader] = []
+        # On Redis Cluster the outbox writes each command to its key's master
+        # (Connector.send), and the readers hand it their answers: a reply
+        # goes to a router's out stream, which lives in another slot than the
+        # shard that was read.
         self._outbox = Outbox(self._connect_outbox, group, self._answer_failed, self._done,
-                             self.stats)
+                              self.stats,
+                              send=self.connector.send if self.connector.cluster else None)
         self._stopping = asyncio.Event()
         self._ready = asyncio.Event()
 
@@ -310,6 +317,7 @@ class BackendApp:
             await asyncio.gather(claimer, return_exceptions=True)
             await self._drain_workers()
             await self._outbox.close()
+            await self.connector.close()
             await self.client.close()
 
     async def ensure_groups(self) -> None:
@@ -360,6 +368,7 @@ class BackendApp:
     async def _read_shard(self, reader: _ShardReader) -> None:
         """Keep ``reader`` reading, across lost connections and deleted groups."""
         backoff = 0.1
+        transient = 0
         conn: RedisConnection | None = None
         try:
             while not self._stopping.is_set():
@@ -378,6 +387,19 @@ class BackendApp:
                     backoff = 0.1
                 if outcome == "stopped":
                     break
+                if isinstance(outcome, RedisReplyError) and transient_reply(outcome):
+                    # Redis Cluster / Sentinel: the shard's slot moved, or its
+                    # master failed over or was demoted under the read
+                    # (UNBLOCKED, MOVED, ASK, TRYAGAIN, CLUSTERDOWN, LOADING,
+                    # READONLY). Nothing was lost: connect again where the
+                    # (refreshed) map or the sentinels say.
+                    log.info("reading %s: %s; reconnecting", reader.stream, outcome)
+                    conn.close()
+                    conn = None
+                    await self._sleep(retry_delay("tryagain", transient))
+                    transient = min(transient + 1, 5)
+                    continue
+                transient = 0
                 if outcome == "nogroup":
                     # The stream or group was deleted under us (FLUSHDB, DEL,
                     # a Redis restarted empty): recreate.
@@ -422,6 +444,9 @@ class BackendApp:
 
     def _dispatch_batch(self, reader: _ShardReader, entries: Any) -> None:
         stream = reader.stream
+        if self.connector.cluster:
+            self._dispatch_routed(self._messages(stream, entries))
+            return
         answers = reader.answers
         from_entries = Message._from_entries
         submit = self._submit
@@ -432,6 +457,31 @@ class BackendApp:
                 self._malformed(stream, _s(entries.ref(i)), entries.fields(i), str(exc))
                 continue
             submit(msg, answers)
+
+    def _dispatch_routed(self, msgs: list[Message], skip: set[int] | None = None) -> None:
+        """:meth:`_dispatch_batch` on Redis Cluster: the answers and
+        acknowledgements go through the outbox, split per master (a reply goes
+        to a router's out stream, in another slot than the shard read)."""
+        answers = self._outbox.answers
+        first_msg, first_ack = len(answers.msgs), len(answers.acks)
+        submit = self._submit
+        checked = skip is not None
+        for i, msg in enumerate(msgs):
+            if skip is None or i not in skip:
+                submit(msg, answers, checked)
+        # Held (kept alive against claims, counted against max_in_flight)
+        # until the outbox wrote them (_done).
+        for msg in answers.msgs[first_msg:]:
+            self._hold(msg)
+        for msg in answers.acks[first_ack:]:
+            self._hold(msg)
+        if answers:
+            self._outbox.kick()
+
+    def _batch_answers(self, reader: _ShardReader) -> Answers:
+        """Where a batch's answers go: the reader's next write, or on Redis
+        Cluster the outbox."""
+        return self._outbox.answers if self.connector.cluster else reader.answers
 
     def _messages(self, stream: str, entries: Any) -> list[Message]:
         """A batch's messages (malformed entries go to the dead letters)."""
@@ -447,6 +497,9 @@ class BackendApp:
     def _dispatch_checked(self, reader: _ShardReader, msgs: list[Message], skip: set[int]) -> None:
         """Hand a de-duplicated batch to the handlers; ``skip``: repeats (acknowledged
         unhandled) and entries whose check failed (left pending)."""
+        if self.connector.cluster:
+            self._dispatch_routed(msgs, skip)
+            return
         answers = reader.answers
         submit = self._submit
         for i, msg in enumerate(msgs):
@@ -467,7 +520,7 @@ class BackendApp:
         for msg in msgs:
             key = dedup.key(msg)
             if key is not None:
-                dedup.remember(key)
+                dedup.remember(key, dedup.entry_of(msg))
 
     def _dispatch_claimed(self, stream: str, entry_id: str,
                           fields: dict[bytes, bytes] | None) -> None:
@@ -1034,19 +1087,19 @@ class _ShardReader:
 
     def _check(self, msgs: list[Message]) -> None:
         """De-duplication: ask which messages of the batch the group handled,
-        one ``EXISTS`` each in one write, before any handler runs."""
+        one ``GET`` each in one write, before any handler runs."""
         app = self.app
         assert app.dedup is not None and self._conn is not None
         ask, repeats = app.dedup.plan(msgs)
         for i in repeats:
-            app._repeat(msgs[i], self.answers)
+            app._repeat(msgs[i], app._batch_answers(self))
         if not ask:
             app._dispatch_checked(self, msgs, repeats)
             self._next()
             return
         buf = CommandBuffer(64 * len(ask))
         for _i, key in ask:
-            buf.append_command(b"EXISTS", key)
+            buf.append_command(b"GET", key)
         self._checking = msgs
         self._busy = True
         try:
@@ -1065,12 +1118,14 @@ class _ShardReader:
             self._lost(result)
             return
         app = self.app
+        dedup = app.dedup
+        assert dedup is not None
         for (i, _key), reply in zip(ask, result, strict=True):
             if type(reply) is RedisReplyError:
                 app._failure(msgs[i], reply)   # left pending, retried later
                 skip.add(i)
-            elif reply:
-                app._repeat(msgs[i], self.answers)
+            elif dedup.is_repeat(msgs[i], reply):
+                app._repeat(msgs[i], app._batch_answers(self))
                 skip.add(i)
         app._dispatch_checked(self, msgs, skip)
         self._next()

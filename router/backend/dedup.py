@@ -13,14 +13,20 @@ OCPP-J message id, unique per sender and connection, OCPP-J 1.6 §4.1.1 /
 consumer of the group and a restarted one see it) with a TTL, plus a bounded
 in-process cache in front so a repeat seen by the same consumer costs no round
 trip. An entry is marked *after* its handler finished and before it is
-acknowledged: a crash in between redelivers it, finds it marked, and
-acknowledges it without handling it twice. Two copies handled at the same
+acknowledged, with the stream entry that carried it: a copy under another
+entry id is dropped (acknowledged, not handled). The *same* entry delivered
+again (claimed) is handled again: its answer or its acknowledgement was not
+written — a master died mid-write; on a cluster the answer and the mark live
+on different masters, so the mark may have landed without the answer — and
+its charger may still wait for that answer. A handler may thus run twice for
+one entry (the router drops an answer to a CALL no longer pending), never for
+two copies of one message. Two copies handled at the same
 moment by two consumers are both handled (the check is not a lock); repeats
 come seconds apart (a reconnect), so that is rare, and handlers stay
 idempotent where it matters (as for any at-least-once stream).
 
 Cost: the app asks once per batch, not once per entry. A shard reader sends
-one pipelined ``EXISTS`` per entry of the batch it read, in one write on its
+one pipelined ``GET`` per entry of the batch it read, in one write on its
 own connection, before it hands the batch to the handlers (:meth:`plan`);
 the mark is a ``SET … EX`` that leaves in the same write as the entry's
 answer (:meth:`mark_command`). The keys carry the shard's hash tag, so on a
@@ -67,7 +73,8 @@ class Deduplicator:
         self.ttl = ttl
         self.local = local
         self._head = f"{prefix}:seen:{group}:"
-        self._cache: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # key → the "<stream> <entry id>" that was handled (see entry_of)
+        self._cache: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self.dropped = 0
 
     def key(self, msg: Message) -> str | None:
@@ -84,13 +91,28 @@ class Deduplicator:
             return f"{self._head}{tag}:{msg.cs}:{msg.conn}:{msg.kind}"
         return None
 
+    @staticmethod
+    def entry_of(msg: Message) -> bytes:
+        """What a mark holds: the stream entry that was handled."""
+        return f"{msg.stream} {msg.entry_id}".encode()
+
+    def is_repeat(self, msg: Message, marked: bytes | str | None) -> bool:
+        """``msg`` is a copy of a message handled from another entry (``marked``:
+        the mark's value, None if there is none)."""
+        if marked is None:
+            return False
+        if isinstance(marked, str):
+            marked = marked.encode()
+        return marked != self.entry_of(msg)
+
     def plan(self, msgs: list[Message]) -> tuple[list[tuple[int, str]], set[int]]:
         """What to ask Redis about a batch read from one shard.
 
         Returns the messages (index, key) whose key Redis must be asked about
-        (``EXISTS``), and the indexes of repeats known without asking: copies
-        of a message earlier in the batch or of one whose answer this process
-        wrote lately (the local cache). Messages in neither need no check.
+        (``GET``, then :meth:`is_repeat`), and the indexes of repeats known
+        without asking: copies of a message earlier in the batch or of one
+        whose answer this process wrote lately (the local cache). Messages in
+        neither (no key, or this very entry handled here before) need no check.
         """
         ask: list[tuple[int, str]] = []
         repeats: set[int] = set()
@@ -100,20 +122,23 @@ class Deduplicator:
             key = self.key(msg)
             if key is None:
                 continue
-            if key in batch or key in cache:
+            cached = cache.get(key)
+            if key in batch or (cached is not None and cached != self.entry_of(msg)):
                 # The first copy is handled by this process; if it fails it
                 # stays pending and is claimed and retried: nothing is lost.
                 repeats.add(i)
                 continue
+            if cached is not None:
+                continue    # this entry again: its answer may be lost, handle it
             batch.add(key)
             ask.append((i, key))
         return ask, repeats
 
-    def remember(self, key: str) -> None:
-        """``key``'s message is being handled by this process (local cache)."""
+    def remember(self, key: str, entry: bytes) -> None:
+        """``key``'s message was handled by this process from ``entry`` (local cache)."""
         if self.local:
             cache = self._cache
-            cache[key] = None
+            cache[key] = entry
             if len(cache) > self.local:
                 cache.popitem(last=False)
 
@@ -122,10 +147,12 @@ class Deduplicator:
         key = self.key(msg)
         if key is None:
             return None
-        return (b"SET", key, b"1", b"EX", self.ttl)
+        return (b"SET", key, self.entry_of(msg), b"EX", self.ttl)
 
     async def seen(self, msg: Message) -> bool:
-        """True if the group handled this charger message already.
+        """True if the group handled this charger message already, from
+        another stream entry (a copy the router wrote again); False for the
+        entry that was handled itself, delivered again.
 
         Raises:
             redis.exceptions.RedisError: Redis failed (the entry stays pending).
@@ -133,11 +160,12 @@ class Deduplicator:
         key = self.key(msg)
         if key is None:
             return False
-        if key in self._cache:
+        marked: bytes | str | None = self._cache.get(key)
+        if marked is not None:
             self._cache.move_to_end(key)
-            hit = True
         else:
-            hit = bool(await self.redis.exists(key))
+            marked = await self.redis.get(key)
+        hit = self.is_repeat(msg, marked)
         if hit:
             self.dropped += 1
         return hit
@@ -151,5 +179,6 @@ class Deduplicator:
         key = self.key(msg)
         if key is None:
             return
-        await self.redis.set(key, b"1", ex=self.ttl)
-        self.remember(key)
+        entry = self.entry_of(msg)
+        await self.redis.set(key, entry, ex=self.ttl)
+        self.remember(key, entry)

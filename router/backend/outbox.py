@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from router.streams._resp import CommandBuffer
@@ -105,13 +105,17 @@ class Outbox:
         done: called for every entry once its fate is known (acknowledged or
             left pending).
         stats: counts ``handled`` (acknowledged) entries.
+        send: on Redis Cluster, ``Connector.send``: writes the commands split
+            per master (the outbox then has no connection of its own).
     """
 
     def __init__(self, connect: Callable[[], Any], group: str,
                  failed: Callable[[Message, str], None],
                  done: Callable[[list[Message]], None],
-                 stats: collections.Counter[str]) -> None:
+                 stats: collections.Counter[str],
+                 send: Callable[[bytes, int], Awaitable[list[Any]]] | None = None) -> None:
         self.stats = stats
+        self._routed_send = send
         self._connect = connect
         self.group = group.encode()
         self._failed = failed
@@ -149,6 +153,9 @@ class Outbox:
             self._task = None
 
     async def _send(self, buf: CommandBuffer) -> list[Any]:
+        if self._routed_send is not None:
+            n = len(buf)
+            return await self._routed_send(buf.take(), n)
         if self._conn is None or not self._conn.connected:
             self._conn = await self._connect()
         n = len(buf)

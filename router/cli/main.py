@@ -29,7 +29,11 @@ if os.getpid() == 1:
     # Set before the heavier imports below, to keep that window short.
     signal.signal(signal.SIGTERM, _terminated)
 
-from redis.exceptions import RedisError  # noqa: E402
+import re  # noqa: E402
+
+from redis.exceptions import RedisClusterException, RedisError  # noqa: E402
+
+from router.streams.errors import StreamsError  # noqa: E402
 
 # name -> (module, one-line help). Modules are imported only when used, so
 # `ocpp-router call` does not pay for the server's imports.
@@ -104,11 +108,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.status
     except KeyboardInterrupt:
         return 130
-    except RedisError as exc:
-        # Unreachable or refusing Redis is a user-facing condition, not a bug.
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"ocpp-router {args.command}: Redis: {text}", file=sys.stderr)
+    except (RedisError, RedisClusterException, StreamsError) as exc:
+        # Unreachable or refusing Redis is a user-facing condition, not a bug
+        # (RedisClusterException: no seed of a redis+cluster:// URL answers;
+        # StreamsError: the CLI's own compiled connections, as `tail` uses).
+        print(f"ocpp-router {args.command}: Redis: {redis_error_text(exc)}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def redis_error_text(exc: BaseException) -> str:
+    """One line for a Redis client error: whitespace collapsed and redis-py's
+    object reprs (``<redis.asyncio.client.Redis(<…ConnectionPool…>)>``, as
+    Sentinel's "No master found" carries) left out."""
+    text = " ".join(str(exc).split())
+    text = re.sub(r"\s*<redis\..*\)>\s*", " ", text)
+    text = re.sub(r"\s+:\s+-\s+", ": ", text).strip()
+    return text or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """``ocpp-router tail``: follow the inbound streams live, without a consumer group.
 
 Plain ``XREAD BLOCK`` on every shard, so it never takes entries away from the
-backends and never leaves pending entries behind. One line per entry::
+backends and never leaves pending entries behind. On one server one XREAD
+names every shard; on Redis Cluster that would be CROSSSLOT, so each shard is
+read by its own blocked XREAD on the master that owns it (redis-py's
+``RedisCluster`` routes it), all feeding one output. One line per entry::
 
     12:00:00.123 CP-1 call BootNotification #19223201 {"chargePointVendor":"ACME",…}
 """
@@ -18,6 +21,7 @@ from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from router.backend.message import KINDS, MalformedEntry, Message, StreamReply
 from router.backend.options import add_connection_arguments, redis_from_args
@@ -102,6 +106,35 @@ async def _last_ids(redis: aioredis.Redis, streams: list[bytes], from_start: boo
     return ids
 
 
+class _PerShardXRead:
+    """``xread(ids, count, block)`` for Redis Cluster: one XREAD per shard,
+    concurrently, each on its own master; returns as soon as one has entries
+    (the others' come with a later call: their reads stay in flight)."""
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+        self.pending: dict[Any, asyncio.Future[Any]] = {}
+
+    async def __call__(self, ids: dict[Any, Any], count: int, block: int) -> Any:
+        pending = self.pending
+        for stream in ids:
+            if stream not in pending:
+                pending[stream] = asyncio.ensure_future(
+                    self.redis.xread({stream: ids[stream]}, count=count, block=block))
+        done, _ = await asyncio.wait(pending.values(), return_when=asyncio.FIRST_COMPLETED)
+        out: list[Any] = []
+        for stream, fut in list(pending.items()):
+            if fut in done:
+                del pending[stream]
+                out.extend(fut.result() or ())
+        return out
+
+    async def close(self) -> None:
+        for fut in self.pending.values():
+            fut.cancel()
+        await asyncio.gather(*self.pending.values(), return_exceptions=True)
+
+
 async def run_async(args: argparse.Namespace) -> int:
     if args.count < 0:
         raise CLIError("--count must not be negative", EXIT_USAGE)
@@ -117,10 +150,14 @@ async def run_async(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     shown = 0
     out = sys.stdout
+    xread: Any = redis.xread
+    per_shard: _PerShardXRead | None = None
     try:
         ids: dict[Any, Any] = await _last_ids(redis, keys.all_inbound(), args.from_start)
+        if isinstance(redis, RedisCluster):
+            xread = per_shard = _PerShardXRead(redis)
         while not stop.is_set():
-            read = asyncio.ensure_future(redis.xread(ids, count=500, block=BLOCK_MS))
+            read = asyncio.ensure_future(xread(ids, count=500, block=BLOCK_MS))
             stopping = asyncio.ensure_future(stop.wait())
             await asyncio.wait({read, stopping}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
@@ -151,5 +188,7 @@ async def run_async(args: argparse.Namespace) -> int:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if per_shard is not None:
+            await per_shard.close()
         await redis.aclose()
     return 0

@@ -44,6 +44,12 @@ from router.server.soap import SOAP_FIELDS, SoapManager, SoapSession
 from router.server.wsconn import ConnectionState, start_timers
 from router.server.wsconn import stats as ws_stats
 from router.streams._resp import StreamEntries
+from router.streams.cluster import (
+    ClusterCommands,
+    ClusterOutboundReader,
+    ClusterPublisher,
+    is_cluster,
+)
 from router.streams.connection import SharedConnection
 from router.streams.fleet import FleetState
 from router.streams.keys import KeySpace
@@ -111,8 +117,12 @@ class Node:
         # Registry writes and password look-ups: light, but bursty in a
         # reconnect storm. One pipelined connection takes any burst (commands
         # queue FIFO on the socket) without a pool to contend for.
-        self.redis = SharedConnection(config.redis_url, name=f"ocpp-router:{node_id}:registry")
-        self.publisher = Publisher(
+        # Redis Cluster (redis+cluster://): the same three roles, routed by
+        # slot over one topology (router/streams/cluster.py).
+        cluster = is_cluster(config.redis_url)
+        self.redis = (ClusterCommands if cluster else SharedConnection)(
+            config.redis_url, name=f"ocpp-router:{node_id}:registry")
+        self.publisher = (ClusterPublisher if cluster else Publisher)(
             config.redis_url, keys=self.keys, maxlen=config.stream_maxlen,
             timeout=config.publish_timeout, max_pending=config.max_pending_publishes,
             on_pause=self._pause_reading, on_resume=self._resume_reading,
@@ -123,7 +133,8 @@ class Node:
         # after a failover): re-register this node's chargers at once, the new
         # master may not have their registry entries.
         self._registry_now = asyncio.Event()
-        self.reader = OutboundReader(config.redis_url, self.keys.out(node_id), self.on_out_entries)
+        self.reader = (ClusterOutboundReader if cluster else OutboundReader)(
+            config.redis_url, self.keys.out(node_id), self.on_out_entries)
         self.registry = Registry(self.redis, self.keys, ttl=config.registry_ttl)
         # Fleet behaviour (issue 13): admission control, rebalancing.
         self.fleet = FleetState(self.redis, config.key_prefix)

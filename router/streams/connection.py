@@ -71,6 +71,12 @@ class RedisConnection(asyncio.Protocol):
         self._closing = False
         self._lost_reason: StreamsError | None = None
         self._used = False
+        #: Join the writes of one event-loop iteration into one (set by the
+        #: cluster layer on a master's connection that many slot publishers
+        #: share: one write and one syscall per master per iteration instead
+        #: of one per slot).
+        self.coalesce = False
+        self._writes: list[bytes] = []
         self.address: RedisURL | None = None
         self.bytes_written = 0
 
@@ -268,6 +274,27 @@ class RedisConnection(asyncio.Protocol):
             assert self._loop is not None
             deadline = self._loop.time() + timeout
         self._queue.append(_Request(n_replies, callback, deadline, xread))
+        if self.coalesce:
+            if not self._writes:
+                assert self._loop is not None
+                self._loop.call_soon(self._flush_writes)
+            self._writes.append(data)
+            if deadline is not None and self._timer is None:
+                self._arm_timer()
+            return
+        self._write(transport, data)
+        if deadline is not None and self._timer is None:
+            self._arm_timer()
+
+    def _flush_writes(self) -> None:
+        data = b"".join(self._writes)
+        self._writes.clear()
+        transport = self._transport
+        if transport is None or not self.connected:
+            return      # lost meanwhile: its requests failed with the others
+        self._write(transport, data)
+
+    def _write(self, transport: asyncio.Transport, data: bytes) -> None:
         try:
             transport.write(data)
         except Exception as exc:
@@ -281,8 +308,6 @@ class RedisConnection(asyncio.Protocol):
             self._loop.call_soon(self._lose, reason)
             return
         self.bytes_written += len(data)
-        if deadline is not None and self._timer is None:
-            self._arm_timer()
 
     def command_async(self, *args: bytes | str | int, timeout: float | None = None
                       ) -> asyncio.Future[Any]:

@@ -230,7 +230,7 @@ class RedisURL:
             from redis.asyncio.cluster import ClusterNode
             kw.pop("db", None)
             nodes = [ClusterNode(h, p) for h, p in self.addresses]
-            return RedisCluster(startup_nodes=nodes, **kw)  # type: ignore[return-value]
+            return _remember(RedisCluster(startup_nodes=nodes, **kw), self)  # type: ignore[arg-type]
         if self.mode == "sentinel":
             assert self.master_name is not None
             sentinel_kw: dict[str, Any] = {

@@ -112,3 +112,45 @@ async def test_a_copy_in_a_later_batch_is_dropped_by_the_mark_in_redis(
     finally:
         app.stop()
         await asyncio.wait_for(task, timeout(20))
+
+
+@pytest.mark.parametrize("coroutine", [False, True], ids=["def", "async-def"])
+async def test_an_entry_whose_answer_was_lost_is_answered_when_claimed(
+        redis: aioredis.Redis, key_prefix: str, coroutine: bool) -> None:
+    # The answer's XADD fails (here: the out stream key has the wrong type;
+    # in production: its master died mid-write; on a cluster the mark, on the
+    # shard's master, lands anyway). The entry stays pending; when it is
+    # claimed, its mark names this very entry, so it is handled again rather
+    # than acknowledged without an answer while the charger waits.
+    keys = KeySpace(prefix=key_prefix)
+    out = keys.out("node-a")
+    await redis.set(out, "not a stream")
+    handled: list[str] = []
+    app = BackendApp(redis, group=GROUP, prefix=key_prefix, block=0.2, start_id="0",
+                     claim_idle=0.5, claim_interval=0.2,
+                     dedup=Deduplicator(redis, prefix=key_prefix, group=GROUP))
+
+    def answer(msg: Message) -> dict[str, Any]:
+        handled.append(msg.entry_id)
+        return {"idTagInfo": {"status": "Accepted"}}
+
+    async def answer_later(msg: Message) -> dict[str, Any]:
+        return answer(msg)
+
+    app.on_call("Authorize")(answer_later if coroutine else answer)
+    eid = await publish(redis, keys, "call", "CP-1", conn="c1", id="m1", action="Authorize",
+                        payload={"idTag": "A"})
+    task = asyncio.create_task(app.run())
+    try:
+        async with asyncio.timeout(timeout(10)):
+            while app.stats["failed"] < 1:
+                await asyncio.sleep(0.02)
+        await redis.delete(out)
+        [reply] = await read_out(redis, keys, count=1, timeout=timeout(10))
+        assert reply[b"kind"] == b"result" and reply[b"id"] == b"m1"
+        await wait_acked(redis, keys.inbound_for("CP-1"), GROUP, eid, timeout=timeout(10))
+        assert handled == [eid, eid] and app.stats["duplicates"] == 0
+        assert len([k async for k in redis.scan_iter(match=f"{key_prefix}:seen:*")]) == 1
+    finally:
+        app.stop()
+        await asyncio.wait_for(task, timeout(20))

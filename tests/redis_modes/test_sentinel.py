@@ -11,6 +11,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
+import websockets
 
 from router.backend import Client
 from router.embedded_redis import RedisServer
@@ -22,7 +23,7 @@ from router.streams import (
     parse_redis_url,
 )
 from router.streams.connection import SharedConnection, discover_master
-from tests.conftest import timeout
+from tests.conftest import start_router, timeout
 from tests.redis_modes.run_cli import cli
 from tests.redis_modes.sentinel import MASTER_NAME, SentinelDeployment
 from tests.streams.helpers import client, until
@@ -180,3 +181,25 @@ async def test_sdk_and_cli_find_the_new_master(sentinel: SentinelDeployment,
                 break
             except (OSError, redis.exceptions.ConnectionError, redis.exceptions.ReadOnlyError):
                 await asyncio.sleep(0.2)
+    # A CALL answered by a charger, through a router on the new master: the
+    # CLI's reply stream and the router's out stream on the promoted server.
+    node = await asyncio.to_thread(start_router, sentinel.url(), key_prefix)
+    try:
+        async with websockets.connect(node.url("CP-S"), subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+                                      open_timeout=timeout(20)) as ws:
+            await ws.send(orjson.dumps([2, "m1", "Heartbeat", {}]).decode())
+            assert orjson.loads(await ws.recv())[:2] == [3, "m1"]
+            rc, out, err = await cli("chargers", *conn)
+            assert rc == 0 and b"CP-S" in out, err
+
+            async def answer() -> None:
+                msg = orjson.loads(await ws.recv())
+                assert msg[2] == "Reset"
+                await ws.send(orjson.dumps([3, msg[1], {"status": "Accepted"}]).decode())
+
+            answering = asyncio.create_task(answer())
+            rc, out, err = await cli("call", "CP-S", "Reset", '{"type":"Soft"}', *conn)
+            await asyncio.wait_for(answering, timeout(10))
+            assert rc == 0 and orjson.loads(out) == {"status": "Accepted"}, err
+    finally:
+        node.stop()

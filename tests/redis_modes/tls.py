@@ -34,14 +34,21 @@ ROUTER_PASSWORD = "router-secret"
 BACKEND_PASSWORD = "backend-secret"
 
 
-def documented_acl(user: str, prefix: str) -> str:
+def documented_acl(user: str, prefix: str, *, cluster: bool = False) -> str:
     """The ``user <name> …`` line for ``user`` from docs/deployment.md, with the
-    key prefix ``ocpp`` replaced by ``prefix`` and the password filled in."""
+    key prefix ``ocpp`` replaced by ``prefix`` and the password filled in;
+    with ``cluster``, plus the rules the page adds for Redis Cluster (its
+    ``ACL SETUSER <user> +cluster…`` line)."""
     text = DOCS.read_text()
-    match = re.search(rf"^ACL SETUSER {re.escape(user)} (.+)$", text, re.MULTILINE)
+    match = re.search(rf"^ACL SETUSER {re.escape(user)} (on .+)$", text, re.MULTILINE)
     if match is None:
         raise AssertionError(f"docs/deployment.md has no 'ACL SETUSER {user}' line")
     rule = match.group(1).strip()
+    if cluster:
+        more = re.search(rf"^\s*ACL SETUSER {re.escape(user)} (\+cluster.+)$", text, re.MULTILINE)
+        if more is None:
+            raise AssertionError(f"docs/deployment.md has no cluster rules for {user}")
+        rule += " " + more.group(1).strip()
     password = {"ocpp-router": ROUTER_PASSWORD, "ocpp-backend": BACKEND_PASSWORD}[user]
     rule = rule.replace("~ocpp:*", f"~{prefix}:*").replace(">CHANGE-ME", f">{password}")
     return f"user {user} {rule}"
