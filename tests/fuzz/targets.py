@@ -243,7 +243,7 @@ def compare_with_wsproto(stream: bytes) -> None:
         # Checked here without either parser: the bytes of that message so far
         # cannot begin any valid UTF-8 text.
         their_code = 1007
-    reason = _close_1014(stream) if their_code == 1002 else None
+    reason = _close_1014(stream) if their_code == 1002 and our_code in (None, 1007) else None
     if reason is not None:
         # 1014 (Bad Gateway) is in the IANA close code registry (RFC 6455
         # §11.7); wsproto's list stops at 1013 and 1015 and calls it reserved.
@@ -301,10 +301,12 @@ def _invalid_text_prefix(stream: bytes) -> bool:
 
 
 def _close_1014(stream: bytes) -> bytes | None:
-    """The reason bytes of the first close frame if its code is 1014."""
+    """The reason bytes of the first close frame if its code is 1014 and the
+    frame is otherwise well-formed (FIN, no RSV bits, at most 125 bytes)."""
     for b0, payload in _hand_frames(stream):
         if b0 & 0x0F == OP_CLOSE:
-            return payload[2:] if payload[:2] == b"\x03\xf6" else None
+            ok = b0 & 0xF0 == 0x80 and len(payload) <= 125 and payload[:2] == b"\x03\xf6"
+            return payload[2:] if ok else None
     return None
 
 
