@@ -243,20 +243,26 @@ def compare_with_wsproto(stream: bytes) -> None:
         # Checked here without either parser: the bytes of that message so far
         # cannot begin any valid UTF-8 text.
         their_code = 1007
-    if (our_code is None and their_code == 1002 and ours[:-1] == theirs and ours
-            and ours[-1][0] == OP_CLOSE and ours[-1][1] == 1014):
+    reason = _close_1014(stream) if their_code == 1002 and our_code in (None, 1007) else None
+    if reason is not None:
         # 1014 (Bad Gateway) is in the IANA close code registry (RFC 6455
         # §11.7); wsproto's list stops at 1013 and 1015 and calls it reserved.
-        theirs, their_code = ours, None
+        # We must then take the close frame as any other: its reason is
+        # UTF-8 (a close event) or not (1007).
+        try:
+            theirs, their_code = [*theirs, (OP_CLOSE, 1014, reason.decode("utf-8"))], None
+        except UnicodeDecodeError:
+            their_code = 1007
     assert ours == theirs, (stream[:200], ours[:5], theirs[:5], our_code, their_code)
     assert our_code == their_code, (stream[:200], our_code, their_code)
 
 
-def _invalid_text_prefix(stream: bytes) -> bool:
-    """True when a text message in ``stream`` (masked client frames, read
-    here by hand, RFC 6455 §5.2) has bytes, as far as they arrived, that no
-    valid UTF-8 text starts with."""
-    pos, text, parts = 0, False, b""
+def _hand_frames(stream: bytes) -> list[tuple[int, bytes]]:
+    """(first byte, unmasked payload) of the complete masked frames at the
+    start of ``stream``, read by hand (RFC 6455 §5.2) — for the oracle checks
+    that must depend on neither parser."""
+    out = []
+    pos = 0
     while pos + 2 <= len(stream):
         b0, b1 = stream[pos], stream[pos + 1]
         n, pos = b1 & 0x7F, pos + 2
@@ -264,10 +270,18 @@ def _invalid_text_prefix(stream: bytes) -> bool:
             size = 2 if n == 126 else 8
             n, pos = int.from_bytes(stream[pos:pos + size], "big"), pos + size
         if not b1 & 0x80 or pos + 4 > len(stream):
-            return False
+            break
         key, pos = stream[pos:pos + 4], pos + 4
-        payload = bytes(b ^ key[i % 4] for i, b in enumerate(stream[pos:pos + n]))
+        out.append((b0, bytes(b ^ key[i % 4] for i, b in enumerate(stream[pos:pos + n]))))
         pos += n
+    return out
+
+
+def _invalid_text_prefix(stream: bytes) -> bool:
+    """True when a text message in ``stream`` has bytes, as far as they
+    arrived, that no valid UTF-8 text starts with."""
+    text, parts = False, b""
+    for b0, payload in _hand_frames(stream):
         op = b0 & 0x0F
         if op == OP_TEXT:
             text, parts = True, payload
@@ -284,6 +298,16 @@ def _invalid_text_prefix(stream: bytes) -> bool:
             if b0 & 0x80:
                 text = False
     return False
+
+
+def _close_1014(stream: bytes) -> bytes | None:
+    """The reason bytes of the first close frame if its code is 1014 and the
+    frame is otherwise well-formed (FIN, no RSV bits, at most 125 bytes)."""
+    for b0, payload in _hand_frames(stream):
+        if b0 & 0x0F == OP_CLOSE:
+            ok = b0 & 0xF0 == 0x80 and len(payload) <= 125 and payload[:2] == b"\x03\xf6"
+            return payload[2:] if ok else None
+    return None
 
 
 def check_event(event: tuple[object, ...], max_size: int) -> None:
