@@ -341,6 +341,12 @@ async def test_workers_reload_through_the_supervisor(
     node = router_factory("--validation-profiles", str(profiles_file), "--workers", "2")
     status, text = await asyncio.to_thread(post, node, "/profiles/reload")
     assert (status, text) == (202, "reload signalled to 2 workers\n")
+    # One reload per worker before the next signal: two SIGHUPs that reach a
+    # worker before it handled the first are one (signals do not queue; the
+    # file is read once, after both, which is all a reload promises).
+    async with asyncio.timeout(timeout(30)):
+        while node.metric("ocpp_router_profile_reloads_total", outcome="ok") < 2:
+            await asyncio.sleep(0.1)
     node.proc.send_signal(signal.SIGHUP)
     async with asyncio.timeout(timeout(30)):
         while node.metric("ocpp_router_profile_reloads_total", outcome="ok") < 4:

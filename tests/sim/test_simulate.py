@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 
 from router.backend.client import Client
 from router.embedded_redis import RedisServer, free_port
+from router.streams.keys import KeySpace
 from tests.conftest import RouterNode, timeout
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("OCPP_ROUTER_")}
@@ -49,6 +50,22 @@ async def reference_csms(redis_url: str, prefix: str) -> AsyncIterator[None]:
         "--key-prefix", prefix, env=ENV, stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL)
     try:
+        # Its consumer group starts at "$": entries published before the
+        # group exists are not its to answer (a boot would wait for the
+        # router's call timeout). So wait for the group, as a deployment
+        # starts backends before chargers.
+        redis = aioredis.Redis.from_url(redis_url)
+        stream = KeySpace(prefix=prefix).inbound(0)
+        try:
+            async with asyncio.timeout(timeout(30)):
+                while True:
+                    with contextlib.suppress(aioredis.ResponseError):   # no stream yet
+                        if any(g["name"] == b"reference-csms"
+                               for g in await redis.xinfo_groups(stream)):
+                            break
+                    await asyncio.sleep(0.05)
+        finally:
+            await redis.aclose()
         yield
     finally:
         csms.terminate()
