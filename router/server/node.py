@@ -725,7 +725,10 @@ class Node:
         """Extend every entry's TTL, write back the missing ones (pipelined,
         in bounded chunks: see :meth:`Registry.restore_many`), then the
         liveness key — last, so that it is only there once the entries are."""
-        missing = await self.registry.refresh(list(self.by_identity))
+        identities = list(self.by_identity)
+        if self.soap is not None:
+            identities += list(self.soap.sessions)
+        missing = await self.registry.refresh(identities)
         entries = []
         for identity in missing:
             # Lost in a Redis restart or an outage longer than the TTL:
@@ -734,6 +737,8 @@ class Node:
             if conn is not None and conn.opened:
                 entries.append(Entry(identity, self.node_id, conn.conn_id, conn.proto,
                                      conn.since_ms, conn.addr))
+        if self.soap is not None:
+            entries += self.soap.registry_entries(missing)
         restored = await self.registry.restore_many(entries)
         await self.registry.node_alive(self.node_id, node_ttl)
         if restored:

@@ -33,6 +33,7 @@ import os
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
@@ -56,6 +57,7 @@ from router.soap import (
 from router.soap.compress import BodyTooLarge, inflate
 from router.soap.envelope import WSA_ANONYMOUS, body_xml
 from router.soap.errors import IdentityMismatch
+from router.streams.registry import Entry
 
 if TYPE_CHECKING:
     from router.server.node import Node
@@ -431,14 +433,13 @@ class SoapManager:
         self.node.publish(session, b"disconnected", None, None, None, str(code), reason[:123])
         self._spawn(self._unregister(session))
 
-    async def _register(self, session: SoapSession, restore: bool = False) -> None:
+    async def _register(self, session: SoapSession) -> None:
         node = self.node
-        write = node.registry.restore if restore else node.registry.register
         previous = None
         try:
-            previous = await write(session.identity, node=node.node_id, conn=session.conn_id,
-                                   proto=session.proto, since_ms=session.since_ms,
-                                   addr=session.addr)
+            previous = await node.registry.register(
+                session.identity, node=node.node_id, conn=session.conn_id, proto=session.proto,
+                since_ms=session.since_ms, addr=session.addr)
             await self._mark(session)
         except Exception:
             node.metrics.inc(node.metrics.redis_errors, "registry")
@@ -447,7 +448,7 @@ class SoapManager:
         if not session.opened:
             await self._unregister(session)
             return
-        if previous and not isinstance(previous, bool):
+        if previous:
             prev_node, prev_conn = previous
             if prev_node != node.node_id and prev_conn != session.conn_id:
                 node.publisher.xadd(node.keys.out(prev_node),
@@ -471,12 +472,24 @@ class SoapManager:
         except Exception:
             self.node.metrics.inc(self.node.metrics.redis_errors, "registry")
 
+    def registry_entries(self, identities: Iterable[str]) -> list[Entry]:
+        """The registry entries of those of ``identities`` that are live
+        sessions here, as :meth:`Registry.restore_many` writes them back
+        (the node's registry round keeps SOAP and WebSocket chargers' entries
+        alike: Node._registry_round)."""
+        entries = []
+        for identity in identities:
+            session = self.sessions.get(identity)
+            if session is not None and session.opened:
+                entries.append(Entry(identity, self.node.node_id, session.conn_id,
+                                     session.proto, session.since_ms, session.addr,
+                                     ("transport", "soap", "endpoint", session.endpoint or "")))
+        return entries
+
     async def _sweep(self) -> None:
-        """Expire idle sessions; keep the registry entries of live ones."""
-        node = self.node
+        """Expire idle sessions (their registry entries are kept alive by the
+        node's registry round, with the WebSocket chargers')."""
         period = max(1.0, min(5.0, self.session_timeout / 4))
-        refresh_every = max(1.0, node.config.registry_ttl / 3)
-        last_refresh = time.monotonic()
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()
@@ -489,17 +502,6 @@ class SoapManager:
                 if (now - session.last_seen >= limit and not session.pending
                         and session.inflight is None):
                     self.end(session, 1000, f"no request within {limit:g} s")
-            if now - last_refresh < refresh_every or not self.sessions:
-                continue
-            last_refresh = now
-            try:
-                missing = await node.registry.refresh(list(self.sessions))
-                for identity in missing:
-                    lost = self.sessions.get(identity)
-                    if lost is not None and lost.opened:
-                        await self._register(lost, restore=True)
-            except Exception:
-                node.metrics.inc(node.metrics.redis_errors, "registry")
 
     # ------------------------------------------------------------- requests
     async def handle(self, conn: SoapHttpConnection, headers: dict[str, str],

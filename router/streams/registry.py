@@ -47,11 +47,13 @@ return false
 
 # Restore an entry that vanished (Redis restarted without persistence, or the
 # TTL ran out during an outage) — but never overwrite one a newer connection
-# wrote in the meantime.
+# wrote in the meantime. ARGV[7..]: further field/value pairs of the entry (a
+# SOAP charger's transport and endpoint).
 _RESTORE = """\
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'node', ARGV[1], 'conn', ARGV[2], 'proto', ARGV[3],
            'since', ARGV[4], 'addr', ARGV[5])
+if #ARGV > 6 then redis.call('HSET', KEYS[1], unpack(ARGV, 7)) end
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 return 1
 """
@@ -77,6 +79,8 @@ class Entry(NamedTuple):
     proto: str
     since_ms: int
     addr: str
+    #: Further field/value pairs (a SOAP charger's ``transport``, ``endpoint``).
+    extra: tuple[str, ...] = ()
 
 
 class Holder(NamedTuple):
@@ -146,9 +150,10 @@ class Registry:
         return Holder(_text(reply[0]), _text(reply[1]))
 
     async def restore(self, identity: str, *, node: str, conn: str, proto: str,
-                      since_ms: int, addr: str) -> bool:
+                      since_ms: int, addr: str, extra: Sequence[str] = ()) -> bool:
         """Write the entry of ``identity`` only if there is none (see
         :meth:`refresh`): a lost entry comes back, a newer holder's stays.
+        ``extra``: further field/value pairs of the entry, written with it.
 
         Returns:
             True if written, False if an entry existed.
@@ -157,7 +162,7 @@ class Registry:
             StreamsError: Redis failed or is unreachable.
         """
         return bool(await self._eval(self._restore, self.keys.registry(identity),
-                                     node, conn, proto, since_ms, addr, self.ttl))
+                                     node, conn, proto, since_ms, addr, self.ttl, *extra))
 
     async def restore_many(self, entries: Iterable[Entry]) -> int:
         """:meth:`restore` for many entries: pipelined, :data:`REFRESH_CHUNK`
@@ -183,8 +188,9 @@ class Registry:
         written = 0
         for start in range(0, len(batch), REFRESH_CHUNK):
             chunk = batch[start:start + REFRESH_CHUNK]
-            args = [(self.keys.registry(e.identity), e.node, e.conn, e.proto, e.since_ms,
-                     e.addr, self.ttl) for e in chunk]
+            args: list[tuple[bytes | str | int, ...]] = [
+                (self.keys.registry(e.identity), e.node, e.conn, e.proto, e.since_ms, e.addr,
+                 self.ttl, *e.extra) for e in chunk]
             replies = await self._pipeline([(b"EVALSHA", script.sha, 1, *a) for a in args])
             again = [a for a, reply in zip(args, replies, strict=True)
                      if isinstance(reply, BaseException) and _noscript(reply)]

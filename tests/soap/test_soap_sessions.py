@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import redis.asyncio as aioredis
 
 from router.auth import hash_password
-from tests.conftest import RouterNode
-from tests.server.helpers import Backend
+from router.backend.client import Client
+from router.embedded_redis import RedisServer
+from tests.conftest import RouterNode, start_router, timeout
+from tests.server.helpers import Backend, entry_dict
 from tests.soap.chargepoint import SoapChargePoint
 
 NOW = "2026-12-04T10:00:00Z"
@@ -117,3 +120,42 @@ async def test_websocket_connection_replaces_the_soap_session(
         assert "transport" not in connected
         await ws.close()
     await backend.close()
+
+
+async def test_registry_entry_is_back_after_redis_restarts_empty(key_prefix: str) -> None:
+    """A SOAP charger's registry entry, with its transport and endpoint, is
+    written back within seconds when Redis restarts without persistence (the
+    node's registry round, as for WebSocket chargers; not at the next TTL
+    refresh), and a backend CALL routed through it reaches the charger."""
+    server = RedisServer().start()
+    node = start_router(server.url, key_prefix)
+    r = aioredis.from_url(server.url)
+    try:
+        async with SoapChargePoint(node.port, "SOAP-RS") as cp:
+            await cp.call("Heartbeat", {})
+            backend = Backend(node)
+            reg = await backend.registry("SOAP-RS")
+            await backend.close()
+            assert reg["transport"] == "soap" and reg["endpoint"] == cp.address
+            await r.aclose()
+            server.stop()
+            server = RedisServer(port=server.port).start()       # empty
+            r = aioredis.from_url(server.url)
+            key = f"{key_prefix}:cs:SOAP-RS"
+            deadline = time.monotonic() + timeout(5)
+            while not await r.exists(key):
+                assert time.monotonic() < deadline, "the entry was not written back"
+                await asyncio.sleep(0.05)
+            assert entry_dict(await r.hgetall(key)) == reg
+            assert await r.ttl(key) > 100                  # the full --registry-ttl
+            while node.metric("ocpp_router_registry_restored_total") != 1:
+                assert time.monotonic() < deadline, "restored_total stayed 0"
+                await asyncio.sleep(0.05)
+            cp.handlers["Reset"] = lambda payload: {"status": "Accepted"}
+            async with Client(r, prefix=key_prefix) as client:
+                assert await client.call("SOAP-RS", "Reset", {"type": "Soft"}) == {
+                    "status": "Accepted"}
+    finally:
+        await r.aclose()
+        node.stop()
+        server.stop()

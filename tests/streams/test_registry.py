@@ -157,6 +157,13 @@ async def test_restore_many_after_an_empty_restart(redis_server: RedisServer, ki
         assert await registry.refresh(e.identity for e in entries) == []
         assert await registry.restore_many(entries) == 0     # all there: nothing written
         assert await registry.restore_many([]) == 0
+        # A SOAP charger's entry carries its transport and endpoint.
+        soap = Entry("CP-soap", "node-a", "c-soap", "ocpp1.5", 1_763_731_200_000, "10.0.0.8:1",
+                     ("transport", "soap", "endpoint", "http://10.0.0.8:8080/"))
+        assert await registry.restore_many([soap]) == 1
+        assert await registry.lookup("CP-soap") == {
+            "node": "node-a", "conn": "c-soap", "proto": "ocpp1.5", "since": "1763731200000",
+            "addr": "10.0.0.8:1", "transport": "soap", "endpoint": "http://10.0.0.8:8080/"}
         async with client(redis_server.url) as r:
             assert 0 < await r.ttl(registry.keys.registry("CP-0")) <= 60
     finally:
