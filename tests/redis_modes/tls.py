@@ -14,6 +14,8 @@ the documented ACL is sufficient.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import re
 import shutil
 import socket
@@ -25,7 +27,17 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
 
+import orjson
+import websockets
+from ocpp.v16 import call as call16
+
+from router.backend import Client
+from router.backend.reference_csms import ReferenceCSMS
 from router.embedded_redis import find_redis_server, free_port, terminate
+from router.streams import parse_redis_url
+from tests.backend.test_e2e import Charger16
+from tests.conftest import RouterNode, start_router, timeout
+from tests.redis_modes.run_cli import cli
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "deployment.md"
 
@@ -163,3 +175,67 @@ class TLSRedis:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+async def documented_users_end_to_end(router_url: str, backend_url: str, prefix: str, *,
+                                      shards: int = 1) -> None:
+    """What each documented ACL user must be able to do, end to end: a router
+    logged in as ``ocpp-router`` (``router_url``), the reference CSMS on the
+    SDK and the CLI as ``ocpp-backend`` (``backend_url``). A charger with a
+    password (Basic auth, set by the CLI) boots and authorises; the CLI lists
+    it, CALLs it and tails the stream; the router counted no Redis error (a
+    NOPERM would be one) and drains cleanly."""
+    conn = ["--redis-url", backend_url, "--key-prefix", prefix]
+    rc, _out, err = await cli("auth", "set", "CP-TLS", *conn, stdin=b"s3cret-passw0rd-16\n")
+    assert rc == 0, err
+    node: RouterNode = await asyncio.to_thread(
+        start_router, router_url, prefix, "--auth", "basic", "--shards", str(shards))
+    backend = parse_redis_url(backend_url).redis_py()
+    csms = ReferenceCSMS(backend, prefix=prefix, shards=shards, block=0.5)
+    task = asyncio.create_task(csms.run())
+    try:
+        await asyncio.wait_for(csms.app.wait_ready(), timeout(20))
+        header = {"Authorization": "Basic " + base64.b64encode(
+            b"CP-TLS:s3cret-passw0rd-16").decode()}
+        async with websockets.connect(node.url("CP-TLS"), subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+                                      additional_headers=header) as ws:
+            cp = Charger16("CP-TLS", ws)
+            runner = asyncio.create_task(cp.start())
+            try:
+                boot = await asyncio.wait_for(cp.call(call16.BootNotification(
+                    charge_point_vendor="ACME", charge_point_model="X1")), timeout(20))
+                assert boot.status == "Accepted"
+                auth = await asyncio.wait_for(cp.call(call16.Authorize(id_tag="04A2B3")),
+                                              timeout(20))
+                assert auth.id_tag_info["status"] == "Accepted"
+                async with Client(backend, prefix=prefix, shards=shards) as client:
+                    async with asyncio.timeout(timeout(10)):
+                        while await client.where("CP-TLS") is None:
+                            await asyncio.sleep(0.05)
+                rc, out, err = await cli("chargers", "--json", *conn)
+                assert rc == 0, err
+                assert [r["identity"] for r in orjson.loads(out)] == ["CP-TLS"]
+                # client.call's reply stream (on a cluster: on whichever
+                # master its slot is).
+                rc, out, err = await cli("call", "CP-TLS", "Reset", '{"type":"Soft"}', *conn)
+                assert rc == 0, err
+                assert orjson.loads(out) == {"status": "Accepted"}
+                rc, out, err = await cli("tail", "--from-start", "--count", "3",
+                                         "--shards", str(shards), *conn)
+                assert rc == 0, err
+                assert b"BootNotification" in out and b"Authorize" in out
+            finally:
+                runner.cancel()
+        status, _ = node.admin("/readyz")
+        assert status == 200
+        _, metrics = node.admin("/metrics")
+        errors = [line for line in metrics.splitlines()
+                  if line.startswith("ocpp_router_redis_errors_total{")
+                  and float(line.rsplit(" ", 1)[1]) > 0]
+        assert errors == []
+    finally:
+        csms.stop()
+        await asyncio.wait_for(task, timeout(30))
+        await backend.aclose()
+        node.stop()
+    assert node.proc.returncode == 0
