@@ -63,7 +63,12 @@ class Outcome:
     report: str = ""
 
 
-def _parse(name: str, rc: int, log: str, seconds: float, artifacts: Path) -> Outcome:
+def _findings(name: str, artifacts: Path) -> set[Path]:
+    """The reproducers of ``name`` in ``artifacts`` (crash, out-of-memory, timeout)."""
+    return {p for kind in ("crash", "oom", "timeout") for p in artifacts.glob(f"{name}-{kind}-*")}
+
+
+def _parse(name: str, rc: int, log: str, seconds: float, new: set[Path]) -> Outcome:
     out = Outcome(name, rc, seconds=round(seconds, 1))
     if m := re.search(r"stat::number_of_executed_units: (\d+)", log):
         out.executions = int(m.group(1))
@@ -74,8 +79,7 @@ def _parse(name: str, rc: int, log: str, seconds: float, artifacts: Path) -> Out
         out.edges, out.features, out.corpus = (int(g) for g in m.groups())
     if m := re.search(r"Loaded (\d+) modules\s+\((\d+) inline 8-bit counters\)", log):
         out.modules, out.counters = int(m.group(1)), int(m.group(2))
-    out.crashes = len(list(artifacts.glob(f"{name}-crash-*"))) + len(
-        list(artifacts.glob(f"{name}-oom-*"))) + len(list(artifacts.glob(f"{name}-timeout-*")))
+    out.crashes = len(new)
     for marker in ("ERROR: AddressSanitizer", "runtime error:", "Uncaught Python exception",
                    "ERROR: libFuzzer"):
         if marker in log:
@@ -109,6 +113,7 @@ def run_target(name: str, lib: Path, artifacts: Path, *, seconds: int = 0, runs:
     cmd += [f"-max_total_time={seconds}"] if seconds else []
     cmd += [f"-runs={runs}"] if runs else []
     cmd += [str(work), str(HERE / "seeds" / name)]
+    before = _findings(name, artifacts)     # an earlier run's are not this run's
     t0 = time.monotonic()
     try:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=instrumented.environment(
@@ -129,7 +134,8 @@ def run_target(name: str, lib: Path, artifacts: Path, *, seconds: int = 0, runs:
         rc = proc.wait()
         if sink:
             sink.close()
-        return _parse(name, rc, "".join(lines), time.monotonic() - t0, artifacts)
+        return _parse(name, rc, "".join(lines), time.monotonic() - t0,
+                      _findings(name, artifacts) - before)
     finally:
         if temporary:
             shutil.rmtree(work, ignore_errors=True)
