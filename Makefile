@@ -8,7 +8,7 @@ EXT_SOURCES := $(shell find ext -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' 
 BUILT  := $(VENV)/.built
 
 .PHONY: all venv build system-deps test test-only lint run compliance fuzz bench clean
-.PHONY: fuzz-long
+.PHONY: fuzz-long fuzz-minimize
 .PHONY: chaos
 .PHONY: soak
 .PHONY: scale
@@ -62,6 +62,12 @@ fuzz-long: $(BUILT)
 	nice -n 19 $(PY) -m tests.fuzz --runs $${FUZZ_RUNS:-10000000} \
 	  --seconds $${FUZZ_MAX_SECONDS:-0} --corpus build/fuzz/corpus \
 	  --results bench/results/fuzz.json --results-md bench/RESULTS.md
+
+# After fuzz-long: what its corpora reached beyond the seeds, minimized
+# (libFuzzer -merge=1), into tests/fuzz/grown/ (commit it: every fuzz run
+# starts from there and make test replays it).
+fuzz-minimize: $(BUILT)
+	$(PY) -m tests.fuzz --minimize build/fuzz/corpus
 
 # Faults under load (bench/chaos.py): a router node, a backend, Redis killed,
 # Redis frozen; 2,000 chargers through haproxy. Figures: bench/results/chaos.json.

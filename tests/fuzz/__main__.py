@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.fuzz import build, instrumented
+from tests.fuzz.corpus import GROWN
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -89,6 +90,51 @@ def _parse(name: str, rc: int, log: str, seconds: float, new: set[Path]) -> Outc
     return out
 
 
+def _libfuzzer(name: str) -> list[str]:
+    """The runner of target ``name`` and the libFuzzer options every run has."""
+    return [sys.executable, "-m", "tests.fuzz.runner", name, "-rss_limit_mb=2048",
+            f"-max_len={MAX_LEN.get(name, 8192)}", "-timeout=30"]
+
+
+def _environment(name: str, lib: Path) -> dict[str, str]:
+    return instrumented.environment(
+        lib, python_objects_on_malloc=name not in PYMALLOC_TARGETS)
+
+
+def minimize(name: str, lib: Path, sources: list[Path]) -> tuple[int, int]:
+    """Replace ``tests/fuzz/grown/<name>`` by the smallest set of inputs from
+    it and ``sources`` that covers all they cover beyond the seeds (libFuzzer
+    ``-merge=1`` on the instrumented build: the seeds go first, then are
+    dropped from the result).
+
+    Returns:
+        (inputs read, inputs kept).
+
+    Raises:
+        RuntimeError: the merge failed (an input crashed it: fuzz that first).
+    """
+    seeds = HERE / "seeds" / name
+    dirs = [d for d in [*sources, GROWN / name] if d.is_dir()]
+    with tempfile.TemporaryDirectory(prefix=f"fuzz-merge-{name}-") as tmp:
+        out = Path(tmp) / name
+        shutil.copytree(seeds, out)
+        seed_names = {p.name for p in out.iterdir()}
+        proc = subprocess.run([*_libfuzzer(name), "-merge=1", str(out), *map(str, dirs)],
+                              cwd=ROOT, env=_environment(name, lib), capture_output=True,
+                              text=True, errors="replace", check=False)
+        # libFuzzer reports a merge whose inner process died on every
+        # attempt as "0 new files", with exit 0: success is its own line.
+        if proc.returncode != 0 or "MERGE-OUTER: successful" not in proc.stderr + proc.stdout:
+            raise RuntimeError(f"merge of {name} failed (exit {proc.returncode}): "
+                               f"{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
+        kept = sorted(p for p in out.iterdir() if p.name not in seed_names)
+        shutil.rmtree(GROWN / name, ignore_errors=True)
+        (GROWN / name).mkdir(parents=True)
+        for p in kept:
+            shutil.copy(p, GROWN / name / p.name)
+    return sum(len(list(d.iterdir())) for d in dirs), len(kept)
+
+
 def run_target(name: str, lib: Path, artifacts: Path, *, seconds: int = 0, runs: int = 0,
                corpus: Path | None = None, jobs_log: Path | None = None) -> Outcome:
     """Fuzz one target (for ``seconds`` or ``runs`` executions).
@@ -107,17 +153,16 @@ def run_target(name: str, lib: Path, artifacts: Path, *, seconds: int = 0, runs:
     work = corpus or Path(tempfile.mkdtemp(prefix=f"fuzz-{name}-"))
     work.mkdir(parents=True, exist_ok=True)
     artifacts.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "tests.fuzz.runner", name,
-           "-rss_limit_mb=2048", f"-max_len={MAX_LEN.get(name, 8192)}", "-timeout=30", "-print_final_stats=1",
+    cmd = [*_libfuzzer(name), "-print_final_stats=1",
            f"-dict={HERE / 'dicts' / f'{name}.dict'}", f"-artifact_prefix={artifacts}/{name}-"]
     cmd += [f"-max_total_time={seconds}"] if seconds else []
     cmd += [f"-runs={runs}"] if runs else []
     cmd += [str(work), str(HERE / "seeds" / name)]
+    cmd += [str(GROWN / name)] if (GROWN / name).is_dir() else []
     before = _findings(name, artifacts)     # an earlier run's are not this run's
     t0 = time.monotonic()
     try:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=instrumented.environment(
-                                    lib, python_objects_on_malloc=name not in PYMALLOC_TARGETS),
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=_environment(name, lib),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 errors="replace")
         assert proc.stdout is not None
@@ -162,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-md", type=Path, default=None,
                         help="and as a table into this file's fuzzing section "
                              "(bench/RESULTS.md)")
+    parser.add_argument("--minimize", type=Path, action="append", default=[], metavar="DIR",
+                        help="instead of fuzzing: merge the corpora DIR/<target> (of "
+                             "--corpus runs) into tests/fuzz/grown/<target>, minimized")
     args = parser.parse_args(argv)
     if not args.seconds and not args.runs:
         args.seconds = 60
@@ -173,6 +221,15 @@ def main(argv: list[str] | None = None) -> int:
     build_s = time.monotonic() - t0
     print(f"fuzzing build up to date in {build_s:.0f} s: {', '.join(build.modules())}",
           flush=True)
+    if args.minimize:
+        for name in names:
+            try:
+                read, kept = minimize(name, lib, [d / name for d in args.minimize])
+            except RuntimeError as exc:
+                print(f"fuzz: {exc}", file=sys.stderr)
+                return 1
+            print(f"{name}: {read:,} inputs -> {kept:,} in {GROWN.relative_to(ROOT) / name}")
+        return 0
     outcomes = []
     for name in names:
         corpus = args.corpus / name if args.corpus else None

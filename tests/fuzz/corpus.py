@@ -37,6 +37,9 @@ from tests.ws.helpers import client_frame, close_payload, upgrade_request
 HERE = Path(__file__).resolve().parent
 SEEDS = HERE / "seeds"
 DICTS = HERE / "dicts"
+# What the long runs found beyond the seeds, minimized (python -m tests.fuzz
+# --minimize): every run starts from there too, and test_fuzz.py replays it.
+GROWN = HERE / "grown"
 
 
 def frames() -> list[bytes]:

@@ -10,6 +10,7 @@ the Python code only (``--plain``).
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -33,7 +34,11 @@ def main() -> None:
         with atheris.instrument_imports():
             from tests.fuzz.targets import TARGETS
     target = TARGETS[sys.argv[1]]
-    atheris.Setup([sys.argv[0], *sys.argv[2:]], target)
+    # libFuzzer starts its merge (-merge=1) and fork workers as "argv[0]
+    # options..." through the shell: argv[0] is the command that starts this
+    # runner for this target (the environment and directory are inherited).
+    this = shlex.join([sys.executable, "-m", "tests.fuzz.runner", sys.argv[1]])
+    atheris.Setup([this, *sys.argv[2:]], target)
     atheris.Fuzz()
 
 

@@ -1,5 +1,5 @@
-"""The fuzz targets in the test suite: every seed and every past finding
-replayed in process (regular build), the RESP overflow found by the fuzzer as
+"""The fuzz targets in the test suite: every seed, the grown corpus of the
+long runs and every past finding replayed in process (regular build), the RESP overflow found by the fuzzer as
 a unit test, and a short libFuzzer run of every target on the instrumented
 build (``make fuzz`` / ``make fuzz-long`` run them long)."""
 
@@ -16,7 +16,7 @@ import pytest
 from router.streams._resp import ReplyReader
 from router.streams.errors import RedisProtocolError
 from tests.conftest import timeout
-from tests.fuzz.corpus import all_seeds
+from tests.fuzz.corpus import GROWN, all_seeds
 from tests.fuzz.targets import TARGETS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +32,16 @@ def test_seeds_replay(name: str) -> None:
         TARGETS[name](seed)
         for cut in range(0, len(seed), max(7, len(seed) // 20)):   # truncated inputs too
             TARGETS[name](seed[:cut])
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in GROWN.iterdir() if p.name in TARGETS))
+def test_grown_corpus_replays(name: str) -> None:
+    # What the long runs reached (python -m tests.fuzz --minimize), on the
+    # regular build: every input still passes the target's checks.
+    inputs = sorted((GROWN / name).iterdir())
+    assert inputs
+    for path in inputs:
+        TARGETS[name](path.read_bytes())
 
 
 def _regressions() -> list[object]:
