@@ -235,14 +235,20 @@ def compare_with_wsproto(stream: bytes) -> None:
         # opcode, mask, minimal length) we checked first: a 1002 from wsproto
         # would still be a disagreement, and the events before must agree.
         their_code = 1009
-    if our_code == 1007 and their_code in (None, 1002) and _invalid_text_prefix(stream):
+    end = _invalid_text_prefix(stream) if our_code == 1007 and their_code in (None, 1002) \
+        else None
+    if end is not None:
         # We fail a text message at its first invalid byte (RFC 6455 §8.1,
         # Autobahn's "fail fast" cases); wsproto's incremental decoder (Python's)
         # holds a truncated sequence such as ED A1 (a UTF-16 surrogate, never
-        # valid) until more bytes come, so it fails later or on a later frame.
-        # Checked here without either parser: the bytes of that message so far
-        # cannot begin any valid UTF-8 text.
-        their_code = 1007
+        # valid) until more bytes come, so it fails later or on a later frame,
+        # and goes on delivering what comes before that (a ping or pong
+        # between the fragments). Checked here without either parser: the
+        # bytes of that message up to the frame ending at ``end`` cannot begin
+        # any valid UTF-8 text; wsproto must agree with us up to that frame.
+        cut, cut_code = _theirs(stream[:end])
+        if cut_code is None:
+            theirs, their_code = cut, 1007
     reason = _close_1014(stream) if their_code == 1002 and our_code in (None, 1007) else None
     if reason is not None:
         # 1014 (Bad Gateway) is in the IANA close code registry (RFC 6455
@@ -257,10 +263,10 @@ def compare_with_wsproto(stream: bytes) -> None:
     assert our_code == their_code, (stream[:200], our_code, their_code)
 
 
-def _hand_frames(stream: bytes) -> list[tuple[int, bytes]]:
-    """(first byte, unmasked payload) of the complete masked frames at the
-    start of ``stream``, read by hand (RFC 6455 §5.2) — for the oracle checks
-    that must depend on neither parser."""
+def _hand_frames(stream: bytes) -> list[tuple[int, bytes, int]]:
+    """(first byte, unmasked payload, offset after the frame) of the complete
+    masked frames at the start of ``stream``, read by hand (RFC 6455 §5.2) —
+    for the oracle checks that must depend on neither parser."""
     out = []
     pos = 0
     while pos + 2 <= len(stream):
@@ -272,16 +278,18 @@ def _hand_frames(stream: bytes) -> list[tuple[int, bytes]]:
         if not b1 & 0x80 or pos + 4 > len(stream):
             break
         key, pos = stream[pos:pos + 4], pos + 4
-        out.append((b0, bytes(b ^ key[i % 4] for i, b in enumerate(stream[pos:pos + n]))))
+        out.append((b0, bytes(b ^ key[i % 4] for i, b in enumerate(stream[pos:pos + n])),
+                    min(pos + n, len(stream))))
         pos += n
     return out
 
 
-def _invalid_text_prefix(stream: bytes) -> bool:
-    """True when a text message in ``stream`` has bytes, as far as they
-    arrived, that no valid UTF-8 text starts with."""
+def _invalid_text_prefix(stream: bytes) -> int | None:
+    """When a text message in ``stream`` has bytes, as far as they arrived,
+    that no valid UTF-8 text starts with: the offset after the frame that
+    brought them; else None."""
     text, parts = False, b""
-    for b0, payload in _hand_frames(stream):
+    for b0, payload, end in _hand_frames(stream):
         op = b0 & 0x0F
         if op == OP_TEXT:
             text, parts = True, payload
@@ -294,16 +302,16 @@ def _invalid_text_prefix(stream: bytes) -> bool:
                 parts.decode("utf-8")
             except UnicodeDecodeError as exc:
                 if exc.reason != "unexpected end of data":
-                    return True
+                    return end
             if b0 & 0x80:
                 text = False
-    return False
+    return None
 
 
 def _close_1014(stream: bytes) -> bytes | None:
     """The reason bytes of the first close frame if its code is 1014 and the
     frame is otherwise well-formed (FIN, no RSV bits, at most 125 bytes)."""
-    for b0, payload in _hand_frames(stream):
+    for b0, payload, _end in _hand_frames(stream):
         if b0 & 0x0F == OP_CLOSE:
             ok = b0 & 0xF0 == 0x80 and len(payload) <= 125 and payload[:2] == b"\x03\xf6"
             return payload[2:] if ok else None
