@@ -159,6 +159,9 @@ class SoapSession:
         self.inflight: BackendCall | None = None
         self.inflight_task: asyncio.Task[None] | None = None
         self.queue: deque[BackendCall] | None = None
+        # The first registry write (SoapManager.session_for); its first
+        # answer waits for it.
+        self.registering: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------- charger -> backend
     def charger_call(self, req: SoapRequest) -> asyncio.Future[bytes]:
@@ -389,10 +392,11 @@ class SoapManager:
         transport.set_protocol(conn)
         conn.feed(data)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # --------------------------------------------------------------- sessions
     def session_for(self, req: SoapRequest, identity: str, addr: str) -> SoapSession:
@@ -415,7 +419,7 @@ class SoapManager:
             node.metrics.inc(node.metrics.handshakes, "soap_session")
             node.publish(session, b"connected", None, None, None,
                          extra=(b"addr", addr.encode(), b"endpoint", (endpoint or "").encode()))
-            self._spawn(self._register(session))
+            session.registering = self._spawn(self._register(session))
         else:
             session.last_seen = time.monotonic()
             session.addr = addr
@@ -531,6 +535,14 @@ class SoapManager:
             if node.draining:
                 raise ReceiverError("the central system is shutting down, retry later")
             session = self.session_for(req, identity, conn.addr)
+            registering = session.registering
+            if registering is not None and not registering.done():
+                # A new session is in the registry before its first answer:
+                # behind a load balancer without affinity the charger's next
+                # request may reach another node, whose takeover must come
+                # after this write, not be overwritten by it. One round trip,
+                # once per session (the task handles its own errors).
+                await asyncio.shield(registering)
             if node.edge_heartbeat and req.action == "Heartbeat":
                 metrics.inc(metrics.edge_answers, "Heartbeat")
                 body_el = body_xml(req.version, "cs", "Heartbeat", True,

@@ -17,6 +17,7 @@ from router.embedded_redis import RedisServer
 from tests.conftest import RouterNode, start_router, timeout
 from tests.server.helpers import Backend, entry_dict
 from tests.soap.chargepoint import SoapChargePoint
+from tests.streams.proxy import TCPProxy
 
 NOW = "2026-12-04T10:00:00Z"
 
@@ -26,32 +27,34 @@ async def test_session_expires_and_is_taken_over(router_factory: Callable[..., R
     a = router_factory("--soap-session-timeout", "2", "--heartbeat", "edge")
     b = router_factory()
     backend = Backend(a)
-    async with SoapChargePoint(a.port, "SESS-1") as cp:
-        await cp.call("Heartbeat", {})
-        first = await backend.next("connected", cs="SESS-1")
-        assert first["node"] == a.node_id
-        # The same charger's next request lands on node b: b takes it over and
-        # a's session ends (its disconnected entry), as for WebSockets.
-        cp.url = f"http://127.0.0.1:{b.port}/ocpp/"
-        await cp.call("Heartbeat", {})
-        second = await backend.next("connected", cs="SESS-1")
-        assert second["node"] == b.node_id and second["conn"] != first["conn"]
-        gone = await backend.next("disconnected", cs="SESS-1", conn=first["conn"])
-        assert gone["transport"] == "soap"
-        reg = await backend.registry("SESS-1")
-        assert reg["node"] == b.node_id and reg["conn"] == second["conn"]
-        # Back on a, then silent: expired after --soap-session-timeout.
-        cp.url = f"http://127.0.0.1:{a.port}/ocpp/"
-        await cp.call("Heartbeat", {})
-        third = await backend.next("connected", cs="SESS-1", node=a.node_id)
-        gone = await backend.next("disconnected", cs="SESS-1", conn=third["conn"], wait=15)
-        assert gone["code"] == "1000" and "no request" in gone["description"]
-        for _ in range(100):
-            if not await backend.registry("SESS-1"):
-                break
-            await asyncio.sleep(0.05)
-        assert await backend.registry("SESS-1") == {}
-    await backend.close()
+    try:
+        async with SoapChargePoint(a.port, "SESS-1") as cp:
+            await cp.call("Heartbeat", {})
+            first = await backend.next("connected", cs="SESS-1")
+            assert first["node"] == a.node_id
+            # The same charger's next request lands on node b: b takes it over and
+            # a's session ends (its disconnected entry), as for WebSockets.
+            cp.url = f"http://127.0.0.1:{b.port}/ocpp/"
+            await cp.call("Heartbeat", {})
+            second = await backend.next("connected", cs="SESS-1")
+            assert second["node"] == b.node_id and second["conn"] != first["conn"]
+            gone = await backend.next("disconnected", cs="SESS-1", conn=first["conn"])
+            assert gone["transport"] == "soap"
+            reg = await backend.registry("SESS-1")
+            assert reg["node"] == b.node_id and reg["conn"] == second["conn"]
+            # Back on a, then silent: expired after --soap-session-timeout.
+            cp.url = f"http://127.0.0.1:{a.port}/ocpp/"
+            await cp.call("Heartbeat", {})
+            third = await backend.next("connected", cs="SESS-1", node=a.node_id)
+            gone = await backend.next("disconnected", cs="SESS-1", conn=third["conn"], wait=15)
+            assert gone["code"] == "1000" and "no request" in gone["description"]
+            for _ in range(100):
+                if not await backend.registry("SESS-1"):
+                    break
+                await asyncio.sleep(0.05)
+            assert await backend.registry("SESS-1") == {}
+    finally:
+        await backend.close()
 
 
 async def test_basic_auth_and_drain(router_factory: Callable[..., RouterNode]) -> None:
@@ -59,23 +62,25 @@ async def test_basic_auth_and_drain(router_factory: Callable[..., RouterNode]) -
     r = aioredis.from_url(node.redis_url)
     await r.set(f"{node.key_prefix}:auth:AUTH-1", hash_password("0123456789abcdef"))
     backend = Backend(node)
-    async with SoapChargePoint(node.port, "AUTH-1") as cp:
-        body = cp.request("Heartbeat", {})
-        status, data = await cp.post(body)
-        assert status == 401 and b"SecurityError" in data
-        bad = base64.b64encode(b"AUTH-1:wrong-password!!").decode()
-        status, _ = await cp.post(body, {"Authorization": f"Basic {bad}"})
-        assert status == 401
-        good = base64.b64encode(b"AUTH-1:0123456789abcdef").decode()
-        status, data = await cp.post(body, {"Authorization": f"Basic {good}"})
-        assert status == 200 and b"heartbeatResponse" in data
-        connected = await backend.next("connected", cs="AUTH-1")
-        # SIGTERM: the session ends with 1001 like a drained WebSocket.
-        node.proc.send_signal(signal.SIGTERM)
-        gone = await backend.next("disconnected", cs="AUTH-1", wait=15)
-        assert gone["conn"] == connected["conn"] and gone["code"] == "1001"
-    await backend.close()
-    await r.aclose()
+    try:
+        async with SoapChargePoint(node.port, "AUTH-1") as cp:
+            body = cp.request("Heartbeat", {})
+            status, data = await cp.post(body)
+            assert status == 401 and b"SecurityError" in data
+            bad = base64.b64encode(b"AUTH-1:wrong-password!!").decode()
+            status, _ = await cp.post(body, {"Authorization": f"Basic {bad}"})
+            assert status == 401
+            good = base64.b64encode(b"AUTH-1:0123456789abcdef").decode()
+            status, data = await cp.post(body, {"Authorization": f"Basic {good}"})
+            assert status == 200 and b"heartbeatResponse" in data
+            connected = await backend.next("connected", cs="AUTH-1")
+            # SIGTERM: the session ends with 1001 like a drained WebSocket.
+            node.proc.send_signal(signal.SIGTERM)
+            gone = await backend.next("disconnected", cs="AUTH-1", wait=15)
+            assert gone["conn"] == connected["conn"] and gone["code"] == "1001"
+    finally:
+        await backend.close()
+        await r.aclose()
 
 
 async def test_https_with_client_certificate(router_factory: Callable[..., RouterNode],
@@ -159,3 +164,40 @@ async def test_registry_entry_is_back_after_redis_restarts_empty(key_prefix: str
         await r.aclose()
         node.stop()
         server.stop()
+
+
+async def test_registry_follows_requests_that_alternate_between_nodes(
+        redis_server: RedisServer, key_prefix: str,
+        router_factory: Callable[..., RouterNode]) -> None:
+    """Behind a load balancer without affinity a SOAP charger's consecutive
+    requests reach different nodes. A node answers a session's first request
+    only once its registry entry is written, so the next node's takeover comes
+    after it, however slow the first node's path to Redis: right after the
+    second answer the registry names the second node. (Node a reaches Redis
+    through a proxy that holds its commands for 0.3 s; before the fix a's
+    late write overwrote b's takeover.)"""
+    proxy = await TCPProxy("127.0.0.1", redis_server.port).start()
+    a = await asyncio.to_thread(start_router, proxy.url, key_prefix)
+    b = router_factory()
+    backend = Backend(b)
+    proxy.delay = 0.3
+
+    async def hop(i: int) -> str:
+        async with SoapChargePoint(a.port, f"HOP-{i}") as cp:
+            await cp.call("Heartbeat", {})
+            cp.url = f"http://127.0.0.1:{b.port}/ocpp/"
+            await cp.call("Heartbeat", {})
+            return (await backend.registry(f"HOP-{i}")).get("node", "")
+
+    async def holders() -> list[str]:
+        return [(await backend.registry(f"HOP-{i}")).get("node", "") for i in range(5)]
+
+    try:
+        assert await asyncio.gather(*(hop(i) for i in range(5))) == [b.node_id] * 5
+        # Longer than a's commands are held: no late write of a lands on b's.
+        await asyncio.sleep(4 * proxy.delay)
+        assert await holders() == [b.node_id] * 5
+    finally:
+        await backend.close()
+        a.stop()
+        await proxy.stop()

@@ -1,6 +1,8 @@
 """A TCP proxy between the code under test and a real redis-server, for fault
 injection (in the manner of asyncpg's ``_testbase/fuzzer.py``): forward, forward
-the server's bytes one at a time, or swallow everything (a frozen network)."""
+the server's bytes one at a time, or swallow everything (a frozen network);
+``delay`` holds every chunk the client sends for that many seconds (a slow
+path to Redis for one client among several)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ class TCPProxy:
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self.mode: Mode = "pass"
+        self.delay = 0.0        # seconds each client -> server chunk is held
         self.port = 0
         self.accepted = 0       # client connections accepted
         self.open_clients = 0   # client connections not yet closed by the client
@@ -57,6 +60,8 @@ class TCPProxy:
                         await dst.drain()
                         await asyncio.sleep(0)
                 else:
+                    if self.delay and not downstream:
+                        await asyncio.sleep(self.delay)
                     dst.write(data)
                     await dst.drain()
         except (ConnectionError, OSError):
