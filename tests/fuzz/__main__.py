@@ -115,6 +115,7 @@ def minimize(name: str, lib: Path, sources: list[Path]) -> tuple[int, int]:
     """
     seeds = HERE / "seeds" / name
     dirs = [d for d in [*sources, GROWN / name] if d.is_dir()]
+    read = sum(len(list(d.iterdir())) for d in dirs)    # before grown/<name> is replaced
     with tempfile.TemporaryDirectory(prefix=f"fuzz-merge-{name}-") as tmp:
         out = Path(tmp) / name
         shutil.copytree(seeds, out)
@@ -132,7 +133,7 @@ def minimize(name: str, lib: Path, sources: list[Path]) -> tuple[int, int]:
         (GROWN / name).mkdir(parents=True)
         for p in kept:
             shutil.copy(p, GROWN / name / p.name)
-    return sum(len(list(d.iterdir())) for d in dirs), len(kept)
+    return read, len(kept)
 
 
 def run_target(name: str, lib: Path, artifacts: Path, *, seconds: int = 0, runs: int = 0,
